@@ -1,0 +1,68 @@
+"""Shared click options and helpers so every command behaves the same way."""
+from __future__ import annotations
+
+import contextlib
+import functools
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import click
+
+from ..errors import InputError
+
+
+def images_argument(func: Callable) -> Callable:
+    """``IMAGES`` (folder or CSV manifest) with ``--image-root`` and ``--allow-outside-root``."""
+
+    @click.argument("images", type=click.Path(path_type=Path))
+    @click.option("--image-root", type=click.Path(path_type=Path), default=None,
+                  help="Folder that a CSV manifest's 'path' column is relative to (default: the CSV's folder).")
+    @click.option("--allow-outside-root", is_flag=True, help="Allow manifest paths outside the image root.")
+    @functools.wraps(func)
+    def wrapper(*args, images: Path, image_root: Path | None, allow_outside_root: bool, **kwargs):
+        from ..data.manifest import load_manifest
+
+        manifest = load_manifest(images, image_root, allow_outside_root)
+        return func(*args, manifest=manifest, **kwargs)
+
+    return wrapper
+
+
+seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+overwrite_option = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+
+
+def prepare_output_dir(path: Path, overwrite: bool, *, allow_resume: bool = False) -> Path:
+    """Create ``path``; refuse a non-empty existing folder unless ``overwrite`` (or resuming)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path}: exists and is not a folder")
+    if path.is_dir() and any(path.iterdir()) and not allow_resume:
+        if not overwrite:
+            raise InputError(f"{path}: output folder exists and is not empty (use --overwrite to replace it)")
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def prepare_output_file(path: Path, overwrite: bool) -> Path:
+    """Refuse to replace an existing file unless ``overwrite``; create its folder."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise InputError(f"{path}: output file exists (use --overwrite to replace it)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def progress(length: int, label: str) -> Iterator[Callable[[int], None]]:
+    """A stderr progress bar; yields ``advance(n)``."""
+    with click.progressbar(length=length, label=label, file=sys.stderr, show_pos=True,
+                           show_eta=True) as bar:
+        yield bar.update
+
+
+def echo(message: str) -> None:
+    click.echo(message)

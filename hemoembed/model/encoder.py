@@ -1,0 +1,135 @@
+"""The embedding network: EfficientNetV2-B0 → global average pooling → dropout → unit L2 → 1280-d.
+
+The encoder takes float32 images in [0, 255] of ``record.image_size`` (EfficientNetV2's own rescaling
+layer is kept) and carries its :class:`~hemoembed.data.preprocess.PreprocessingRecord` in a
+``PreprocessingSpec`` layer, so a saved ``encoder.keras`` is self-describing and loads in safe mode.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from ..data.preprocess import PreprocessingRecord
+from ..errors import InputError, MismatchError
+from .layers import L2Normalize, PreprocessingSpec
+
+EMBEDDING_DIM = 1280
+SPEC_LAYER = "hemoembed_preprocessing"
+BACKBONE = "efficientnetv2-b0"
+
+
+def build_encoder(record: PreprocessingRecord, weights: str = "none", dropout: float = 0.2,
+                  freeze_bn: bool = True, name: str = "hemoembed_encoder") -> keras.Model:
+    """Functional encoder; ``weights`` is ``imagenet``, ``none`` or a path (.keras encoder or .h5 backbone)."""
+    size = int(record.image_size)
+    inputs = keras.Input((size, size, 3), name="image")
+    x = PreprocessingSpec(record.to_dict(), name=SPEC_LAYER)(inputs)
+    backbone = _backbone(size, weights)
+    x = backbone(x)
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    x = keras.layers.Dropout(dropout, name="dropout")(x)
+    outputs = L2Normalize(name="l2_normalize", dtype="float32")(x)
+    model = keras.Model(inputs, outputs, name=name)
+    if weights not in ("imagenet", "none"):
+        _load_weights_from_path(model, backbone, Path(weights))
+    set_batchnorm_trainable(model, not freeze_bn)
+    return model
+
+
+def _backbone(size: int, weights: str) -> keras.Model:
+    kind = weights if weights in ("imagenet", "none") else "none"
+    try:
+        return keras.applications.EfficientNetV2B0(
+            include_top=False, weights="imagenet" if kind == "imagenet" else None,
+            input_shape=(size, size, 3), include_preprocessing=True)
+    except Exception as exc:  # noqa: BLE001 - the download error type varies by platform
+        if kind == "imagenet":
+            raise InputError("--weights imagenet: could not obtain the ImageNet weights for EfficientNetV2-B0 "
+                             f"(needs internet access to storage.googleapis.com; {type(exc).__name__}: "
+                             f"{str(exc)[:120]}); use --weights none or --weights PATH") from None
+        raise
+
+
+def _load_weights_from_path(model: keras.Model, backbone: keras.Model, path: Path) -> None:
+    if not path.exists():
+        raise InputError(f"--weights {path}: no such file (expected imagenet, none, a .keras encoder or .h5 weights)")
+    try:
+        if path.suffix == ".keras":
+            source = load_encoder(path)[0]
+            source_backbone = source.get_layer(backbone.name)
+            backbone.set_weights(source_backbone.get_weights())
+        else:
+            backbone.load_weights(str(path))
+    except (ValueError, OSError, KeyError) as exc:
+        raise InputError(f"--weights {path}: does not fit an EfficientNetV2-B0 backbone ({str(exc)[:160]})") from None
+
+
+def set_batchnorm_trainable(model: keras.Model, trainable: bool) -> int:
+    """Freeze (inference-mode, no statistics updates) or unfreeze every BatchNormalization layer."""
+    count = 0
+    for layer in _all_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = trainable
+            count += 1
+    return count
+
+
+def _all_layers(model: keras.Model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+        else:
+            yield layer
+
+
+def backbone_of(model: keras.Model) -> keras.Model:
+    """The EfficientNetV2 sub-model (for GradCAM's last convolution, fine-tuning stages)."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            return layer
+    raise MismatchError(f"{model.name}: no backbone sub-model found")
+
+
+def preprocessing_record(model: keras.Model) -> PreprocessingRecord:
+    """The record saved inside an encoder; a model without one is not a hemoembed encoder."""
+    try:
+        spec = model.get_layer(SPEC_LAYER)
+    except ValueError:
+        raise MismatchError(f"model {model.name!r} carries no hemoembed preprocessing record") from None
+    return PreprocessingRecord.from_dict(spec.record)
+
+
+def fingerprint(model: keras.Model) -> str:
+    """sha256 over every weight's shape and bytes in order: identifies the encoder, not the file."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        value = np.ascontiguousarray(keras.ops.convert_to_numpy(weight.value), dtype=np.float32)
+        digest.update(str(value.shape).encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def save_encoder(model: keras.Model, path: str | os.PathLike) -> str:
+    """Save atomically as ``.keras`` (temporary name, then rename); returns the fingerprint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+    return fingerprint(model)
+
+
+def load_encoder(path: str | os.PathLike) -> tuple[keras.Model, PreprocessingRecord]:
+    """Load an encoder in Keras safe mode; returns the model and its preprocessing record."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: encoder file not found")
+    try:
+        model = keras.saving.load_model(path, safe_mode=True, compile=False)
+    except Exception as exc:  # noqa: BLE001 - Keras raises many types for bad files
+        raise InputError(f"{path}: not a loadable Keras encoder ({type(exc).__name__}: {str(exc)[:160]})") from None
+    return model, preprocessing_record(model)
