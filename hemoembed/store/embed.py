@@ -1,0 +1,227 @@
+"""Embedding images into a store: hash, skip what is stored, stream the rest through the encoder.
+
+Files are probed (sha256 of the bytes, header) first; content already in the store is never embedded
+again (a known image under a new path is recorded with the stored vector). The rest streams through
+:func:`hemoembed.data.pipeline.inference_dataset` (parallel decode, batched inference, prefetch) and is
+committed every ``part_size`` images as an immutable part, so a killed run loses at most one part's
+work and a rerun completes the store without duplicates.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..config import atomic_write_text, save_config
+from ..data.imageio import ImageInfo, probe_many
+from ..data.manifest import Manifest, _csv_text
+from ..data.preprocess import PreprocessingRecord
+from ..errors import InputError
+from .store import EmbeddingStore, make_part_table
+
+REJECTS_FILE = "rejects.csv"
+CONFIG_FILE = "embed_config.json"
+UNDECODABLE = "cannot decode image (corrupt or truncated)"
+ProgressFactory = Callable[[int, str], contextlib.AbstractContextManager]
+
+
+@dataclass
+class EmbedConfig:
+    """Settings of one ``hemoembed embed`` run, saved as ``embed_config.json`` in the store."""
+
+    encoder: str = ""
+    images: str = ""
+    image_root: str = ""
+    batch_size: int = 64
+    part_size: int = 2048
+    strict: bool = False
+    metadata_columns: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EmbedResult:
+    """What one run did: counts, parts written and rejected files with reasons."""
+
+    embedded: int = 0
+    present: int = 0
+    reused: int = 0
+    rejects: list[tuple[str, str]] = field(default_factory=list)
+    parts: list[str] = field(default_factory=list)
+
+    @property
+    def rejected(self) -> int:
+        return len(self.rejects)
+
+    def summary(self) -> str:
+        reused = f" ({self.reused} of them new paths of stored images)" if self.reused else ""
+        return f"{self.embedded} embedded, {self.present + self.reused} already present{reused}, {self.rejected} rejected"
+
+
+def make_forward(model) -> Callable:
+    """A compiled inference call of ``model`` (training=False), retraced at most for the last batch."""
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def forward(images):
+        return model(images, training=False)
+
+    return forward
+
+
+def iter_embeddings(model, record: PreprocessingRecord, paths: Sequence[str], batch_size: int = 64,
+                    forward: Callable | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``(embeddings (B, D) float32, indices into paths (B,))``; undecodable files are skipped."""
+    from ..data.pipeline import inference_dataset
+
+    if not paths:
+        return
+    forward = forward or make_forward(model)
+    for images, indices in inference_dataset(list(paths), record, batch_size):
+        yield np.asarray(forward(images), dtype=np.float32), indices.numpy()
+
+
+def embed_images(model, record: PreprocessingRecord, paths: Sequence[str], batch_size: int = 64,
+                 progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Embed image files: (embeddings (M, D) float32, ok_indices (M,) int64 into ``paths``, ascending).
+
+    Files that cannot be decoded are left out; compare ``ok_indices`` with ``range(len(paths))``.
+    """
+    dim = int(model.output_shape[-1])
+    vectors, indices = [np.zeros((0, dim), np.float32)], [np.zeros(0, np.int64)]
+    for emb, idx in iter_embeddings(model, record, paths, batch_size):
+        vectors.append(emb)
+        indices.append(idx)
+        if progress is not None:
+            progress(len(idx))
+    return np.concatenate(vectors), np.concatenate(indices).astype(np.int64)
+
+
+@dataclass
+class EmbedPlan:
+    """Per manifest row: stored already, reusable from the store, to embed, or rejected."""
+
+    infos: list[ImageInfo]
+    present: int = 0
+    reuse: list[tuple[int, int]] = field(default_factory=list)  # (manifest row, store row)
+    to_embed: dict[str, list[int]] = field(default_factory=dict)  # sha256 → manifest rows (first is embedded)
+    rejects: list[tuple[str, str]] = field(default_factory=list)
+
+
+def plan_embed(store: EmbeddingStore, manifest: Manifest, infos: Sequence[ImageInfo]) -> EmbedPlan:
+    """Decide what each probed file needs, from the store's paths and sha256 values."""
+    stored_path = dict(zip(store.paths, store.sha256))
+    stored_sha = {sha: row for row, sha in enumerate(store.sha256)}
+    plan = EmbedPlan(list(infos))
+    seen_paths: set[str] = set()
+    for i, (rel, info) in enumerate(zip(manifest.paths, infos)):
+        if not info.ok:
+            plan.rejects.append((rel, info.error))
+        elif rel in seen_paths:
+            plan.rejects.append((rel, "listed twice in the manifest (first occurrence kept)"))
+        elif stored_path.get(rel) == info.sha256:
+            plan.present += 1
+        elif info.sha256 in stored_sha:
+            plan.reuse.append((i, stored_sha[info.sha256]))
+        else:
+            plan.to_embed.setdefault(info.sha256, []).append(i)
+        seen_paths.add(rel)
+    return plan
+
+
+def default_metadata_columns(manifest: Manifest) -> list[str]:
+    """Manifest columns stored by default: all but ``label`` (labels are joined at task time, never stored)."""
+    return [c for c in manifest.columns if c != "label"]
+
+
+class _PartWriter:
+    """Buffers rows and commits a part whenever ``part_size`` rows are waiting."""
+
+    def __init__(self, store: EmbeddingStore, manifest: Manifest, infos: Sequence[ImageInfo],
+                 metadata: Sequence[str], part_size: int) -> None:
+        self.store, self.manifest, self.infos = store, manifest, infos
+        self.metadata, self.part_size = list(metadata), part_size
+        self.rows: list[int] = []
+        self.vectors: list[np.ndarray] = []
+        self.written: list[str] = []
+
+    def add(self, rows: Sequence[int], vectors: np.ndarray) -> None:
+        self.rows.extend(rows)
+        self.vectors.append(np.asarray(vectors, np.float32))
+        if len(self.rows) >= self.part_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        rows, m, infos = self.rows, self.manifest, self.infos
+        table = make_part_table([m.paths[i] for i in rows], [infos[i].sha256 for i in rows],
+                                [infos[i].width for i in rows], [infos[i].height for i in rows],
+                                np.concatenate(self.vectors),
+                                {c: [m.columns[c][i] for i in rows] for c in self.metadata})
+        self.written.append(self.store.append(table).name)
+        self.rows, self.vectors = [], []
+
+
+def run_embed(model, record: PreprocessingRecord, store: EmbeddingStore, manifest: Manifest, *,
+              batch_size: int = 64, part_size: int = 2048, strict: bool = False,
+              metadata: Sequence[str] | None = None, config: EmbedConfig | None = None,
+              progress: ProgressFactory | None = None) -> EmbedResult:
+    """Embed ``manifest`` into ``store`` (already checked against the encoder); see the module docstring."""
+    if batch_size < 1 or part_size < 1:
+        raise InputError(f"batch size ({batch_size}) and part size ({part_size}) must be at least 1")
+    metadata = default_metadata_columns(manifest) if metadata is None else list(metadata)
+    for name in metadata:
+        manifest.column(name)  # clear error for an unknown column
+    progress = progress or _no_progress
+    store.remove_stale_temporaries()
+    if config is not None:
+        save_config(config, store.directory / CONFIG_FILE)
+
+    with progress(len(manifest), "hashing") as advance:
+        infos = probe_many(manifest.absolute(), progress=advance)
+    plan = plan_embed(store, manifest, infos)
+    _refuse_if_strict(strict, plan.rejects, len(manifest))
+    writer = _PartWriter(store, manifest, infos, metadata, part_size)
+    if plan.reuse:
+        stored = store.embeddings()
+        writer.add([i for i, _ in plan.reuse], stored[[row for _, row in plan.reuse]])
+
+    firsts = [rows[0] for rows in plan.to_embed.values()]
+    done = np.zeros(len(firsts), bool)
+    abs_paths = manifest.absolute()
+    result = EmbedResult(present=plan.present, reused=len(plan.reuse), rejects=list(plan.rejects))
+    with progress(len(firsts), "embedding") as advance:
+        for emb, idx in iter_embeddings(model, record, [abs_paths[i] for i in firsts], batch_size):
+            done[idx] = True
+            groups = [plan.to_embed[infos[firsts[j]].sha256] for j in idx]
+            writer.add([r for g in groups for r in g], np.repeat(emb, [len(g) for g in groups], axis=0))
+            result.embedded += len(idx)
+            result.reused += sum(len(g) - 1 for g in groups)
+            advance(len(idx))
+    writer.flush()
+    result.parts = writer.written
+    result.rejects += [(manifest.paths[rows], UNDECODABLE) for j in np.nonzero(~done)[0]
+                       for rows in plan.to_embed[infos[firsts[j]].sha256]]
+    write_rejects(store.directory / REJECTS_FILE, result.rejects)
+    _refuse_if_strict(strict, result.rejects, len(manifest))
+    return result
+
+
+def write_rejects(path: Path, rejects: Sequence[tuple[str, str]]) -> None:
+    """``path,reason`` CSV of this run's rejected files (an empty file with a header when none)."""
+    atomic_write_text(path, _csv_text([["path", "reason"], *[list(r) for r in rejects]]))
+
+
+def _refuse_if_strict(strict: bool, rejects: Sequence[tuple[str, str]], total: int) -> None:
+    if strict and rejects:
+        path, reason = rejects[0]
+        raise InputError(f"{path}: {reason} ({len(rejects)} of {total} images rejected; --strict stops here, "
+                         "drop --strict to embed the rest and list rejects in rejects.csv)")
+
+
+@contextlib.contextmanager
+def _no_progress(length: int, label: str) -> Iterator[Callable[[int], None]]:
+    yield lambda n: None
