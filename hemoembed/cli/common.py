@@ -58,7 +58,10 @@ def prepare_output_file(path: Path, overwrite: bool) -> Path:
 
 @contextlib.contextmanager
 def progress(length: int, label: str) -> Iterator[Callable[[int], None]]:
-    """A stderr progress bar; yields ``advance(n)``."""
+    """A stderr progress bar when stderr is a terminal (silent in logs and pipes); yields ``advance(n)``."""
+    if not sys.stderr.isatty():
+        yield lambda n=1: None
+        return
     with click.progressbar(length=length, label=label, file=sys.stderr, show_pos=True,
                            show_eta=True) as bar:
         yield bar.update

@@ -65,6 +65,8 @@ def probe(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, full: bool = Fa
                 img.load()
     except Image.DecompressionBombError as exc:
         return ImageInfo(path, digest, size_bytes=len(data), error=f"decompression bomb ({exc})")
+    except Image.UnidentifiedImageError:
+        return ImageInfo(path, digest, size_bytes=len(data), error="not an image (unrecognised format)")
     except (OSError, SyntaxError, ValueError) as exc:
         reason = "truncated image" if "truncated" in str(exc).lower() else "not an image"
         return ImageInfo(path, digest, size_bytes=len(data), error=f"{reason} ({exc})")

@@ -103,6 +103,7 @@ def scan_folder(folder: Path) -> Manifest:
                 paths.append(Path(dirpath, name).relative_to(folder).as_posix())
     if not paths:
         raise InputError(f"{folder}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found")
+    paths.sort()
     columns: dict[str, list[str]] = {}
     if all("/" in p for p in paths):
         columns["label"] = [PurePosixPath(p).parent.name for p in paths]

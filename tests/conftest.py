@@ -1,0 +1,72 @@
+"""Shared fixtures: real-data location, tiny images, and a CLI runner that reports exit code and stderr."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip ``realdata`` tests, with the reason, when ../shared/data is absent."""
+    if SHARED_DATA.is_dir():
+        return
+    skip = pytest.mark.skip(reason=f"real data folder {SHARED_DATA} is absent")
+    for item in items:
+        if "realdata" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} is absent")
+    return SHARED_DATA
+
+
+def write_image(path: Path, size: tuple[int, int] = (40, 40), seed: int = 0, fmt: str | None = None,
+                mode: str = "RGB") -> Path:
+    """A small random image file (any Pillow format)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    array = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).convert(mode).save(path, format=fmt)
+    return path
+
+
+@pytest.fixture
+def image_factory(tmp_path):
+    return lambda rel, **kw: write_image(tmp_path / rel, **kw)
+
+
+class CliResult:
+    def __init__(self, proc: subprocess.CompletedProcess):
+        self.exit_code = proc.returncode
+        self.stdout = proc.stdout
+        self.stderr = proc.stderr
+
+    def __repr__(self) -> str:
+        return f"exit {self.exit_code}\nstdout: {self.stdout[-2000:]}\nstderr: {self.stderr[-2000:]}"
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> CliResult:
+    """Run ``python -m hemoembed ARGS`` in a real subprocess (exit codes and stderr as a user sees them)."""
+    proc = subprocess.run([sys.executable, "-m", "hemoembed", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return CliResult(proc)
+
+
+@pytest.fixture
+def cli():
+    return run_cli

@@ -1,0 +1,146 @@
+"""CLI conventions and the data commands, exercised as a user would: real subprocess, exit codes, stderr."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hemoembed import __version__
+
+
+def _dataset(tmp_path, image_factory):
+    for i in range(3):
+        image_factory(f"ds/a/{i}.png", seed=i)
+        image_factory(f"ds/b/{i}.jpg", seed=10 + i)
+    return tmp_path / "ds"
+
+
+def test_version_and_every_command_has_an_example(cli):
+    from hemoembed.cli import main
+
+    assert cli("--version").stdout.strip().endswith(__version__)
+    for name, command in main.commands.items():
+        if hasattr(command, "commands"):  # a sub-group: check its commands too
+            subs = [(f"{name} {sub}", c) for sub, c in command.commands.items()]
+        else:
+            subs = [(name, command)]
+        for full, sub in subs:
+            assert "Example" in (sub.help or ""), f"`hemoembed {full} --help` has no example"
+
+
+def test_check_clean_dataset_exits_0(cli, tmp_path, image_factory):
+    result = cli("check", _dataset(tmp_path, image_factory), "--out", tmp_path / "rejects.csv")
+    assert result.exit_code == 0, result
+    assert "6 images, 6 usable, 0 rejected" in result.stdout
+    assert "classes: a 3, b 3" in result.stdout
+    assert (tmp_path / "rejects.csv").read_text().strip() == "path,reason"
+
+
+def test_check_reports_every_kind_of_reject_and_exits_2(cli, tmp_path, image_factory):
+    ds = _dataset(tmp_path, image_factory)
+    (ds / "a" / "broken.png").write_text("hello")
+    (ds / "a" / "empty.jpg").write_bytes(b"")
+    (ds / "b" / "cut.jpg").write_bytes((ds / "b" / "0.jpg").read_bytes()[:150])
+    (ds / "b" / "copy.png").write_bytes((ds / "a" / "0.png").read_bytes())
+    image_factory("ds/b/tiny.png", size=(8, 8))
+    result = cli("check", ds, "--out", tmp_path / "rejects.csv")
+    assert result.exit_code == 2, result
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    rows = {r["path"]: r["reason"] for r in csv.DictReader(open(tmp_path / "rejects.csv"))}
+    assert rows["a/broken.png"].startswith("not an image")
+    assert rows["a/empty.jpg"] == "empty file"
+    assert rows["b/cut.jpg"].startswith("truncated image")
+    assert rows["b/copy.png"].startswith("duplicate of a/0.png")
+    assert rows["b/tiny.png"].startswith("tiny image (8x8")
+    assert len(rows) == 5 and "11 images, 6 usable, 5 rejected" in result.stdout
+
+
+def test_check_manifest_with_missing_file(cli, tmp_path, image_factory):
+    image_factory("imgs/1.png")
+    (tmp_path / "m.csv").write_text("path,label\n1.png,x\n2.png,y\n")
+    result = cli("check", tmp_path / "m.csv", "--image-root", tmp_path / "imgs")
+    assert result.exit_code == 2 and "2.png" in result.stderr and "missing file" in result.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["check", "{tmp}/nope"], "nope: no such folder or manifest"),
+    (["check", "{tmp}/bad.csv"], "bad.csv: no 'path' column (columns: file)"),
+    (["check", "{tmp}/escape.csv"], "escape.csv:2: path '../../etc/passwd' is outside the image root"),
+    (["normalize", "{tmp}/ds", "--method", "reinhard", "--out", "{tmp}/n"], "--method reinhard needs --reference"),
+    (["normalize", "{tmp}/ds", "--method", "reinhard", "--reference", "{tmp}/bad.csv", "--out", "{tmp}/n"],
+     "bad.csv"),
+])
+def test_bad_input_is_one_line_exit_2(cli, tmp_path, image_factory, args, message):
+    _dataset(tmp_path, image_factory)
+    (tmp_path / "bad.csv").write_text("file\nx\n")
+    (tmp_path / "escape.csv").write_text("path\n../../etc/passwd\n")
+    result = cli(*[a.format(tmp=tmp_path) for a in args])
+    assert result.exit_code == 2, result
+    assert message in result.stderr
+    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_debug_shows_the_traceback(cli, tmp_path):
+    result = cli("--debug", "check", tmp_path / "nope")
+    assert result.exit_code != 0 and "Traceback" in result.stderr
+
+
+def test_outputs_are_never_silently_overwritten(cli, tmp_path, image_factory):
+    ds = _dataset(tmp_path, image_factory)
+    out = tmp_path / "norm"
+    assert cli("normalize", ds, "--method", "grayworld", "--out", out).exit_code == 0
+    before = (out / "a" / "0.png").read_bytes()
+    again = cli("normalize", ds, "--method", "grayworld", "--out", out)
+    assert again.exit_code == 2 and "use --overwrite" in again.stderr
+    assert (out / "a" / "0.png").read_bytes() == before
+    assert cli("normalize", ds, "--method", "grayworld", "--out", out, "--overwrite").exit_code == 0
+
+
+def test_grayworld_normalize_equalises_channel_means(cli, tmp_path):
+    tinted = np.zeros((32, 32, 3), np.uint8)
+    tinted[..., 0], tinted[..., 1], tinted[..., 2] = 200, 120, 60
+    tinted[8:24, 8:24] = (150, 50, 90)
+    Image.fromarray(tinted).save((tmp_path / "ds").mkdir() or tmp_path / "ds" / "t.png")
+    assert cli("normalize", tmp_path / "ds", "--method", "grayworld", "--out", tmp_path / "o").exit_code == 0
+    out = np.asarray(Image.open(tmp_path / "o" / "t.png")).reshape(-1, 3).mean(0)
+    assert np.ptp(out) < 1.5
+    assert (tmp_path / "o" / "manifest.csv").read_text().splitlines()[1] == "t.png"
+
+
+def test_demo_data_reference_and_reinhard_normalize(cli, tmp_path):
+    result = cli("demo-data", tmp_path / "cells", "--n-per-class", "3", "--sites", "2", "--size", "48")
+    assert result.exit_code == 0, result
+    rows = list(csv.DictReader(open(tmp_path / "cells" / "manifest.csv")))
+    assert len(rows) == 3 * 2 * 5 and set(rows[0]) == {"path", "label", "site"}
+    ref = tmp_path / "ref.json"
+    assert cli("colour-reference", tmp_path / "cells", "--out", ref, "--sample", "10").exit_code == 0
+    stats = json.loads(ref.read_text())
+    assert len(stats["mean"]) == 3 and all(s > 0 for s in stats["std"])
+    assert cli("colour-reference", tmp_path / "cells", "--out", ref).exit_code == 2  # exists
+    out = tmp_path / "norm"
+    result = cli("normalize", tmp_path / "cells" / "manifest.csv", "--method", "reinhard", "--reference", ref,
+                 "--out", out)
+    assert result.exit_code == 0, result
+    assert len(list(out.rglob("*.png"))) == 30
+    assert list(csv.DictReader(open(out / "manifest.csv")))[0]["site"] in ("site0", "site1")
+
+
+@pytest.mark.realdata
+def test_check_bccd_reports_five_classes(cli, shared_data):
+    result = cli("check", shared_data / "bccd")
+    assert result.exit_code == 0, result
+    assert "351 images, 351 usable, 0 rejected" in result.stdout
+    assert "classes: Basophil 3, Eosinophil 88, Lymphocyte 33, Monocyte 20, Neutrophil 207" in result.stdout
+
+
+@pytest.mark.realdata
+def test_check_wbcatt_manifest_sample(cli, shared_data, tmp_path):
+    lines = (shared_data / "wbcatt" / "pbc_attr_v1_val.csv").read_text().splitlines()
+    (tmp_path / "sample.csv").write_text("\n".join(lines[:201]) + "\n")
+    result = cli("check", tmp_path / "sample.csv", "--image-root", shared_data / "pbc256")
+    assert result.exit_code == 0, result
+    assert "200 images, 200 usable" in result.stdout

@@ -1,0 +1,75 @@
+"""The single decoding path: every supported format → RGB uint8, and bad files are named, not crashed on."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hemoembed.data.imageio import MAX_PIXELS, load_image, probe
+from hemoembed.errors import InputError
+
+
+@pytest.mark.parametrize("fmt,mode,ext", [
+    ("PNG", "RGB", "png"), ("BMP", "RGB", "bmp"), ("TIFF", "RGB", "tif"), ("PNG", "L", "png"),
+    ("PNG", "RGBA", "png"), ("PNG", "P", "png"), ("GIF", "P", "gif"), ("TIFF", "L", "tiff"),
+])
+def test_lossless_formats_decode_exactly_to_rgb(tmp_path, fmt, mode, ext):
+    rng = np.random.default_rng(1)
+    source = Image.fromarray(rng.integers(0, 256, (30, 41, 3), dtype=np.uint8)).convert(mode)
+    path = tmp_path / f"cell.{ext}"
+    source.save(path, format=fmt)
+    image = load_image(path)
+    assert image.shape == (30, 41, 3) and image.dtype == np.uint8
+    expected = np.asarray(Image.open(path).convert("RGB"))
+    np.testing.assert_array_equal(image, expected)
+
+
+def test_jpeg_decodes_close_to_source(tmp_path):
+    smooth = np.clip(np.add.outer(np.arange(48), np.arange(48))[..., None] * [2, 3, 1], 0, 255).astype(np.uint8)
+    Image.fromarray(smooth).save(tmp_path / "a.jpg", quality=95)
+    image = load_image(tmp_path / "a.jpg")
+    assert image.shape == (48, 48, 3)
+    assert np.abs(image.astype(int) - smooth).mean() < 3
+
+
+@pytest.mark.parametrize("ext", ["tif", "png"])
+def test_16bit_grayscale_is_scaled_not_clipped(tmp_path, ext):
+    ramp = np.linspace(0, 65535, 20 * 30).reshape(20, 30).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / f"deep.{ext}")
+    image = load_image(tmp_path / f"deep.{ext}")
+    expected = np.round(ramp / 65535 * 255)
+    assert np.abs(image[..., 0].astype(int) - expected).max() <= 1
+    assert image[..., 0].max() == 255 and image[..., 0].min() == 0
+
+
+def test_truncated_empty_and_non_images_are_named(tmp_path):
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8) + 90).save(tmp_path / "ok.jpg")
+    (tmp_path / "cut.jpg").write_bytes((tmp_path / "ok.jpg").read_bytes()[:200])
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "notes.png").write_text("not an image at all")
+    assert probe(tmp_path / "ok.jpg", full=True).ok
+    assert "truncated" in probe(tmp_path / "cut.jpg", full=True).error
+    assert probe(tmp_path / "empty.png").error == "empty file"
+    assert "not an image" in probe(tmp_path / "notes.png").error
+    with pytest.raises(InputError, match="notes.png: not an image"):
+        load_image(tmp_path / "notes.png")
+    with pytest.raises(InputError, match="missing.png: unreadable"):
+        load_image(tmp_path / "missing.png")
+
+
+def test_decompression_bomb_is_refused_before_decoding(tmp_path):
+    side = int(np.sqrt(MAX_PIXELS)) + 100
+    Image.new("L", (side, side)).save(tmp_path / "bomb.png", optimize=True)
+    info = probe(tmp_path / "bomb.png")
+    assert "decompression bomb" in info.error and info.width == side
+    with pytest.raises(InputError, match="bomb.png: too many pixels"):
+        load_image(tmp_path / "bomb.png")
+
+
+def test_probe_hashes_bytes(tmp_path):
+    import hashlib
+
+    Image.fromarray(np.full((20, 20, 3), 7, np.uint8)).save(tmp_path / "a.png")
+    info = probe(tmp_path / "a.png")
+    assert info.sha256 == hashlib.sha256((tmp_path / "a.png").read_bytes()).hexdigest()
+    assert (info.width, info.height, info.format) == (20, 20, "PNG")

@@ -1,0 +1,85 @@
+"""Datasets as folders or CSV manifests, with labels, metadata and a root-escape guard."""
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+from hemoembed.data.manifest import load_manifest
+from hemoembed.errors import InputError
+
+
+def test_folder_per_class_any_depth(image_factory, tmp_path):
+    for rel in ["data/a/1.png", "data/a/2.jpg", "data/b/sub/3.png", "data/b/4.bmp"]:
+        image_factory(rel)
+    (tmp_path / "data" / "README.txt").write_text("ignored")
+    m = load_manifest(tmp_path / "data")
+    assert m.paths == ["a/1.png", "a/2.jpg", "b/4.bmp", "b/sub/3.png"]
+    assert m.labels == ["a", "a", "b", "sub"]
+
+
+def test_flat_folder_has_no_labels(image_factory, tmp_path):
+    image_factory("flat/x.png")
+    image_factory("flat/deeper/y.png")
+    m = load_manifest(tmp_path / "flat")
+    assert m.paths == ["deeper/y.png", "x.png"] and m.labels is None
+
+
+def test_csv_manifest_keeps_columns_and_uses_image_root(image_factory, tmp_path):
+    image_factory("imgs/k/1.png")
+    (tmp_path / "m.csv").write_text("id,path,label,site\n7,k/1.png,neutrophil,s1\n")
+    m = load_manifest(tmp_path / "m.csv", image_root=tmp_path / "imgs")
+    assert m.paths == ["k/1.png"] and m.columns == {"id": ["7"], "label": ["neutrophil"], "site": ["s1"]}
+    assert os.path.exists(m.absolute()[0])
+
+
+def test_csv_paths_default_to_csv_folder(image_factory, tmp_path):
+    image_factory("sub/1.png")
+    (tmp_path / "sub" / "m.csv").write_text("path\n1.png\n")
+    assert load_manifest(tmp_path / "sub" / "m.csv").absolute()[0] == str(tmp_path / "sub" / "1.png")
+
+
+@pytest.mark.parametrize("bad", ["../../etc/passwd", "/etc/passwd", "a/../../x.png"])
+def test_paths_escaping_the_root_are_refused(tmp_path, bad):
+    (tmp_path / "m.csv").write_text(f"path\n{bad}\n")
+    with pytest.raises(InputError, match=r"m.csv:2: path .* is outside the image root"):
+        load_manifest(tmp_path / "m.csv")
+    assert load_manifest(tmp_path / "m.csv", allow_outside_root=True).paths
+
+
+def test_absolute_path_inside_root_is_accepted(image_factory, tmp_path):
+    target = image_factory("in/1.png")
+    (tmp_path / "m.csv").write_text(f"path\n{target}\n")
+    assert load_manifest(tmp_path / "m.csv", image_root=tmp_path).paths == ["in/1.png"]
+
+
+@pytest.mark.parametrize("text,message", [
+    ("file,label\na.png,x\n", "no 'path' column (columns: file, label)"),
+    ("path,label\n", "manifest has no rows"),
+    ("path,label\na.png,x,extra\n", "m.csv:2: 3 fields, header has 2"),
+    ("path,path\na,b\n", "duplicate column"),
+])
+def test_bad_csv_manifests(tmp_path, text, message):
+    (tmp_path / "m.csv").write_text(text)
+    with pytest.raises(InputError, match=re.escape(message)):
+        load_manifest(tmp_path / "m.csv")
+
+
+def test_missing_dataset_and_empty_folder(tmp_path):
+    with pytest.raises(InputError, match="no such folder or manifest"):
+        load_manifest(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no image files"):
+        load_manifest(tmp_path / "empty")
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("split,rows", [("train", 6169), ("val", 1030), ("test", 3099)])
+def test_all_wbcatt_rows_resolve_under_pbc256(shared_data, split, rows):
+    m = load_manifest(shared_data / "wbcatt" / f"pbc_attr_v1_{split}.csv", image_root=shared_data / "pbc256")
+    assert len(m) == rows
+    missing = [p for p in m.absolute() if not os.path.isfile(p)]
+    assert missing == []
+    assert set(m.column("label")) == {"Neutrophil", "Eosinophil", "Monocyte", "Basophil", "Lymphocyte"}
+    assert len(m.columns) == 13  # img_name, label, 11 attributes
