@@ -1,0 +1,162 @@
+"""Label prediction commands: fit-svm, predict, baseline."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from . import main
+from .common import (
+    echo,
+    overwrite_option,
+    prepare_output_dir,
+    prepare_output_file,
+    progress,
+    seed_option,
+)
+
+
+def _floats(text: str, option: str) -> list[float]:
+    from ..errors import InputError
+
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"{option}: {text!r} is not a comma-separated list of numbers") from None
+    if not values or min(values) <= 0:
+        raise InputError(f"{option}: {text!r} must list positive numbers (example: 0.1,1,10)")
+    return values
+
+
+@main.command("fit-svm")
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--labels", "labels", multiple=True, type=click.Path(path_type=Path),
+              help="Labels CSV joined on --key (repeat to concatenate, e.g. train + val). "
+                   "Default: the store's own metadata columns (e.g. folder labels).")
+@click.option("--columns", default="all", show_default=True,
+              help="Comma-separated label columns, or 'all' (every column but the key and identifiers).")
+@click.option("--key", default="path", show_default=True, help="Join column shared by the CSV and the store.")
+@click.option("--test", "test_csv", type=click.Path(path_type=Path), default=None,
+              help="Labels CSV of the test images (e.g. an official split); otherwise --test-fraction.")
+@click.option("--test-fraction", type=float, default=0.1, show_default=True,
+              help="Stratified (by the first column) test fraction when --test is not given.")
+@click.option("--group-column", default="", help="Split test and CV folds by this column (patient, site).")
+@click.option("--solver", type=click.Choice(["liblinear", "libsvm"]), default="liblinear", show_default=True,
+              help="liblinear: LinearSVC (fast); libsvm: SVC(kernel='linear') as in the paper.")
+@click.option("--C", "c_values", default="1", show_default=True,
+              help="SVM regularisation; several values (0.1,1,10) are chosen by --cv on training rows only.")
+@click.option("--cv", type=int, default=5, show_default=True, help="Stratified CV folds on the training rows (0: none).")
+@click.option("--support", default="", help="Learning curve: labelled images per class, e.g. 2,5,10,20,50,100,all.")
+@click.option("--repeats", type=int, default=3, show_default=True, help="Seeds per support size.")
+@click.option("--bootstrap", type=int, default=1000, show_default=True, help="Bootstrap resamples for 95%% intervals.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder (one sub-folder per column).")
+@seed_option
+@overwrite_option
+def fit_svm(store: Path, labels: tuple[Path, ...], columns: str, key: str, test_csv: Path | None,
+            test_fraction: float, group_column: str, solver: str, c_values: str, cv: int, support: str,
+            repeats: int, bootstrap: int, out: Path, seed: int, overwrite: bool) -> None:
+    """Fit one linear SVM per label column on an embedding store, evaluate it, save it.
+
+    Writes per column: model.skops + model.json (with the store fingerprint), report.json, per_class.csv,
+    confusion.png, pr_curves.png (and learning_curve.* with --support); summary.csv across columns.
+
+    \b
+    Example (WBCAtt official split on a PBC store):
+      hemoembed fit-svm stores/pbc --labels ../shared/data/wbcatt/pbc_attr_v1_train.csv \\
+        --labels ../shared/data/wbcatt/pbc_attr_v1_val.csv --test ../shared/data/wbcatt/pbc_attr_v1_test.csv \\
+        --columns all --support 2,5,10,20,50,100,all --out svm_wbcatt
+    Example (folder labels stored in the store, 10% stratified test split):
+      hemoembed fit-svm stores/demo --columns label --test-fraction 0.1 --out svm_demo
+    """
+    from ..errors import InputError
+    from ..tasks.support import parse_sizes
+    from ..tasks.svm import FitSVMConfig
+    from ..tasks.svm import fit_svm as run
+
+    if repeats < 1 or bootstrap < 1:
+        raise InputError("--repeats and --bootstrap must be at least 1")
+    sizes = [str(s) for s in parse_sizes(support)] if support.strip() else []
+    config = FitSVMConfig(store=str(store), labels=[str(p) for p in labels],
+                          columns=[c.strip() for c in columns.split(",") if c.strip()], key=key,
+                          test=str(test_csv or ""), test_fraction=test_fraction, group_column=group_column,
+                          solver=solver, C=_floats(c_values, "--C"), cv=cv, support=sizes, repeats=repeats,
+                          n_bootstrap=bootstrap, seed=seed)
+    prepare_output_dir(out, overwrite)
+    summary = run(config, out, progress=progress)
+    for row in summary["columns"]:
+        echo(f"{row['column']:<28} macro-F1 {row['macro_f1']:.4f} "
+             f"[{row['macro_f1_ci_low']:.4f}, {row['macro_f1_ci_high']:.4f}]  accuracy {row['accuracy']:.4f}  "
+             f"(n_test {row['n_test']})")
+    if summary["mean_attribute_macro_f1"] is not None:
+        echo(f"mean attribute macro-F1 over {summary['n_attribute_columns']} columns: "
+             f"{summary['mean_attribute_macro_f1']:.4f}")
+    echo(f"models and reports in {out}")
+
+
+@main.command()
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.argument("images", required=False, type=click.Path(path_type=Path))
+@click.option("--store", type=click.Path(path_type=Path), default=None, help="Predict every image of this store.")
+@click.option("--encoder", type=click.Path(path_type=Path), default=None,
+              help="Encoder (.keras) that embeds IMAGES (folder or CSV manifest) first.")
+@click.option("--image-root", type=click.Path(path_type=Path), default=None,
+              help="Folder that a CSV manifest's 'path' column is relative to.")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Predictions CSV to write.")
+@overwrite_option
+def predict(model_dir: Path, images: Path | None, store: Path | None, encoder: Path | None,
+            image_root: Path | None, batch_size: int, out: Path, overwrite: bool) -> None:
+    """Predict labels with saved SVMs: label, probability of every class and second-most-likely class.
+
+    MODEL_DIR is a fit-svm output (every column) or one column's folder. The store or encoder must be
+    the one the models were trained on (same fingerprint).
+
+    \b
+    Example:
+      hemoembed predict svm_demo --store stores/demo --out predictions.csv
+      hemoembed predict svm_demo --encoder encoder.keras new_cells/ --out predictions.csv
+    """
+    from ..config import atomic_write_text
+    from ..errors import InputError
+    from ..tasks.evaluation import csv_text
+    from ..tasks.svm import model_folders, prediction_table, read_meta
+
+    if (store is None) == (encoder is None):
+        raise InputError("give exactly one of --store STORE or --encoder ENCODER IMAGES")
+    folders = model_folders(model_dir)
+    prepare_output_file(out, overwrite)
+    if store is not None:
+        from ..store.store import EmbeddingStore
+
+        if images is not None:
+            raise InputError(f"{images}: IMAGES goes with --encoder; with --store every stored image is predicted")
+        opened = EmbeddingStore.open(store)
+        X, keys, fp, where = opened.embeddings(), opened.paths, opened.fingerprint, f"store {store}"
+    else:
+        X, keys, fp, where = _embed_for_predict(encoder, images, image_root, batch_size, read_meta(folders[0]))
+    rows = prediction_table(folders, X, keys, fp, where)
+    atomic_write_text(out, csv_text(rows))
+    echo(f"{len(rows) - 1} images, {len(folders)} column(s) predicted -> {out}")
+
+
+def _embed_for_predict(encoder: Path, images: Path | None, image_root: Path | None, batch_size: int, meta: dict):
+    """Embed IMAGES with ENCODER after checking the encoder is the one the models were trained on."""
+    from ..data.manifest import load_manifest
+    from ..errors import InputError
+    from ..model.encoder import fingerprint, load_encoder
+    from ..store.embed import embed_images
+    from ..tasks.svm import check_fingerprint
+
+    if images is None:
+        raise InputError("--encoder needs IMAGES (a folder or CSV manifest) to embed")
+    manifest = load_manifest(images, image_root)
+    model, record = load_encoder(encoder)
+    fp = fingerprint(model)
+    check_fingerprint(meta, fp, f"encoder {encoder}")
+    with progress(len(manifest), "embedding") as advance:
+        X, ok = embed_images(model, record, manifest.absolute(), batch_size, progress=advance)
+    if len(ok) < len(manifest):
+        missing = sorted(set(range(len(manifest))) - set(ok.tolist()))
+        echo(f"warning: {len(missing)} image(s) could not be decoded and are not predicted, "
+             f"e.g. {manifest.paths[missing[0]]}")
+    return X, [manifest.paths[i] for i in ok], fp, f"encoder {encoder}"
