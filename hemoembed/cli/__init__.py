@@ -17,6 +17,7 @@ from ..errors import HemoembedError, one_line
 
 _COMMAND_MODULES = (
     "data_cmds",
+    "svm_cmds",
 )
 
 
