@@ -12,10 +12,10 @@ import csv
 import io
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -52,34 +52,63 @@ class SiteStyle:
 
 
 def site_style(site: int, seed: int) -> SiteStyle:
-    """Style of ``site``: site 0 is the fixed CellaVision-like reference, others differ clearly."""
-    if not isinstance(site, (int, np.integer)) or site < 0:
-        raise InputError(f"site must be a non-negative integer, got {site!r}")
+    """Style of ``site``: site 0 is the fixed CellaVision-like reference, others differ clearly.
+
+    Other sites are drawn from (seed, site) and redrawn until their typical field colour is
+    20-55 grey levels away from the reference: a visible shift, never an implausible one.
+    """
+    _check_range("site", site, 0, 10**6)
     if site == 0:
         return SiteStyle(site=0)
     rng = np.random.default_rng([int(seed), int(site), 0x57A1E])
+    for _ in range(200):
+        style = _draw_style(rng, int(site))
+        if 20.0 <= _colour_shift(style) <= 55.0:
+            break
+    return style
 
+
+def _draw_style(rng: np.random.Generator, site: int) -> SiteStyle:
     def gain(magnitude: tuple[float, float], low: float) -> Vec3:
-        direction = rng.normal(size=3)
-        direction /= np.linalg.norm(direction)
-        values = rng.uniform(0.8, 1.3) * (1.0 + rng.uniform(*magnitude) * direction)
+        amount = rng.uniform(0.7, 0.85) if rng.random() < 0.4 else rng.uniform(1.15, 1.4)
+        values = amount * (1.0 + rng.uniform(*magnitude) * _unit(rng))
         return _vec(np.maximum(values, low))
 
+    tint = rng.uniform(0.9, 1.02) + _unit(rng) * rng.uniform(0.05, 0.1)
     scale = rng.uniform(0.78, 0.9) if rng.random() < 0.5 else rng.uniform(1.1, 1.25)
     return SiteStyle(
-        site=int(site),
+        site=site,
         nucleus_gain=gain((0.3, 0.5), 0.4),
         nucleus_offset=_vec(rng.uniform(-0.04, 0.08, 3)),
         cytoplasm_gain=gain((0.3, 0.55), 0.4),
         cytoplasm_offset=_vec(rng.uniform(-0.02, 0.08, 3)),
-        background_gain=_vec(1.0 + rng.uniform(-0.12, 0.04, 3)),
-        background_offset=_vec(rng.uniform(-0.04, 0.03, 3)),
+        background_gain=_vec(np.minimum(tint, 1.06)),
+        background_offset=_vec(rng.uniform(-0.03, 0.03, 3)),
         illumination=float(rng.uniform(0.1, 0.25)),
         illumination_angle=float(rng.uniform(0.0, 2 * np.pi)),
         blur_sigma=float(rng.uniform(0.9, 1.6)),
         scale=float(scale),
         noise=float(rng.uniform(0.012, 0.03)),
     )
+
+
+def _unit(rng: np.random.Generator) -> np.ndarray:
+    direction = rng.normal(size=3)
+    return direction / np.linalg.norm(direction)
+
+
+def _colour_shift(style: SiteStyle) -> float:
+    """RGB distance (0-255) of a typical field (background, red cells, cytoplasm, nucleus) to site 0."""
+
+    def field(s: SiteStyle) -> np.ndarray:
+        light = _LIGHT * s.background_gain + s.background_offset
+        pink = np.asarray(_SPECS["neutrophil"].cytoplasm_od)
+        ods = [od * s.cytoplasm_gain + s.cytoplasm_offset for od in (_RBC_OD, pink)]
+        ods.append(_NUCLEUS_OD * s.nucleus_gain + s.nucleus_offset)
+        seen = [light] + [light * np.exp(-np.maximum(od, 0.0)) for od in ods]
+        return 255.0 * np.average(seen, axis=0, weights=[0.55, 0.25, 0.12, 0.08])
+
+    return float(np.linalg.norm(field(style) - field(SiteStyle(site=0))))
 
 
 def _vec(values) -> Vec3:
@@ -119,8 +148,7 @@ _SPECS = {
 @lru_cache(maxsize=8)
 def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
-    yy.flags.writeable = False
-    xx.flags.writeable = False
+    xx.flags.writeable = yy.flags.writeable = False
     return xx, yy
 
 
@@ -247,7 +275,6 @@ def render_cell(rng: np.random.Generator, cls: str, style: SiteStyle, size: int)
     mag = style.scale * px  # pixels per reference pixel
     n_gain, n_off = np.asarray(style.nucleus_gain), np.asarray(style.nucleus_offset)
     c_gain, c_off = np.asarray(style.cytoplasm_gain), np.asarray(style.cytoplasm_offset)
-    jitter = lambda: rng.uniform(0.9, 1.1) * rng.uniform(0.95, 1.05, 3)  # noqa: E731
 
     radius = spec.diameter * 48.0 * mag * rng.uniform(0.88, 1.12)
     shift = float(np.clip(size / 2 - radius - 2 * px, 0.0, 0.08 * size))
@@ -265,17 +292,17 @@ def render_cell(rng: np.random.Generator, cls: str, style: SiteStyle, size: int)
     od *= (1.0 - 0.9 * cell)[..., None]
 
     fine, coarse = _smooth_noise(rng, size, 0.7 * px), _smooth_noise(rng, size, 1.6 * px)
-    cyto = np.asarray(spec.cytoplasm_od) * jitter() * c_gain + c_off
+    cyto = np.asarray(spec.cytoplasm_od) * _jitter(rng) * c_gain + c_off
     od += (cell * (1.0 + 0.08 * fine))[..., None] * cyto
     nucleus = np.clip(0.5 - _nucleus_sdf(rng, cls, u, v) * radius / 1.1, 0.0, 1.0) * cell
     chromatin = np.clip(1.0 + spec.chromatin_texture * (0.6 * coarse + 0.4 * fine), 0.3, None)
-    nuc_od = _NUCLEUS_OD * spec.nucleus_density * jitter() * n_gain + n_off
+    nuc_od = _NUCLEUS_OD * spec.nucleus_density * _jitter(rng) * n_gain + n_off
     od += (nucleus * chromatin)[..., None] * nuc_od
 
     granules = _granules(rng, cls, size, cx, cy, radius, nucleus, mag)
     if granules is not None:
         gain, off = (n_gain, n_off) if cls == "basophil" else (c_gain, c_off)
-        od += (granules * cell)[..., None] * (_GRANULE_OD[cls] * jitter() * gain + off)
+        od += (granules * cell)[..., None] * (_GRANULE_OD[cls] * _jitter(rng) * gain + off)
     if cls == "monocyte":  # a few cytoplasmic vacuoles
         k = int(rng.integers(0, 5))
         vac = _splat(size, *_ring_points(rng, k, cx, cy, radius * 0.8), np.ones(k), 1.4 * mag)
@@ -289,6 +316,11 @@ def render_cell(rng: np.random.Generator, cls: str, style: SiteStyle, size: int)
         img = ndimage.gaussian_filter(img, (style.blur_sigma * px, style.blur_sigma * px, 0))
     img += rng.normal(0.0, style.noise, img.shape)
     return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+
+
+def _jitter(rng: np.random.Generator) -> np.ndarray:
+    """Per-cell stain uptake: overall ±10 % and per-channel ±5 %."""
+    return rng.uniform(0.9, 1.1) * rng.uniform(0.95, 1.05, 3)
 
 
 def _ring_points(rng, k, cx, cy, radius):
@@ -323,19 +355,16 @@ def make_synthetic_dataset(
     _check_range("n_per_class", n_per_class, 1, 10**7)
     _check_range("sites", sites, 1, 8)
     _check_range("size", size, 32, 1024)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InputError(f"seed must be a non-negative integer, got {seed!r}")
+    _check_range("seed", seed, 0, 2**63 - 1)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: output path exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise InputError(f"{out}: output folder is not empty (pass overwrite to replace it)")
-        for cls in CLASSES:
-            if (out / cls).is_dir():
-                for old in (out / cls).iterdir():
-                    if _OUR_FILE.fullmatch(old.name):
-                        old.unlink()
+        for old in out.glob("*/site*_*.png"):
+            if old.parent.name in CLASSES and _OUR_FILE.fullmatch(old.name):
+                old.unlink()
     styles = [site_style(s, seed) for s in range(sites)]
     width = max(4, len(str(n_per_class - 1)))
     rows, written = [], 0
