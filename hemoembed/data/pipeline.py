@@ -35,3 +35,116 @@ def inference_dataset(paths: Sequence[str], record: PreprocessingRecord, batch_s
     ds = ds.map(lambda image, index: (preprocess_tf(image, record), index),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+# --------------------------------------------------------------------------- two-view training data
+
+
+def augmentation_side(record: PreprocessingRecord) -> int:
+    """Side at which training images are augmented: the record's crop is taken after augmentation.
+
+    An image is brought to a square of ``image_size / crop_fraction`` px (the central square of its shorter
+    side, resized), augmented there, then centre-cropped to ``crop_fraction`` and resized to
+    ``image_size``: the same geometry :func:`preprocess_tf` applies at inference.
+    """
+    return max(int(record.image_size), round(record.image_size / record.crop_fraction))
+
+
+def _training_image(image, record: PreprocessingRecord, side: int):
+    """Decoded uint8 image → colour-normalised float32 square (side, side, 3) in [0, 255]."""
+    import tensorflow as tf
+
+    from .preprocess import central_crop_tf
+
+    x = central_crop_tf(preprocess_tf(image, record, crop=False), 1.0)
+    x = tf.image.resize(x, (side, side), method="bilinear", antialias=True)
+    return tf.clip_by_value(x, 0.0, 255.0)
+
+
+def _crop_to_record(images, record: PreprocessingRecord):
+    """The record's central crop and resize, applied to an augmented batch."""
+    import tensorflow as tf
+
+    from .preprocess import central_crop_tf
+
+    x = central_crop_tf(images, record.crop_fraction)
+    x = tf.image.resize(x, (record.image_size, record.image_size), method="bilinear", antialias=True)
+    return tf.clip_by_value(x, 0.0, 255.0)
+
+
+def cache_training_images(paths: Sequence[str], record: PreprocessingRecord, progress=None):
+    """Decode and colour-normalise every image once into a CPU ``tf.Variable`` (uint8, N×side×side×3).
+
+    Returns ``(variable, kept)`` where ``kept`` lists the positions in ``paths`` that decoded (the
+    variable's rows, in order). A variable, not a constant, so the graph never embeds the pixels.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    side = augmentation_side(record)
+    ds = decoded_dataset(paths).map(
+        lambda image, index: (tf.cast(tf.round(_training_image(image, record, side)), tf.uint8), index),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(256)
+    chunks, kept = [], []
+    for images, indices in ds:
+        chunks.append(images.numpy())
+        kept.extend(indices.numpy().tolist())
+        if progress is not None:
+            progress(len(indices))
+    pixels = np.concatenate(chunks) if chunks else np.zeros((0, side, side, 3), np.uint8)
+    with tf.init_scope(), tf.device("CPU:0"):
+        variable = tf.Variable(pixels, trainable=False, name="cached_images")
+    return variable, kept
+
+
+def two_view_dataset(paths: Sequence[str], labels: Sequence[int], record: PreprocessingRecord, augment,
+                     batch_size: int, seed: int, stream: int, *, shuffle: bool = True, cache=None,
+                     drop_remainder: bool = True):
+    """Batches of ``(views (2B, S, S, 3) float32 in [0, 255], labels (2B,) int64)`` for triplet mining.
+
+    Each batch holds ``batch_size`` distinct images; rows ``2k`` and ``2k + 1`` are two independently
+    augmented views of image k and share its label (``labels``: one distinct integer per image, its
+    identity), so online mining finds exactly one positive per anchor. The order (when ``shuffle``) and
+    every augmentation draw derive from ``(seed, stream)`` — use the epoch number as ``stream`` — so an
+    epoch is reproducible, in a resumed run too. ``augment`` is an :class:`~.augment.AugmentConfig`.
+    ``cache``: the variable from :func:`cache_training_images` (its rows aligned with ``paths``).
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    from .augment import augment_batch, build_augmentation
+
+    layers = build_augmentation(augment)
+    order = np.random.default_rng([int(seed), int(stream) + 2**20]).permutation(len(paths)) if shuffle \
+        else np.arange(len(paths))
+    ids = tf.constant(np.asarray(labels, np.int64)[order])
+    if cache is None:
+        side = augmentation_side(record)
+        files = tf.constant([str(paths[i]) for i in order], tf.string)
+        ds = tf.data.Dataset.from_tensor_slices((files, ids)).map(
+            lambda path, label: (_training_image(decode_rgb_tf(tf.io.read_file(path)), record, side), label),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    else:
+        rows = tf.data.Dataset.from_tensor_slices((tf.constant(order, tf.int64), ids))
+        ds = rows.batch(batch_size, drop_remainder=drop_remainder).map(
+            lambda row, label: (tf.cast(tf.gather(cache, row), tf.float32), label),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    def two_views(batch_no, batch):
+        images, label = batch
+        batch_seed = tf.stack([tf.constant(int(seed), tf.int64), tf.constant(int(stream), tf.int64) * 2**24 + batch_no])
+        views = augment_batch(tf.repeat(images, 2, axis=0), layers, batch_seed)
+        return _crop_to_record(views, record), tf.repeat(label, 2)
+
+    ds = ds.enumerate().map(two_views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def holdout_split(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded split of ``n`` unlabelled images into (train, validation) positions, each sorted."""
+    import numpy as np
+
+    n_val = round(n * float(fraction))
+    perm = np.random.default_rng([int(seed), 7]).permutation(n)
+    return sorted(perm[n_val:].tolist()), sorted(perm[:n_val].tolist())

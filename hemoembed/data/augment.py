@@ -1,0 +1,151 @@
+"""Training augmentation: Keras core random layers plus a registered colour-jitter layer, on batches.
+
+The paper's defaults: random horizontal and vertical flips, rotation ±90° (``RandomRotation(0.25)``), zoom
+±0.1, translation ±20 px at 224 px (a fraction 0.09 of the side), colour jitter 0.2 for brightness,
+contrast, saturation and hue (hue as a fraction of the colour circle, as in torchvision).
+
+Randomness is stateless: :func:`augment_batch` draws every random number from a seed tensor given with
+the batch (derived from the run seed, the epoch and the batch number), so a batch is augmented the same
+way in an uninterrupted run and in a resumed one, whatever the tf.data parallelism.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+from keras import ops
+
+from ..errors import InputError
+
+
+@dataclass
+class AugmentConfig:
+    """Augmentation strengths; 0 (or False) switches a transformation off."""
+
+    flip: bool = True
+    rotation: float = 0.25  # fraction of a full turn: 0.25 = ±90°
+    zoom: float = 0.1
+    translation: float = 0.09  # fraction of the side: ±20 px at 224 px
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.2
+    hue: float = 0.2  # fraction of the colour circle, at most 0.5
+    fill_mode: str = "reflect"
+
+    def __post_init__(self) -> None:
+        for name in ("rotation", "zoom", "translation", "brightness", "contrast", "saturation"):
+            value = float(getattr(self, name))
+            if not 0.0 <= value < 1.0:
+                raise InputError(f"augmentation {name} {value} is outside [0, 1)")
+        if not 0.0 <= float(self.hue) <= 0.5:
+            raise InputError(f"augmentation hue {self.hue} is outside [0, 0.5] (a fraction of the colour circle)")
+        if self.fill_mode not in ("reflect", "wrap", "constant", "nearest"):
+            raise InputError(f"augmentation fill mode {self.fill_mode!r} is not reflect, wrap, constant or nearest")
+
+
+@keras.saving.register_keras_serializable(package="hemoembed")
+class ColourJitter(keras.layers.Layer):
+    """Random brightness, contrast, saturation and hue per image, like torchvision's ``ColorJitter``.
+
+    Inputs are float RGB batches in [0, 255]. Factors are drawn per image: brightness/contrast/saturation
+    uniformly in ``[1 − s, 1 + s]``, the hue shift uniformly in ``[−hue, hue]`` of the colour circle. The
+    order is fixed (brightness, contrast, saturation, hue) where torchvision permutes it randomly.
+    """
+
+    def __init__(self, brightness: float = 0.2, contrast: float = 0.2, saturation: float = 0.2,
+                 hue: float = 0.2, seed: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.brightness, self.contrast = float(brightness), float(contrast)
+        self.saturation, self.hue = float(saturation), float(hue)
+        self.seed = seed
+        self.generator = keras.random.SeedGenerator(seed)
+
+    def get_random_transformation(self, images: Any, training: bool = True, seed: Any = None) -> Any:
+        """Per-image factors, shape (B, 4): brightness, contrast, saturation, hue shift."""
+        seed = self.generator if seed is None else seed
+        batch = ops.shape(images)[0]
+        low = ops.convert_to_tensor([1 - self.brightness, 1 - self.contrast, 1 - self.saturation, -self.hue])
+        high = ops.convert_to_tensor([1 + self.brightness, 1 + self.contrast, 1 + self.saturation, self.hue])
+        unit = keras.random.uniform((batch, 4), seed=seed)
+        return low + unit * (high - low)
+
+    def transform_images(self, images: Any, transformation: Any, training: bool = True) -> Any:
+        """Apply factors from :meth:`get_random_transformation` to float [0, 255] images."""
+        x = ops.cast(images, "float32") / 255.0
+        factor = ops.reshape(transformation, (-1, 1, 1, 1, 4))
+        brightness, contrast, saturation, hue = (factor[..., i] for i in range(4))
+        x = ops.clip(x * brightness, 0.0, 1.0)
+        mean = ops.mean(_grey(x), axis=(1, 2, 3), keepdims=True)
+        x = ops.clip(contrast * x + (1.0 - contrast) * mean, 0.0, 1.0)
+        x = ops.clip(saturation * x + (1.0 - saturation) * _grey(x), 0.0, 1.0)
+        if self.hue > 0:
+            hsv = ops.image.rgb_to_hsv(x)
+            shifted = ops.mod(hsv[..., :1] + hue, 1.0)
+            x = ops.clip(ops.image.hsv_to_rgb(ops.concatenate([shifted, hsv[..., 1:]], axis=-1)), 0.0, 1.0)
+        return x * 255.0
+
+    def call(self, inputs: Any, training: bool = True) -> Any:
+        if not training:
+            return inputs
+        return self.transform_images(inputs, self.get_random_transformation(inputs))
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "brightness": self.brightness, "contrast": self.contrast,
+                "saturation": self.saturation, "hue": self.hue, "seed": self.seed}
+
+
+def _grey(x: Any) -> Any:
+    """ITU-R 601 luma of RGB in [0, 1], keeping a channel axis of 1 (as torchvision)."""
+    return 0.299 * x[..., :1] + 0.587 * x[..., 1:2] + 0.114 * x[..., 2:3]
+
+
+def build_augmentation(config: AugmentConfig) -> list[keras.layers.Layer]:
+    """The random layers for ``config``, in application order (geometry first, then colour)."""
+    layers: list[keras.layers.Layer] = []
+    if config.flip:
+        # two layers: Keras's "horizontal_and_vertical" draws one decision for both axes (a 180° turn)
+        layers += [keras.layers.RandomFlip("horizontal"), keras.layers.RandomFlip("vertical")]
+    if config.rotation:
+        layers.append(keras.layers.RandomRotation(config.rotation, fill_mode=config.fill_mode))
+    if config.zoom:
+        layers.append(keras.layers.RandomZoom(config.zoom, config.zoom, fill_mode=config.fill_mode))
+    if config.translation:
+        layers.append(keras.layers.RandomTranslation(config.translation, config.translation,
+                                                     fill_mode=config.fill_mode))
+    if config.brightness or config.contrast or config.saturation or config.hue:
+        layers.append(ColourJitter(config.brightness, config.contrast, config.saturation, config.hue))
+    return layers
+
+
+class _StreamSeed(keras.random.SeedGenerator):
+    """A seed source with no state: the k-th draw is ``fold_in(seed, k)``, so results depend on the seed only."""
+
+    def __init__(self, seed: Any) -> None:  # no super().__init__: no state variable is wanted
+        import tensorflow as tf
+
+        self._seed = tf.cast(seed, tf.int64)
+        self._count = 0
+
+    def next(self, ordered: bool = True) -> Any:
+        import tensorflow as tf
+
+        self._count += 1
+        return tf.cast(tf.random.experimental.stateless_fold_in(self._seed, self._count) % 2**31, tf.int32)
+
+
+def augment_batch(images: Any, layers: list[keras.layers.Layer], seed: Any) -> Any:
+    """Augment a float (B, H, W, 3) batch in [0, 255] with ``layers``, every draw derived from ``seed``.
+
+    ``seed`` is an integer tensor of shape (2,). Each image gets its own random parameters (the layers are
+    vectorised over the batch); the same seed and images always give the same output.
+    """
+    stream = _StreamSeed(seed)
+    x = images
+    for layer in layers:
+        transformation = layer.get_random_transformation(x, training=True, seed=stream)
+        x = layer.transform_images(x, transformation, training=True)
+    return ops.clip(x, 0.0, 255.0)
