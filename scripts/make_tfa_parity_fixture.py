@@ -38,6 +38,9 @@ def _load_inputs_module():
     return module
 
 
+KEYS = ("seed", "batch", "dim", "n_classes", "labels", "embeddings", "dtype", "loss", "soft", "margin", "distance")
+
+
 def build_cases() -> list[dict]:
     """Every (shape, loss, distance) combination, cycling margins and normalised/unnormalised inputs."""
     shapes = [  # batch, dim, classes, label scheme
@@ -48,30 +51,22 @@ def build_cases() -> list[dict]:
         (100, 64, 50, "two_view"),
         (200, 1280, 100, "two_view"),
     ]
-    losses = [("semihard", False), ("hard", False), ("hard", True)]
-    distances = ["L2", "squared-L2", "angular"]
+    variants = list(itertools.product([("semihard", False), ("hard", False), ("hard", True)],
+                                      ["L2", "squared-L2", "angular"]))
     margins = [0.2, 0.5, 1.0]
-    cases = []
+    rows = []
     for s, (batch, dim, classes, label_scheme) in enumerate(shapes):
-        for k, ((loss, soft), distance) in enumerate(itertools.product(losses, distances)):
-            cases.append(dict(seed=1000 + 10 * s + k, batch=batch, dim=dim, n_classes=classes,
-                              labels=label_scheme, embeddings=("normal", "l2")[(s + k) % 2],
-                              dtype="float32", loss=loss, soft=soft, margin=margins[(s + k) % 3],
-                              distance=distance))
-    for k, ((loss, soft), distance) in enumerate(itertools.product(losses, distances)):
+        for k, ((loss, soft), distance) in enumerate(variants):
+            rows.append((1000 + 10 * s + k, batch, dim, classes, label_scheme, ("normal", "l2")[(s + k) % 2],
+                         "float32", loss, soft, margins[(s + k) % 3], distance))
+    for k, ((loss, soft), distance) in enumerate(variants):
         # No positive pair (tfa's semi-hard divides by zero: NaN) and exact ties between duplicates.
-        cases.append(dict(seed=2000 + k, batch=8, dim=4, n_classes=8, labels="unique",
-                          embeddings="normal", dtype="float32", loss=loss, soft=soft,
-                          margin=margins[k % 3], distance=distance))
-        cases.append(dict(seed=3000 + k, batch=12, dim=3, n_classes=3, labels="random",
-                          embeddings="grid", dtype="float32", loss=loss, soft=soft,
-                          margin=margins[k % 3], distance=distance))
-    for k, (loss, soft) in enumerate(losses):
+        rows.append((2000 + k, 8, 4, 8, "unique", "normal", "float32", loss, soft, margins[k % 3], distance))
+        rows.append((3000 + k, 12, 3, 3, "random", "grid", "float32", loss, soft, margins[k % 3], distance))
+    for k, ((loss, soft), _) in enumerate(variants[::3]):
         # Mixed precision: tfa computes in float32 and casts the result back to float16.
-        cases.append(dict(seed=4000 + k, batch=100, dim=64, n_classes=50, labels="two_view",
-                          embeddings="l2", dtype="float16", loss=loss, soft=soft, margin=0.5,
-                          distance="L2"))
-    return cases
+        rows.append((4000 + k, 100, 64, 50, "two_view", "l2", "float16", loss, soft, 0.5, "L2"))
+    return [dict(zip(KEYS, row)) for row in rows]
 
 
 def tfa_loss(case: dict, labels: np.ndarray, embeddings: np.ndarray) -> float:
@@ -88,7 +83,7 @@ def main() -> None:
     inputs = _load_inputs_module()
     records = []
     for case in build_cases():
-        params = {k: case[k] for k in ("seed", "batch", "dim", "n_classes", "labels", "embeddings", "dtype")}
+        params = {k: case[k] for k in KEYS[:7]}
         labels, embeddings = inputs.make_inputs(**params)
         value = tfa_loss(case, labels, embeddings)
         special = None if math.isfinite(value) else str(value)  # "nan" (no positive pair) or "inf"
