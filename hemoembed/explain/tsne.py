@@ -1,0 +1,218 @@
+"""openTSNE maps of an embedding store, saved without pickle so new cells can be placed onto them later.
+
+A map is fitted with PCA initialisation, perplexity 30 and Euclidean distances on exact nearest
+neighbours, optionally after PCA to 50 dimensions. openTSNE runs two phases: ``early_exaggeration_iter``
+steps (250) with exaggeration 12, then ``n_iter`` steps (1000) of normal optimisation; openTSNE's
+``n_iter`` counts only the second phase, so a default map runs 1,250 gradient steps in total.
+
+The saved map is plain arrays (``map.npz``: reference features after PCA, 2-d coordinates, PCA mean and
+components, keys) plus ``map.json`` (settings, source encoder, sha256 of the arrays). No pickle is
+involved: :meth:`TsneMap.transform` rebuilds openTSNE's embedding object from these arrays and places new
+points with ``TSNEEmbedding.transform`` (each new point optimised against the fixed reference only).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from openTSNE import TSNE, TSNEEmbedding
+from openTSNE.affinity import PerplexityBasedNN
+from openTSNE.nearest_neighbors import Sklearn
+from scipy import sparse
+from sklearn.neighbors import NearestNeighbors
+
+from ..config import atomic_write_bytes, atomic_write_text, from_dict, to_dict
+from ..errors import InputError, MismatchError
+
+MAP_ARRAYS = "map.npz"
+MAP_HEADER = "map.json"
+MAP_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class TsneConfig:
+    """Settings of one t-SNE map (saved next to it)."""
+
+    perplexity: float = 30.0
+    n_iter: int = 1000  # normal-phase iterations, after early exaggeration (openTSNE's meaning)
+    early_exaggeration_iter: int = 250
+    early_exaggeration: float = 12.0
+    pca_dims: int = 50  # 0: run t-SNE on the raw embedding
+    initialization: str = "pca"
+    metric: str = "euclidean"
+    seed: int = 0
+    n_jobs: int = -1
+
+    @property
+    def total_iterations(self) -> int:
+        return int(self.early_exaggeration_iter) + int(self.n_iter)
+
+    def validate(self, n_points: int) -> None:
+        if n_points < 4:
+            raise InputError(f"t-SNE needs at least 4 points, got {n_points}")
+        if not 1.0 <= self.perplexity:
+            raise InputError(f"perplexity {self.perplexity} must be at least 1")
+        if 3 * self.perplexity >= n_points:
+            raise InputError(f"perplexity {self.perplexity} is too large for {n_points} points "
+                             f"(needs 3 x perplexity < points; use --perplexity {max(1, (n_points - 1) // 3)})")
+        if self.n_iter < 1 or self.early_exaggeration_iter < 0:
+            raise InputError(f"iterations must be positive (n_iter={self.n_iter}, "
+                             f"early_exaggeration_iter={self.early_exaggeration_iter})")
+        if self.pca_dims < 0:
+            raise InputError(f"PCA dimensions {self.pca_dims} must be 0 (off) or positive")
+
+
+@dataclass
+class TsneMap:
+    """A fitted map: reference features (after PCA), their 2-d coordinates, and how to project new vectors."""
+
+    config: TsneConfig
+    features: np.ndarray  # (N, d) float32, the space t-SNE's neighbours are found in
+    coords: np.ndarray  # (N, 2) float64, centred as openTSNE's transform expects
+    keys: list[str]
+    pca_mean: np.ndarray | None = None  # (D,)
+    pca_components: np.ndarray | None = None  # (d, D)
+    input_dim: int = 0
+    source: dict = field(default_factory=dict)  # e.g. store directory and encoder fingerprint
+    kl_divergence: float = float("nan")
+
+    # ------------------------------------------------------------------------------ fitting
+    @classmethod
+    def fit(cls, vectors: np.ndarray, keys: Sequence[str], config: TsneConfig = TsneConfig(),
+            source: dict | None = None, progress: Callable[[int], None] | None = None) -> TsneMap:
+        """Fit a map of ``vectors`` (N, D); ``progress(n)`` is called as iterations complete."""
+        vectors = _as_matrix(vectors, "embeddings")
+        if len(keys) != len(vectors):
+            raise InputError(f"{len(keys)} keys for {len(vectors)} embeddings")
+        config.validate(len(vectors))
+        mean, components = _fit_pca(vectors, config.pca_dims, config.seed)
+        features = _project(vectors, mean, components)
+        affinities = _affinities(features, config)
+        step = 50
+        callback = (lambda iteration, error, embedding: progress(step)) if progress else None
+        tsne = TSNE(n_components=2, perplexity=config.perplexity, metric=config.metric,
+                    initialization=config.initialization, n_iter=config.n_iter,
+                    early_exaggeration_iter=config.early_exaggeration_iter,
+                    early_exaggeration=config.early_exaggeration, negative_gradient_method="auto",
+                    random_state=config.seed, n_jobs=config.n_jobs,
+                    callbacks=callback, callbacks_every_iters=step)
+        embedding = tsne.fit(features, affinities=affinities)
+        coords = np.asarray(embedding, dtype=np.float64)
+        coords -= (coords.max(axis=0) + coords.min(axis=0)) / 2  # transform() centres the same way
+        return cls(config, features, coords, [str(k) for k in keys], mean, components, vectors.shape[1],
+                   dict(source or {}), float(embedding.kl_divergence or np.nan))
+
+    # ------------------------------------------------------------------------------ placing new points
+    def project(self, vectors: np.ndarray) -> np.ndarray:
+        """New embedding vectors → the map's feature space (the same PCA)."""
+        vectors = _as_matrix(vectors, "query embeddings")
+        if vectors.shape[1] != self.input_dim:
+            raise MismatchError(f"query embeddings have dimension {vectors.shape[1]}, the map was fitted on "
+                                f"{self.input_dim}")
+        return _project(vectors, self.pca_mean, self.pca_components)
+
+    def transform(self, vectors: np.ndarray, n_iter: int = 250) -> np.ndarray:
+        """Place new points onto the fixed map (openTSNE ``transform``: each point optimised against the
+        reference only, perplexity 5, median initialisation over 25 neighbours, 250 iterations)."""
+        features = self.project(vectors)
+        reference = TSNEEmbedding(self.coords.copy(), _QueryAffinities(self.features, self.config),
+                                  negative_gradient_method="auto", random_state=self.config.seed,
+                                  n_jobs=self.config.n_jobs)
+        placed = reference.transform(features, perplexity=min(5.0, (len(self.features) - 1) / 3),
+                                     k=min(25, len(self.features)), n_iter=n_iter)
+        return np.asarray(placed, dtype=np.float64)
+
+    # ------------------------------------------------------------------------------ persistence
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write ``map.npz`` and ``map.json`` (arrays' sha256 inside) atomically; returns the folder."""
+        directory = Path(directory)
+        arrays = {"features": self.features.astype(np.float32), "coords": self.coords,
+                  "keys": np.asarray(self.keys, dtype=str)}
+        if self.pca_components is not None:
+            arrays.update(pca_mean=self.pca_mean, pca_components=self.pca_components)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        data = buffer.getvalue()
+        atomic_write_bytes(directory / MAP_ARRAYS, data)
+        header = {"format": MAP_FORMAT, "config": to_dict(self.config), "points": len(self.keys),
+                  "input_dim": int(self.input_dim), "source": self.source,
+                  "kl_divergence": self.kl_divergence, "sha256": hashlib.sha256(data).hexdigest()}
+        atomic_write_text(directory / MAP_HEADER, json.dumps(header, indent=2, sort_keys=True) + "\n")
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> TsneMap:
+        """Read a saved map; refuses a folder that is not one or whose arrays changed since saving."""
+        directory = Path(directory)
+        header_path, arrays_path = directory / MAP_HEADER, directory / MAP_ARRAYS
+        if not header_path.is_file() or not arrays_path.is_file():
+            raise InputError(f"{directory}: not a t-SNE map (needs {MAP_HEADER} and {MAP_ARRAYS}; "
+                             "make one with hemoembed tsne STORE --out MAP)")
+        try:
+            header = json.loads(header_path.read_text())
+            config = from_dict(TsneConfig, header["config"], source=str(header_path))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"{header_path}: unreadable map header ({exc})") from None
+        if int(header.get("format", 0)) > MAP_FORMAT:
+            raise MismatchError(f"{header_path}: map format {header['format']} is newer than this hemoembed reads")
+        data = arrays_path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != header.get("sha256"):
+            raise MismatchError(f"{arrays_path}: contents changed since the map was saved (sha256 differs from "
+                                f"{header_path.name})")
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            has_pca = "pca_components" in npz
+            return cls(config, npz["features"], npz["coords"], [str(k) for k in npz["keys"]],
+                       npz["pca_mean"] if has_pca else None, npz["pca_components"] if has_pca else None,
+                       int(header["input_dim"]), dict(header.get("source") or {}),
+                       float(header.get("kl_divergence", np.nan)))
+
+
+def _as_matrix(vectors: np.ndarray, what: str) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or len(vectors) == 0:
+        raise InputError(f"{what}: expected a non-empty (N, D) matrix, got shape {vectors.shape}")
+    if not np.isfinite(vectors).all():
+        raise InputError(f"{what}: contains NaN or infinite values")
+    return vectors
+
+
+def _fit_pca(vectors: np.ndarray, dims: int, seed: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """PCA to ``dims`` (skipped when 0 or not fewer than the input's rank bound)."""
+    if dims == 0 or dims >= min(vectors.shape):
+        return None, None
+    from sklearn.decomposition import PCA
+
+    pca = PCA(n_components=dims, random_state=seed).fit(vectors)
+    return pca.mean_.astype(np.float32), pca.components_.astype(np.float32)
+
+
+def _project(vectors: np.ndarray, mean: np.ndarray | None, components: np.ndarray | None) -> np.ndarray:
+    if components is None:
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+    return np.ascontiguousarray((vectors - mean) @ components.T, dtype=np.float32)
+
+
+def _affinities(features: np.ndarray, config: TsneConfig) -> PerplexityBasedNN:
+    """Perplexity affinities on exact neighbours (the same exact index a reloaded map queries)."""
+    return PerplexityBasedNN(features, perplexity=config.perplexity, method="exact", metric=config.metric,
+                             n_jobs=config.n_jobs, random_state=config.seed)
+
+
+class _QueryAffinities(PerplexityBasedNN):
+    """Affinities that can only place new points (``to_new``) on a reloaded map: ``transform`` never reads
+    the reference P, so it is left empty and no all-pairs neighbour search runs on loading."""
+
+    def __init__(self, features: np.ndarray, config: TsneConfig) -> None:  # noqa: D107 - no super().__init__
+        index = Sklearn(features, k=min(len(features) - 1, int(3 * config.perplexity)), metric=config.metric,
+                        n_jobs=config.n_jobs)
+        index.index = NearestNeighbors(metric=config.metric, n_jobs=config.n_jobs).fit(features)
+        self.knn_index = index
+        self.P = sparse.csr_matrix((len(features), len(features)))
+        self.perplexity = self.effective_perplexity_ = config.perplexity
+        self.symmetrize, self.n_jobs, self.verbose, self.knn_kwargs = True, config.n_jobs, False, None
