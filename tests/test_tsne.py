@@ -29,7 +29,7 @@ def fitted() -> tuple[TsneMap, np.ndarray, list[int]]:
 
 
 def test_runs_exactly_early_plus_normal_iterations(fitted):
-    tsne_map, _, steps = fitted
+    _, _, steps = fitted
     assert FAST.total_iterations == 250
     assert sum(steps) == 250  # 100 exaggerated + 150 normal, as openTSNE counts n_iter after exaggeration
     assert TsneConfig().total_iterations == 1250 and TsneConfig().n_iter == 1000

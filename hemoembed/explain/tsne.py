@@ -208,7 +208,7 @@ class _QueryAffinities(PerplexityBasedNN):
     """Affinities that can only place new points (``to_new``) on a reloaded map: ``transform`` never reads
     the reference P, so it is left empty and no all-pairs neighbour search runs on loading."""
 
-    def __init__(self, features: np.ndarray, config: TsneConfig) -> None:  # noqa: D107 - no super().__init__
+    def __init__(self, features: np.ndarray, config: TsneConfig) -> None:  # deliberately no super().__init__
         index = Sklearn(features, k=min(len(features) - 1, int(3 * config.perplexity)), metric=config.metric,
                         n_jobs=config.n_jobs)
         index.index = NearestNeighbors(metric=config.metric, n_jobs=config.n_jobs).fit(features)
