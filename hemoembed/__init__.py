@@ -3,7 +3,10 @@
 Importing the package registers its Keras layers and losses, so a saved encoder loads with
 ``keras.saving.load_model(path, safe_mode=True)`` after ``import hemoembed``.
 """
+from ._quiet import import_tensorflow_quietly as _import_tf
 from ._version import __version__
+
+_import_tf()
 from .data.colour import ReinhardReference, gray_world, reinhard_normalize
 from .data.imageio import load_image, load_images
 from .data.manifest import Manifest, load_manifest
