@@ -7,8 +7,15 @@ from pathlib import Path
 import click
 
 from . import main
-from .common import (echo, images_argument, overwrite_option, prepare_output_dir, prepare_output_file,
-                     progress, seed_option)
+from .common import (
+    echo,
+    images_argument,
+    overwrite_option,
+    prepare_output_dir,
+    prepare_output_file,
+    progress,
+    seed_option,
+)
 
 
 @main.command()
