@@ -9,6 +9,7 @@ work and a rerun completes the store without duplicates.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ REJECTS_FILE = "rejects.csv"
 CONFIG_FILE = "embed_config.json"
 UNDECODABLE = "cannot decode image (corrupt or truncated)"
 ProgressFactory = Callable[[int, str], contextlib.AbstractContextManager]
+_FORWARDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -57,17 +59,21 @@ class EmbedResult:
 
     def summary(self) -> str:
         reused = f" ({self.reused} of them new paths of stored images)" if self.reused else ""
-        return f"{self.embedded} embedded, {self.present + self.reused} already present{reused}, {self.rejected} rejected"
+        present = self.present + self.reused
+        return f"{self.embedded} embedded, {present} already present{reused}, {self.rejected} rejected"
 
 
 def make_forward(model) -> Callable:
-    """A compiled inference call of ``model`` (training=False), retraced at most for the last batch."""
+    """A compiled inference call of ``model`` (training=False), cached per model so it is traced once."""
     import tensorflow as tf
 
-    @tf.function(reduce_retracing=True)
-    def forward(images):
-        return model(images, training=False)
+    forward = _FORWARDS.get(model)
+    if forward is None:
+        @tf.function(reduce_retracing=True)
+        def forward(images):
+            return model(images, training=False)
 
+        _FORWARDS[model] = forward
     return forward
 
 

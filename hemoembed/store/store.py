@@ -132,7 +132,8 @@ class EmbeddingStore:
         return self.table().num_rows
 
     def __repr__(self) -> str:
-        return f"EmbeddingStore({str(self.directory)!r}, rows={len(self)}, dim={self.dim}, encoder={short(self.fingerprint)})"
+        return (f"EmbeddingStore({str(self.directory)!r}, rows={len(self)}, dim={self.dim}, "
+                f"encoder={short(self.fingerprint)})")
 
     # ----------------------------------------------------------------------------------- reading
     def refresh(self) -> None:
@@ -250,7 +251,8 @@ class EmbeddingStore:
         if vectors.ndim == 1:
             vectors = vectors[None, :]
         if vectors.shape[-1] != self.dim:
-            raise MismatchError(f"query vectors have dimension {vectors.shape[-1]}, store {self.directory} has {self.dim}")
+            raise MismatchError(f"query vectors have dimension {vectors.shape[-1]}, "
+                                f"store {self.directory} has {self.dim}")
         return knn(vectors, self.embeddings(), k, metric=metric, exclude=exclude)
 
     def info(self) -> dict:

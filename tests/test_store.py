@@ -1,0 +1,194 @@
+"""Embedding store format, reading, join and exact neighbours (no encoder needed: parts are built directly)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from hemoembed.data.preprocess import PreprocessingRecord
+from hemoembed.errors import InputError, MismatchError
+from hemoembed.store.neighbors import knn
+from hemoembed.store.store import EmbeddingStore, make_part_table
+
+FP_A = "a" * 64
+FP_B = "b" * 64
+RECORD = PreprocessingRecord(image_size=32)
+
+
+def _rows(n: int, dim: int, seed: int, prefix: str = "img"):
+    rng = np.random.default_rng(seed)
+    emb = rng.normal(size=(n, dim)).astype(np.float32)
+    paths = [f"{prefix}/{i:03d}.png" for i in range(n)]
+    shas = [f"{seed:02d}{i:062d}" for i in range(n)]
+    return paths, shas, emb
+
+
+def _store_with_parts(tmp_path, sizes=(5, 7), dim=6, site=True):
+    store = EmbeddingStore.create(tmp_path / "store", FP_A, RECORD, dim)
+    all_paths, all_emb = [], []
+    for part, n in enumerate(sizes):
+        paths, shas, emb = _rows(n, dim, seed=part, prefix=f"p{part}")
+        meta = {"site": [f"s{part}"] * n} if site else None
+        store.append(make_part_table(paths, shas, [40] * n, [30] * n, emb, meta))
+        all_paths += paths
+        all_emb.append(emb)
+    return store, all_paths, np.concatenate(all_emb)
+
+
+def test_round_trip_parts_and_header(tmp_path):
+    _store, paths, emb = _store_with_parts(tmp_path)
+    reopened = EmbeddingStore.open(tmp_path / "store")
+    assert [p.name for p in reopened.part_files()] == ["part-00000.parquet", "part-00001.parquet"]
+    assert len(reopened) == 12 and reopened.dim == 6 and reopened.fingerprint == FP_A
+    assert reopened.record == RECORD
+    assert reopened.paths == paths
+    got = reopened.embeddings()
+    assert got.dtype == np.float32 and got.shape == (12, 6)
+    np.testing.assert_array_equal(got, emb)
+    table = reopened.table()
+    assert table.column_names == ["path", "sha256", "width", "height", "embedding", "site"]
+    assert table.schema.field("embedding").type.list_size == 6
+    assert reopened.column("site") == ["s0"] * 5 + ["s1"] * 7
+    header = json.loads((tmp_path / "store" / "store.json").read_text())
+    assert {"format_version", "fingerprint", "record", "dim", "dtype", "hemoembed_version", "created"} <= set(header)
+    assert header["record"]["image_size"] == 32 and header["dtype"] == "float32"
+    info = reopened.info()
+    assert info["rows"] == 12 and info["parts"] == 2 and info["metadata_columns"] == ["site"]
+    assert info["part_rows"] == {"part-00000.parquet": 5, "part-00001.parquet": 7}
+
+
+def test_parts_are_written_with_fixed_size_float32_lists(tmp_path):
+    store, _, _ = _store_with_parts(tmp_path, sizes=(3,))
+    schema = pq.read_schema(store.part_files()[0])
+    emb_type = schema.field("embedding").type
+    assert pa.types.is_fixed_size_list(emb_type) and emb_type.list_size == 6
+    assert emb_type.value_type == pa.float32()
+    assert not list((tmp_path / "store").glob(".part.tmp-*"))
+
+
+def test_embeddings_of_sliced_chunks_respect_offsets(tmp_path):
+    """A table whose embedding chunk is a slice (offset > 0) must still give the right rows."""
+    store, _, emb = _store_with_parts(tmp_path, sizes=(8,), site=False)
+    store._table = store.table().slice(3, 4)
+    np.testing.assert_array_equal(store.embeddings(), emb[3:7])
+
+
+def test_newest_row_wins_when_a_path_changes(tmp_path):
+    store, paths, _emb = _store_with_parts(tmp_path, sizes=(4,), site=False)
+    new = np.full((1, 6), 9.0, np.float32)
+    store.append(make_part_table([paths[1]], ["f" * 64], [40], [30], new))
+    assert len(store) == 4
+    assert store.paths == [paths[0], paths[2], paths[3], paths[1]]
+    np.testing.assert_array_equal(store.embeddings()[-1], new[0])
+    assert store.info()["part_rows"] == {"part-00000.parquet": 4, "part-00001.parquet": 1}
+
+
+def test_fingerprint_mismatch_names_both(tmp_path):
+    _store_with_parts(tmp_path, sizes=(2,))
+    with pytest.raises(MismatchError) as err:
+        EmbeddingStore.open_or_create(tmp_path / "store", FP_B, RECORD, 6)
+    assert FP_A[:12] in str(err.value) and FP_B[:12] in str(err.value)
+    with pytest.raises(MismatchError, match="preprocessing"):
+        EmbeddingStore.open_or_create(tmp_path / "store", FP_A, PreprocessingRecord(image_size=64), 6)
+    assert len(EmbeddingStore.open_or_create(tmp_path / "store", FP_A, RECORD, 6)) == 2
+
+
+def test_refuses_wrong_dimension_and_non_store(tmp_path):
+    store, _, _ = _store_with_parts(tmp_path, sizes=(2,))
+    paths, shas, emb = _rows(2, 5, seed=9)
+    with pytest.raises(MismatchError, match="size 5"):
+        store.append(make_part_table(paths, shas, [1, 1], [1, 1], emb))
+    with pytest.raises(InputError, match="not an embedding store"):
+        EmbeddingStore.open(tmp_path)
+    header = json.loads((tmp_path / "store" / "store.json").read_text())
+    (tmp_path / "store" / "store.json").write_text(json.dumps({**header, "format_version": 99}))
+    with pytest.raises(MismatchError, match="format 99"):
+        EmbeddingStore.open(tmp_path / "store")
+
+
+def test_half_written_temporary_part_is_ignored_and_cleaned(tmp_path):
+    _store, _, emb = _store_with_parts(tmp_path, sizes=(3,), site=False)
+    stale = tmp_path / "store" / ".part.tmp-999999999-1.parquet"
+    stale.write_bytes(b"PAR1 half written")
+    reopened = EmbeddingStore.open(tmp_path / "store")
+    np.testing.assert_array_equal(reopened.embeddings(), emb)
+    assert reopened.remove_stale_temporaries() == 1 and not stale.exists()
+
+
+def test_join_aligns_csv_order_and_reports_unmatched(tmp_path):
+    store, paths, emb = _store_with_parts(tmp_path)
+    csv = tmp_path / "labels.csv"
+    csv.write_text(f"path,label,size\n{paths[7]},b,big\n./{paths[0]},a,small\n{paths[11]},c,big\n")
+    vectors, labels, keys = store.join(csv)
+    assert keys == [paths[7], paths[0], paths[11]]
+    np.testing.assert_array_equal(vectors, emb[[7, 0, 11]])
+    assert labels == {"label": ["b", "a", "c"], "size": ["big", "small", "big"]}
+    _, only, _ = store.join(csv, columns=["size"])
+    assert list(only) == ["size"]
+
+    csv.write_text(f"path,label\n{paths[1]},a\nnope/1.png,b\nnope/2.png,c\n")
+    with pytest.raises(InputError) as err:
+        store.join(csv)
+    assert "2 of 3" in str(err.value) and "nope/1.png" in str(err.value) and "nope/2.png" in str(err.value)
+    vectors, labels, keys = store.join(csv, missing="drop")
+    assert keys == [paths[1]] and labels["label"] == ["a"] and vectors.shape == (1, 6)
+
+    csv.write_text(f"path,label\n{paths[1]},a\n{paths[1]},b\n")
+    with pytest.raises(InputError, match="duplicate"):
+        store.join(csv)
+    with pytest.raises(InputError, match="no key column 'img'"):
+        store.join(csv, key="img")
+    with pytest.raises(InputError, match="colour"):
+        store.join(csv, columns=["colour"])
+
+
+def test_join_hints_at_a_different_image_root(tmp_path):
+    store, _paths, _ = _store_with_parts(tmp_path, sizes=(3,))
+    csv = tmp_path / "labels.csv"
+    csv.write_text("path,label\nroot/p0/001.png,a\n")
+    with pytest.raises(InputError, match="another root"):
+        store.join(csv)
+
+
+def _brute(queries, base, metric):
+    q, b = queries.astype(np.float64), base.astype(np.float64)
+    if metric == "cosine":
+        q = q / np.linalg.norm(q, axis=1, keepdims=True)
+        b = b / np.linalg.norm(b, axis=1, keepdims=True)
+        return 1.0 - q @ b.T
+    return np.sqrt(((q[:, None, :] - b[None, :, :]) ** 2).sum(-1))
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("block_bytes", [12 * 7 * 13, 64 * 2**20])
+def test_neighbors_equal_brute_force(metric, block_bytes):
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(300, 12)).astype(np.float32)
+    queries = rng.normal(size=(7, 12)).astype(np.float32)
+    idx, dist = knn(queries, base, 9, metric=metric, block_bytes=block_bytes)
+    full = _brute(queries, base, metric)
+    expected = np.argsort(full, axis=1, kind="stable")[:, :9]
+    np.testing.assert_array_equal(idx, expected)
+    np.testing.assert_allclose(dist, np.take_along_axis(full, expected, axis=1), atol=2e-5)
+    assert idx.dtype == np.int64 and dist.dtype == np.float32
+
+
+def test_neighbors_exclude_self_cap_k_and_validate(tmp_path):
+    store, _, emb = _store_with_parts(tmp_path)
+    idx, _dist = store.neighbors(emb[[2, 9]], k=3, exclude=[2, 9])
+    full = _brute(emb[[2, 9]], emb, "cosine")
+    full[0, 2] = full[1, 9] = np.inf
+    np.testing.assert_array_equal(idx, np.argsort(full, axis=1)[:, :3])
+    idx, _ = store.neighbors(emb[4], k=50)
+    assert idx.shape == (1, 12) and idx[0, 0] == 4 and sorted(idx[0].tolist()) == list(range(12))
+    idx, _ = store.neighbors(emb[4], k=50, exclude=[4])
+    assert idx.shape == (1, 11) and 4 not in idx[0]
+    with pytest.raises(MismatchError, match="dimension 3"):
+        store.neighbors(np.zeros((1, 3)), k=2)
+    with pytest.raises(InputError, match="metric"):
+        store.neighbors(emb[:1], k=2, metric="manhattan")
+    with pytest.raises(InputError, match="at least 1"):
+        store.neighbors(emb[:1], k=0)
