@@ -18,6 +18,7 @@ from ..errors import HemoembedError, one_line
 _COMMAND_MODULES = (
     "data_cmds",
     "svm_cmds",
+    "store_cmds",
     "pretrain_cmds",
 )
 
