@@ -285,11 +285,11 @@ class Labelled:
         return Labelled(self.X[idx], {c: [v[i] for i in idx] for c, v in self.columns.items()},
                         [self.keys[i] for i in idx])
 
-    def rows_with(self, column: str) -> tuple[np.ndarray, np.ndarray]:
-        """(embeddings, labels) of the rows that have a value for ``column``."""
+    def rows_with(self, column: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """(embeddings, labels, keys) of the rows that have a value for ``column``."""
         values = np.asarray([str(v).strip() for v in self.columns[column]])
         keep = values != ""
-        return self.X[keep], values[keep]
+        return self.X[keep], values[keep], [k for k, ok in zip(self.keys, keep) if ok]
 
 
 def load_labelled(store, labels: Sequence[str], key: str, columns: Sequence[str] | None) -> Labelled:
@@ -329,6 +329,7 @@ def split_data(config: FitSVMConfig, store, data: Labelled) -> tuple[Labelled, L
                              f"e.g. {min(overlap)} (test images must never be trained on)")
         return data, test
     first = config.columns[0]
+    check_trainable([v for v in data.columns[first] if v.strip()], first)
     groups = data.columns[config.group_column] if config.group_column else None
     train, test = stratified_test_split(data.columns[first], config.test_fraction, seed=config.seed, groups=groups)
     return data.take(train), data.take(test)
@@ -337,11 +338,11 @@ def split_data(config: FitSVMConfig, store, data: Labelled) -> tuple[Labelled, L
 def fit_column(config: FitSVMConfig, train: Labelled, test: Labelled, column: str, out_dir: Path,
                advance: Callable[[int], None]) -> dict[str, Any]:
     """Cross-validate C on training rows, fit, evaluate on test rows, save model, report and learning curve."""
-    from .evaluation import evaluate, write_report
+    from .evaluation import csv_text, evaluate, write_report
     from .support import cv_splits, learning_curve, macro_f1, write_learning_curve
 
-    X, y = train.rows_with(column)
-    X_test, y_test = test.rows_with(column)
+    X, y, _ = train.rows_with(column)
+    X_test, y_test, test_keys = test.rows_with(column)
     check_trainable(y, column)
     groups = None
     if config.group_column:
@@ -364,6 +365,10 @@ def fit_column(config: FitSVMConfig, train: Labelled, test: Labelled, column: st
                                        for c, s in cv_scores.items() if s},
                        "train_class_counts": dict(sorted(Counter(y.tolist()).items()))}
     write_report(report, out_dir, y_test, proba)
+    first, second = top_two(proba, model.classes_)
+    atomic_write_text(out_dir / "test_predictions.csv", csv_text(
+        [[config.key, "true", "predicted", "probability", "second"]]
+        + [[k, t, f, float(p), s] for k, t, f, p, s in zip(test_keys, y_test, first, proba.max(axis=1), second)]))
     model.save(out_dir, fingerprint=config.store_fingerprint, column=column,
                extra={"n_train": len(y), "store": config.store})
     if config.support:
