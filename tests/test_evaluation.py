@@ -59,7 +59,7 @@ def test_unknown_label_and_shape_are_refused(predictions):
     y_true, proba = predictions
     with pytest.raises(InputError, match=r"column 'type' test set: label\(s\) 'Basophil' not among"):
         evaluate(["Basophil", *y_true[1:]], proba, CLASSES, column="type")
-    with pytest.raises(InputError, match="of shape \(300, 3\) do not match 300 test labels and 4 classes"):
+    with pytest.raises(InputError, match=r"of shape \(300, 3\) do not match 300 test labels and 4 classes"):
         evaluate(y_true, proba[:, :3], CLASSES, column="type")
 
 

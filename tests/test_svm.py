@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hemoembed.errors import InputError, MismatchError
-from hemoembed.tasks.support import cv_splits, nested_support_sets, neg_log_error, parse_sizes
+from hemoembed.tasks.support import cv_splits, neg_log_error, nested_support_sets, parse_sizes
 from hemoembed.tasks.svm import EmbeddingSVM, load_svm, top_two
 
 
@@ -170,8 +170,8 @@ def test_fit_svm_reports_and_predict_round_trip(cli, tiny_store):
             assert sum(probs.values()) == pytest.approx(1.0)
     by_path = {r["path"]: r for r in rows}
 
-    res = cli("predict", out / "label", "--encoder", tiny_store / "encoder.keras", tiny_store / "cells" / "manifest.csv",
-              "--out", tiny_store / "pred_enc.csv")
+    res = cli("predict", out / "label", "--encoder", tiny_store / "encoder.keras",
+              tiny_store / "cells" / "manifest.csv", "--out", tiny_store / "pred_enc.csv")
     assert res.exit_code == 0, res
     enc_rows = list(csv.DictReader(open(tiny_store / "pred_enc.csv")))
     assert len(enc_rows) == 40 and "size" not in enc_rows[0]

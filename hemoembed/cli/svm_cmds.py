@@ -45,11 +45,13 @@ def _floats(text: str, option: str) -> list[float]:
               help="liblinear: LinearSVC (fast); libsvm: SVC(kernel='linear') as in the paper.")
 @click.option("--C", "c_values", default="1", show_default=True,
               help="SVM regularisation; several values (0.1,1,10) are chosen by --cv on training rows only.")
-@click.option("--cv", type=int, default=5, show_default=True, help="Stratified CV folds on the training rows (0: none).")
+@click.option("--cv", type=int, default=5, show_default=True,
+              help="Stratified CV folds on the training rows (0: none).")
 @click.option("--support", default="", help="Learning curve: labelled images per class, e.g. 2,5,10,20,50,100,all.")
 @click.option("--repeats", type=int, default=3, show_default=True, help="Seeds per support size.")
 @click.option("--bootstrap", type=int, default=1000, show_default=True, help="Bootstrap resamples for 95%% intervals.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder (one sub-folder per column).")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Output folder (one sub-folder per column).")
 @seed_option
 @overwrite_option
 def fit_svm(store: Path, labels: tuple[Path, ...], columns: str, key: str, test_csv: Path | None,
