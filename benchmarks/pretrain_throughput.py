@@ -1,0 +1,79 @@
+"""Pretraining throughput: the real JPEG pipeline vs the same train step fed from memory; forward-only.
+
+Prints JSON. ``ratio`` = pipeline images/s ÷ in-memory images/s (goal ≥ 0.85): below it, the input
+pipeline, not the model, limits training. Images/s count distinct images (each gives two views).
+
+    .venv/bin/python benchmarks/pretrain_throughput.py ../shared/data/pbc256 --sizes 64 128 --steps 8
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _timed(step, batches, warmup: int) -> float:
+    """Seconds per step over ``batches`` after ``warmup`` untimed steps (tracing, pipeline fill)."""
+    it = iter(batches)
+    for _ in range(warmup):
+        float(step(*next(it)))
+    start, n = time.perf_counter(), 0
+    for views, labels in it:
+        float(step(views, labels))
+        n += 1
+    return (time.perf_counter() - start) / max(n, 1)
+
+
+def measure(paths: list[str], size: int, batch: int, steps: int, warmup: int) -> dict:
+    import tensorflow as tf
+
+    from hemoembed.data.augment import AugmentConfig
+    from hemoembed.data.pipeline import two_view_dataset
+    from hemoembed.model.distribute import make_strategy
+    from hemoembed.model.pretrain import _make_trainer, resolve_config
+
+    config = resolve_config(weights="none", image_size=size, batch_size=batch, epochs=1)
+    trainer = _make_trainer(config, make_strategy("one"), steps + warmup)
+    n = (steps + warmup) * batch
+    dataset = two_view_dataset(paths[:n], range(n), config.record, AugmentConfig(), batch, 0, 1)
+    pipeline = _timed(trainer._train, dataset, warmup)
+    views, labels = next(iter(dataset))
+    memory = tf.data.Dataset.from_tensors((views, labels)).repeat(steps + warmup)
+    in_memory = _timed(trainer._train, memory, warmup)
+    forward = tf.function(lambda v: trainer.model(v, training=False))
+    forward(views)
+    start = time.perf_counter()
+    for _ in range(steps):
+        forward(views).numpy()
+    forward_s = (time.perf_counter() - start) / steps
+    return {"image_size": size, "batch_images": batch, "steps": steps,
+            "pipeline_images_per_s": round(batch / pipeline, 2), "in_memory_images_per_s": round(batch / in_memory, 2),
+            "ratio": round(in_memory / pipeline, 3), "forward_views_per_s": round(2 * batch / forward_s, 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("images", help="image folder or CSV manifest (e.g. ../shared/data/pbc256)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=2)
+    args = parser.parse_args()
+
+    import numpy as np
+
+    from hemoembed.data.manifest import load_manifest
+
+    paths = load_manifest(args.images).absolute()
+    paths = [paths[i] for i in np.random.default_rng(0).permutation(len(paths))]
+    results = [measure(paths, s, args.batch_size, args.steps, args.warmup) for s in args.sizes]
+    print(json.dumps({"benchmark": "pretrain_throughput", "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+                      "date": time.strftime("%Y-%m-%d"), "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
