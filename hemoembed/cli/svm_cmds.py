@@ -8,6 +8,7 @@ import click
 from . import main
 from .common import (
     echo,
+    images_argument,
     overwrite_option,
     prepare_output_dir,
     prepare_output_file,
@@ -162,3 +163,67 @@ def _embed_for_predict(encoder: Path, images: Path | None, image_root: Path | No
         echo(f"warning: {len(missing)} image(s) could not be decoded and are not predicted, "
              f"e.g. {manifest.paths[missing[0]]}")
     return X, [manifest.paths[i] for i in ok], fp, f"encoder {encoder}"
+
+
+@main.command()
+@images_argument
+@click.option("--labels", type=click.Path(path_type=Path), default=None,
+              help="Labels CSV joined on 'path' (relative to the image root). Default: IMAGES' own labels.")
+@click.option("--column", default="label", show_default=True, help="Label column to learn.")
+@click.option("--test", "test_csv", type=click.Path(path_type=Path), default=None,
+              help="CSV of test images (path + column); otherwise --test-fraction of IMAGES.")
+@click.option("--test-fraction", type=float, default=0.1, show_default=True)
+@click.option("--weights", default="none", show_default=True, help="Encoder init: imagenet, none or a .keras path.")
+@click.option("--image-size", type=int, default=224, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--head-epochs", type=int, default=10, show_default=True)
+@click.option("--finetune-epochs", type=int, default=20, show_default=True)
+@click.option("--small-head-epochs", type=int, default=30, show_default=True,
+              help="Head-only epochs when there are 450 training images or fewer (no fine-tuning).")
+@click.option("--bootstrap", type=int, default=1000, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder.")
+@seed_option
+@overwrite_option
+def baseline(manifest, labels: Path | None, column: str, test_csv: Path | None, test_fraction: float, weights: str,
+             image_size: int, batch_size: int, head_epochs: int, finetune_epochs: int, small_head_epochs: int,
+             bootstrap: int, out: Path, seed: int, overwrite: bool) -> None:
+    """Supervised baseline: the same encoder with a softmax head (head, then fine-tuning without BatchNorm).
+
+    Writes the same report files as fit-svm (report.json, per_class.csv, PNGs) plus baseline.keras.
+
+    \b
+    Example:
+      hemoembed baseline ../shared/data/pbc256 --labels ../shared/data/wbcatt/pbc_attr_v1_train.csv \\
+        --test ../shared/data/wbcatt/pbc_attr_v1_test.csv --weights encoder.keras --out baseline_run
+      hemoembed baseline cells --image-size 64 --head-epochs 2 --out baseline_demo
+    """
+    from ..data.manifest import read_manifest_csv
+    from ..model.baseline import BaselineConfig, schedule, train_baseline
+    from ..tasks.support import stratified_test_split
+
+    config = BaselineConfig(images=str(manifest.source), labels=str(labels or ""), column=column,
+                            test=str(test_csv or ""), test_fraction=test_fraction, weights=weights,
+                            image_size=image_size, batch_size=batch_size, head_epochs=head_epochs,
+                            finetune_epochs=finetune_epochs, small_head_epochs=small_head_epochs,
+                            n_bootstrap=bootstrap, seed=seed)
+    if labels is not None:
+        table = read_manifest_csv(labels, manifest.root)
+        by_path = dict(zip(table.paths, table.column(column)))
+        manifest = manifest.subset([i for i, p in enumerate(manifest.paths) if by_path.get(p, "").strip()])
+        manifest.columns[column] = [by_path[p] for p in manifest.paths]
+    values = manifest.column(column)
+    if test_csv is not None:
+        test = read_manifest_csv(test_csv, manifest.root)
+        held = set(test.paths)
+        train = manifest.subset([i for i, p in enumerate(manifest.paths) if p not in held])
+    else:
+        train_idx, test_idx = stratified_test_split(values, test_fraction, seed=seed)
+        train, test = manifest.subset(train_idx), manifest.subset(test_idx)
+    prepare_output_dir(out, overwrite)
+    total = sum(epochs for _, epochs, _ in schedule(len(train), config))
+    with progress(total, "training") as advance:
+        report = train_baseline(config, train, train.column(column), test, test.column(column), out,
+                                on_epoch=lambda stage, epoch, logs: advance(1))
+    echo(f"{column}: macro-F1 {report['macro']['f1']:.4f} [{report['bootstrap']['macro_f1_ci'][0]:.4f}, "
+         f"{report['bootstrap']['macro_f1_ci'][1]:.4f}]  accuracy {report['accuracy']:.4f}  "
+         f"(n_train {len(train)}, n_test {report['n_test']}, stages {', '.join(config.stages)}) -> {out}")
