@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "svm_cmds",
     "store_cmds",
     "pretrain_cmds",
+    "explain_cmds",
 )
 
 
