@@ -155,12 +155,12 @@ class EmbeddingStore:
         if not parts:
             return self.empty_table()
         try:
-            tables = [pq.read_table(p) for p in parts]
+            tables = [pq.read_table(p, memory_map=True) for p in parts]
         except (OSError, pa.ArrowException) as exc:
             raise InputError(f"{self.directory}: cannot read a store part ({exc})") from None
         import pyarrow.compute as pc
 
-        table = pa.concat_tables(tables, promote_options="default").combine_chunks()
+        table = pa.concat_tables(tables, promote_options="default")  # chunks stay per part: no copy
         if pc.count_distinct(table.column("path")).as_py() < table.num_rows:
             # a file changed after it was stored: the newest row wins (last occurrence of each path)
             paths = table.column("path").to_numpy(zero_copy_only=False)
@@ -282,7 +282,9 @@ class EmbeddingStore:
             raise MismatchError(f"{self.directory}: part embeddings have size {getattr(emb, 'list_size', '?')}, "
                                 f"store has {self.dim}")
         tmp = self.directory / f".part.tmp-{os.getpid()}-{id(table)}.parquet"
-        pq.write_table(table, tmp, compression="zstd")
+        # embeddings barely compress and nested levels dominate decoding: fast LZ4, no dictionaries
+        pq.write_table(table, tmp, compression="lz4", use_dictionary=False,
+                       write_statistics=[c for c in table.column_names if c != "embedding"])
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         try:
