@@ -1,0 +1,83 @@
+"""Shared matplotlib helpers: headless figures, atomic PNG writes, categorical scatters, image grids."""
+from __future__ import annotations
+
+import io
+import os
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: commands and scripts run on servers
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ..config import atomic_write_bytes  # noqa: E402
+
+MAX_LEGEND = 20  # more categories than this are grouped as "other" (a legend must stay readable)
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 150) -> Path:
+    """Render ``fig`` to PNG through a temporary file (never a half-written image) and close it."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(Path(path), buffer.getvalue())
+    return Path(path)
+
+
+def category_colours(values: Sequence[str]) -> dict[str, tuple]:
+    """A stable colour per category, most frequent first (tab10/tab20), the rest grey as "other"."""
+    order = [v for v, _ in Counter(values).most_common()]
+    palette = plt.get_cmap("tab10" if len(order) <= 10 else "tab20").colors
+    colours = {v: palette[i % len(palette)] for i, v in enumerate(sorted(order[:MAX_LEGEND]))}
+    for v in order[MAX_LEGEND:]:
+        colours[v] = (0.6, 0.6, 0.6)
+    return colours
+
+
+def scatter_categories(ax, coords: np.ndarray, values: Sequence[str] | None, title: str = "",
+                       legend_title: str = "", size: float | None = None, alpha: float = 0.8) -> None:
+    """Scatter 2-d points coloured by a categorical column, with a legend outside the axes."""
+    coords = np.asarray(coords)
+    size = size if size is not None else float(np.clip(3000 / max(len(coords), 1), 1.0, 30.0))
+    if values is None:
+        ax.scatter(coords[:, 0], coords[:, 1], s=size, c="tab:blue", alpha=alpha, linewidths=0)
+    else:
+        values = [str(v) for v in values]
+        colours = category_colours(values)
+        counts = Counter(values)
+        for value in sorted(colours, key=lambda v: (colours[v] == (0.6, 0.6, 0.6), v)):
+            mask = np.array([v == value for v in values])
+            label = f"{value} ({counts[value]})" if colours[value] != (0.6, 0.6, 0.6) else None
+            ax.scatter(coords[mask, 0], coords[mask, 1], s=size, color=colours[value], alpha=alpha,
+                       linewidths=0, label=label)
+        ax.legend(title=legend_title or None, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
+                  title_fontsize=9, markerscale=max(1.0, 6.0 / np.sqrt(size)), frameon=False)
+    ax.set_title(title, fontsize=11)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_xlabel("t-SNE 1", fontsize=9)
+    ax.set_ylabel("t-SNE 2", fontsize=9)
+
+
+def image_grid(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[Sequence[str]], *, thumb: float = 1.9,
+               row_labels: Sequence[str] | None = None, suptitle: str = ""):
+    """A figure of image rows (ragged rows allowed) with a small title under each image."""
+    n_rows, n_cols = len(rows), max(len(r) for r in rows)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(thumb * n_cols, (thumb + 0.45) * n_rows), squeeze=False)
+    for r, (images, names) in enumerate(zip(rows, titles)):
+        for c in range(n_cols):
+            ax = axes[r][c]
+            ax.axis("off")
+            if c < len(images):
+                ax.imshow(images[c])
+                ax.set_title(names[c], fontsize=7.5, pad=3)
+        if row_labels is not None:
+            axes[r][0].text(-0.08, 0.5, row_labels[r], transform=axes[r][0].transAxes, rotation=90,
+                            ha="right", va="center", fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=11)
+    fig.tight_layout()
+    return fig
