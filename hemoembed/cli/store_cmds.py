@@ -121,9 +121,14 @@ def store_info(store_dir: Path, as_json: bool) -> None:
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Neighbours per query.")
 @click.option("--metric", type=click.Choice(["cosine", "euclidean"]), default="cosine", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the neighbours as CSV.")
+@click.option("--gallery", type=click.Path(path_type=Path), default=None,
+              help="Also draw each query and its neighbours (label = folder name, distance) as one PNG.")
+@click.option("--image-root", type=click.Path(path_type=Path), default=None,
+              help="Folder the stored paths are relative to (default: the one recorded by embed).")
 @overwrite_option
 def neighbors(store_dir: Path, stored_paths: tuple[str, ...], encoder: Path | None, images: tuple[Path, ...],
-              k: int, metric: str, out: Path | None, overwrite: bool) -> None:
+              k: int, metric: str, out: Path | None, overwrite: bool, gallery: Path | None = None,
+              image_root: Path | None = None) -> None:
     """Exact nearest stored images of stored paths or of new image files.
 
     \b
@@ -159,6 +164,11 @@ def neighbors(store_dir: Path, stored_paths: tuple[str, ...], encoder: Path | No
     else:
         for row in rows[1:]:
             echo("  ".join(row))
+    if gallery is not None:
+        from ..explain.gallery import gallery_for_store
+
+        png = gallery_for_store(store, queries, indices, distances, gallery, image_root, metric, overwrite)
+        echo(f"gallery: {png}")
 
 
 def _stored_queries(store, stored_paths):

@@ -54,3 +54,22 @@ def render_gallery(queries: Sequence[str | os.PathLike], neighbours: Sequence[Se
     fig = image_grid(rows, titles, suptitle=f"{len(queries)} quer{'y' if len(queries) == 1 else 'ies'} and "
                                             f"{len(neighbours[0]) if neighbours else 0} nearest stored cells")
     return save_figure(fig, out)
+
+
+def gallery_for_store(store, queries: Sequence[str], indices: np.ndarray, distances: np.ndarray,
+                      out: str | os.PathLike, image_root: str | os.PathLike | None = None, metric: str = "cosine",
+                      overwrite: bool = False) -> Path:
+    """Gallery of ``store.neighbors`` results. Queries are image files or stored paths; neighbours are
+    labelled by their ``label`` metadata when the store has it, else by their folder name."""
+    if Path(out).exists() and not overwrite:
+        raise InputError(f"{out}: output file exists (use --overwrite to replace it)")
+    root = Path(image_root) if image_root is not None else store_image_root(store.directory)
+    if root is None:
+        raise InputError(f"{store.directory}: no recorded image root; pass --image-root")
+    paths = store.paths
+    names = store.column("label") if "label" in store.metadata_columns else [
+        Path(p).parent.name or "-" for p in paths]
+    files = [q if Path(q).is_file() else str(root / q) for q in queries]
+    neighbours = [[paths[i] for i in row] for row in indices]
+    labels = [[names[i] for i in row] for row in indices]
+    return render_gallery(files, neighbours, distances, labels, root, out, metric=metric)
