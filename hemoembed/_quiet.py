@@ -28,7 +28,7 @@ def import_tensorflow_quietly() -> None:
     """Import TensorFlow once with start-up logs hidden, unless TF_CPP_MIN_LOG_LEVEL is set to 0."""
     if "tensorflow" in sys.modules:
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0":
         import tensorflow  # noqa: F401
         return

@@ -4,7 +4,6 @@
 set -euo pipefail
 OUT=${1:-demo-run}
 mkdir -p "$OUT"
-export TF_CPP_MIN_LOG_LEVEL=2
 step() { echo; echo "== $*"; }
 
 step "1. synthetic cells: 5 classes x 2 sites"

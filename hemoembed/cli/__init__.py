@@ -59,7 +59,6 @@ def main(ctx: click.Context, debug: bool) -> None:
       hemoembed check cells
     """
     ctx.obj = {"debug": debug}
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 for _name in _COMMAND_MODULES:
