@@ -9,3 +9,16 @@ step() { echo; echo "== $*"; }
 step "1. synthetic cells: 5 classes x 2 sites"
 hemoembed demo-data "$OUT/cells" --n-per-class 40 --sites 2 --size 64 --seed 0 --overwrite
 hemoembed check "$OUT/cells" --out "$OUT/rejects.csv" --overwrite
+
+step "2. self-supervised triplet pretraining (no labels; random init, 64 px, a few epochs on the CPU)"
+hemoembed pretrain "$OUT/cells" --out "$OUT/pretrain" --weights none --image-size 64 --epochs 4 \
+    --batch-size 32 --seed 0 --overwrite
+
+step "3. frozen, fingerprinted embedding store"
+hemoembed embed "$OUT/pretrain/encoder.keras" "$OUT/cells" --store "$OUT/store" --batch-size 64 --overwrite
+hemoembed store info "$OUT/store"
+
+step "4. linear SVM on the embedding: cell type and site, learning curve with few labels"
+hemoembed fit-svm "$OUT/store" --labels "$OUT/cells/manifest.csv" --columns label,site --test-fraction 0.2 \
+    --support 2,5,10,all --repeats 2 --bootstrap 200 --out "$OUT/svm" --overwrite
+hemoembed predict "$OUT/svm" --store "$OUT/store" --out "$OUT/predictions.csv" --overwrite
