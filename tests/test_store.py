@@ -104,7 +104,7 @@ def test_refuses_wrong_dimension_and_non_store(tmp_path):
     with pytest.raises(InputError, match="not an embedding store"):
         EmbeddingStore.open(tmp_path)
     header = json.loads((tmp_path / "store" / "store.json").read_text())
-    (tmp_path / "store" / "store.json").write_text(json.dumps({**header, "format_version": 99}))
+    (tmp_path / "store" / "store.json").write_text(json.dumps({**header, "format_version": 99, "new_key": 1}))
     with pytest.raises(MismatchError, match="format 99"):
         EmbeddingStore.open(tmp_path / "store")
 

@@ -70,11 +70,11 @@ class EmbeddingStore:
             data = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise InputError(f"{path}: cannot read store header ({exc})") from None
-        header = from_dict(StoreHeader, data, source=str(path))
-        if header.format_version > FORMAT_VERSION:
-            raise MismatchError(f"{path}: store format {header.format_version} is newer than this hemoembed "
+        version = data.get("format_version", 0) if isinstance(data, dict) else 0
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise MismatchError(f"{path}: store format {version} is newer than this hemoembed "
                                 f"({__version__}) reads (format {FORMAT_VERSION}); upgrade hemoembed")
-        return cls(directory, header)
+        return cls(directory, from_dict(StoreHeader, data, source=str(path)))
 
     @classmethod
     def create(cls, directory: str | os.PathLike, fingerprint: str, record: PreprocessingRecord,
