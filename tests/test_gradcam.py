@@ -143,3 +143,26 @@ def test_overlay_blends_the_colour_map():
     assert out.dtype == np.uint8 and out.shape == (8, 8, 3)
     assert out[0, 0, 0] > out[0, 0, 2]  # 'jet' at 1.0 is red
     assert out[7, 7, 2] > out[7, 7, 0]  # 'jet' at 0.0 is blue
+
+
+def test_cli_writes_overlays_raw_maps_and_a_panel(tmp_path, cli):
+    from hemoembed.model.encoder import save_encoder
+
+    keras.utils.set_random_seed(0)
+    save_encoder(build_encoder(PreprocessingRecord(64, 0.875, "grayworld"), weights="none"), tmp_path / "enc.keras")
+    files = []
+    for i, cls in enumerate(("lymphocyte", "lymphocyte", "neutrophil")):
+        files.append(tmp_path / f"{i}_{cls}.png")
+        save_png(render_cell(np.random.default_rng(i), cls, site_style(0, 0), 72), files[-1])
+    result = cli("gradcam", tmp_path / "enc.keras", files[0], "--against", files[1], "--against", files[2],
+                 "--out", tmp_path / "cams")
+    assert result.exit_code == 0, result
+    rows = (tmp_path / "cams" / "results.csv").read_text().splitlines()
+    assert len(rows) == 4 and [r.split(",")[1] for r in rows[1:]] == ["anchor", "positive", "negative"]
+    assert {r.split(",")[3] for r in rows[1:]} == {"margin"}
+    raw = np.load(tmp_path / "cams" / rows[3].split(",")[7], allow_pickle=False)
+    assert raw.shape == (2, 2) and (raw >= 0).all()  # 64 px input: 2x2 last activation
+    assert (tmp_path / "cams" / "panel.png").stat().st_size > 10_000
+
+    result = cli("gradcam", tmp_path / "enc.keras", files[0], "--out", tmp_path / "bad")
+    assert result.exit_code == 2 and "--against" in result.stderr and "Traceback" not in result.stderr

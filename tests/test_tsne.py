@@ -89,3 +89,59 @@ def test_bad_settings_are_one_line_errors():
         TsneMap.fit(x, [str(i) for i in range(9)], TsneConfig(n_jobs=1))
     with pytest.raises(InputError, match="NaN"):
         TsneMap.fit(np.full((20, 4), np.nan), [str(i) for i in range(20)], FAST)
+
+
+def make_store(directory, vectors: np.ndarray, fingerprint: str, prefix: str):
+    from hemoembed.store.store import EmbeddingStore, make_part_table
+
+    store = EmbeddingStore.create(directory, fingerprint, _record(), vectors.shape[1])
+    paths = [f"{prefix}/cell{i:03d}.png" for i in range(len(vectors))]
+    store.append(make_part_table(paths, ["0" * 64] * len(paths), [64] * len(paths), [64] * len(paths), vectors,
+                                 {"site": [prefix] * len(paths)}))
+    return paths
+
+
+def _record():
+    from hemoembed.data.preprocess import PreprocessingRecord
+
+    return PreprocessingRecord(64, 1.0, "none")
+
+
+def test_cli_fits_a_map_then_places_a_new_store_on_it(tmp_path, cli):
+    x, y = blobs(40, seed=2)
+    paths = make_store(tmp_path / "store", x, "a" * 64, "ref")
+    (tmp_path / "labels.csv").write_text("path,label\n" + "".join(
+        f"{p},{'abc'[k]}\n" for p, k in zip(paths, y)))
+    fast = ["--n-iter", "100", "--early-exaggeration-iter", "50", "--pca", "0", "--n-jobs", "1"]
+    result = cli("tsne", tmp_path / "store", "--labels", tmp_path / "labels.csv", "--color-by", "label",
+                 "--color-by", "site", "--out", tmp_path / "map", *fast)
+    assert result.exit_code == 0, result
+    assert "50 + 100 iterations" in result.stdout
+    for name in ("map.npz", "map.json", "coordinates.csv", "map_label.png", "map_site.png", "tsne_run.json"):
+        assert (tmp_path / "map" / name).is_file(), name
+    lines = (tmp_path / "map" / "coordinates.csv").read_text().splitlines()
+    assert lines[0] == "path,x,y,label,site" and len(lines) == 121 and lines[1].endswith(",a,ref")
+
+    queries, _ = blobs(4, seed=3)
+    make_store(tmp_path / "new", queries, "a" * 64, "new")
+    result = cli("tsne", "--map", tmp_path / "map", "--query", tmp_path / "new", "--out", tmp_path / "placed")
+    assert result.exit_code == 0, result
+    rows = (tmp_path / "placed" / "query_coordinates.csv").read_text().splitlines()
+    assert rows[0] == "path,x,y,site" and len(rows) == 13
+    assert (tmp_path / "placed" / "query_map.png").stat().st_size > 10_000
+
+    make_store(tmp_path / "other", queries, "b" * 64, "other")
+    refused = [
+        (("tsne", "--map", tmp_path / "map", "--query", tmp_path / "other", "--out", tmp_path / "o1"), "encoder"),
+        (("tsne", tmp_path / "store", "--out", tmp_path / "map", *fast), "--overwrite"),
+        (("tsne", tmp_path / "store", "--color-by", "cell_size", "--out", tmp_path / "o2", *fast), "cell_size"),
+        (("tsne", "--map", tmp_path / "map", "--out", tmp_path / "o3"), "either STORE"),
+    ]
+    from click.testing import CliRunner
+
+    from hemoembed.cli import main
+
+    for args, needle in refused:  # in-process: the same one-line error and exit code 2, without a new interpreter
+        result = CliRunner().invoke(main, [str(a) for a in args])
+        assert result.exit_code == 2 and needle in result.stderr, (result.output, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
