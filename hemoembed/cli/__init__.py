@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "store_cmds",
     "pretrain_cmds",
     "explain_cmds",
+    "adapt_cmds",
 )
 
 

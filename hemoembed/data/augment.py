@@ -32,9 +32,10 @@ class AugmentConfig:
     saturation: float = 0.2
     hue: float = 0.2  # fraction of the colour circle, at most 0.5
     fill_mode: str = "reflect"
+    resolution: float = 0.0  # degradation: down-sample by up to this fraction of the side and back up (0 = off)
 
     def __post_init__(self) -> None:
-        for name in ("rotation", "zoom", "translation", "brightness", "contrast", "saturation"):
+        for name in ("rotation", "zoom", "translation", "brightness", "contrast", "saturation", "resolution"):
             value = float(getattr(self, name))
             if not 0.0 <= value < 1.0:
                 raise InputError(f"augmentation {name} {value} is outside [0, 1)")
@@ -116,9 +117,51 @@ def build_augmentation(config: AugmentConfig) -> list[keras.layers.Layer]:
     if config.translation:
         layers.append(keras.layers.RandomTranslation(config.translation, config.translation,
                                                      fill_mode=config.fill_mode))
+    if config.resolution:
+        layers.append(RandomResolution(config.resolution))
     if config.brightness or config.contrast or config.saturation or config.hue:
         layers.append(ColourJitter(config.brightness, config.contrast, config.saturation, config.hue))
     return layers
+
+
+@keras.saving.register_keras_serializable(package="hemoembed")
+class RandomResolution(keras.layers.Layer):
+    """Random resolution reduction: each image is down-sampled by a factor in ``[1 − factor, 1]`` and resized
+    back, so a source of sharp CellaVision crops also sees blurrier cells like a new site's camera."""
+
+    def __init__(self, factor: float = 0.5, seed: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.factor, self.seed = float(factor), seed
+        self.generator = keras.random.SeedGenerator(seed)
+
+    def get_random_transformation(self, images: Any, training: bool = True, seed: Any = None) -> Any:
+        """Per-image scale factors, shape (B,)."""
+        unit = keras.random.uniform((ops.shape(images)[0],), seed=self.generator if seed is None else seed)
+        return 1.0 - self.factor * unit
+
+    def transform_images(self, images: Any, transformation: Any, training: bool = True) -> Any:
+        import tensorflow as tf
+
+        x = tf.cast(images, tf.float32)
+        size = tf.shape(x)[1:3]
+
+        def one(args: Any) -> Any:
+            image, scale = args
+            small = tf.maximum(tf.cast(tf.round(tf.cast(size, tf.float32) * scale), tf.int32), 1)
+            return tf.image.resize(tf.image.resize(image, small, antialias=True), size)
+
+        return tf.map_fn(one, (x, tf.cast(transformation, tf.float32)), fn_output_signature=tf.float32)
+
+    def call(self, inputs: Any, training: bool = True) -> Any:
+        if not training:
+            return inputs
+        return self.transform_images(inputs, self.get_random_transformation(inputs))
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "factor": self.factor, "seed": self.seed}
 
 
 class _StreamSeed(keras.random.SeedGenerator):

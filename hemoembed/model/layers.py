@@ -41,3 +41,40 @@ class PreprocessingSpec(keras.layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "record": self.record}
+
+
+@keras.saving.register_keras_serializable(package="hemoembed")
+class ReinhardNormalization(keras.layers.Layer):
+    """Reinhard colour transfer of float RGB [0, 255] batches to fixed lαβ ``mean``/``std`` (a site adapter).
+
+    Lives inside an adapted encoder so ``embed``/``predict`` see a new site's images in the source style.
+    """
+
+    def __init__(self, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), **kwargs):
+        super().__init__(**kwargs)
+        self.mean = [float(v) for v in mean]
+        self.std = [float(v) for v in std]
+
+    def call(self, inputs):
+        from ..data.colour import reinhard_normalize_tf
+
+        return reinhard_normalize_tf(inputs, self.mean, self.std)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "mean": self.mean, "std": self.std}
+
+
+@keras.saving.register_keras_serializable(package="hemoembed")
+class GrayWorld(keras.layers.Layer):
+    """Gray-world white balance of float RGB [0, 255] batches, per image (see ``data.colour.gray_world_tf``)."""
+
+    def call(self, inputs):
+        from ..data.colour import gray_world_tf
+
+        return gray_world_tf(inputs)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape

@@ -1,0 +1,379 @@
+"""Adapter runs: what ``hemoembed adapt`` writes, the ablation study and the shot-count curve.
+
+Every condition of a repeat sees the same shots and test images (one :func:`~.adapter.select_shots` draw
+per repeat). The ablation table gives mean ± sd over repeats and a paired test (t-test and Wilcoxon
+signed-rank over repeats) between each condition and the one above it.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import atomic_write_text, save_config
+from ..data.manifest import Manifest
+from ..data.preprocess import PreprocessingRecord
+from ..errors import InputError
+from .adapter import (
+    SiteAdapter,
+    load_inputs,
+    match_classes,
+    read_class_map,
+    resolve_source,
+    select_shots,
+    source_reference,
+    target_labels,
+    usable_classes,
+)
+from .evaluation import confusion, csv_text, encode_labels, evaluate, scores_from_confusion, write_json, write_report
+
+# name → (mode, colour transform, source pretraining, source support); "no_adaptation" is the source SVM
+CONDITIONS: dict[str, tuple[str, bool, bool, bool]] = {
+    "scratch": ("finetune", True, False, False),
+    "no_adaptation": ("source", False, True, False),
+    "head_only": ("head", True, True, False),
+    "svm": ("svm", True, True, False),
+    "mixed": ("svm", True, True, True),
+    "no_colour": ("finetune", False, True, False),
+    "full": ("finetune", True, True, False),
+}
+CURVE_SHOTS = (10, 20, 30, 45, 60, 75, 90, 100)
+
+
+@dataclass
+class AdaptConfig:
+    """Settings of one ``hemoembed adapt`` run, saved as ``adapt_config.json`` next to its outputs."""
+
+    source: str = ""
+    target: str = ""
+    image_root: str = ""
+    labels: str = ""
+    label_column: str = "label"
+    source_images: str = ""
+    class_map: str = ""
+    shots: int = 100
+    min_per_class: int = 2
+    mode: str = "svm"
+    colour_transform: bool = True
+    source_support: int = 0
+    source_per_class: int = 100  # source images per class embedded for support and the source classifier
+    lr: list[float] = field(default_factory=lambda: [1e-4, 1e-3])
+    epochs: list[int] = field(default_factory=lambda: [5, 10])
+    batch_size: list[int] = field(default_factory=lambda: [16])
+    cv: int = 3
+    label_smoothing: float = 0.1
+    head_epochs: int = 200
+    embed_batch_size: int = 64
+    n_bootstrap: int = 1000
+    ablation: bool = False
+    repeats: int = 10
+    conditions: list[str] = field(default_factory=lambda: list(CONDITIONS))
+    curve_shots: list[int] = field(default_factory=list)
+    curve_mode: str = "svm"
+    seed: int = 0
+
+
+@dataclass
+class Prepared:
+    """A target site and source ready to adapt (labels mapped to source class names)."""
+
+    adapter: SiteAdapter
+    manifest: Manifest  # the labelled target images kept (classes with ≥ 3 images after mapping)
+    record: PreprocessingRecord  # the adapted encoder's record (colour is done inside the model)
+    labels: list[str]
+    notes: dict[str, Any]
+    support: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def prepare(config: AdaptConfig, progress: Any = None) -> Prepared:
+    """Load source encoder, colour reference, target images and labels, and source support embeddings."""
+    from ..data.manifest import load_manifest
+    from ..model.encoder import load_encoder
+    from ..store.embed import embed_images
+
+    progress = progress or (lambda n, label: contextlib.nullcontext(lambda k=1: None))
+    encoder_path, run_dir = resolve_source(config.source)
+    source, record = load_encoder(encoder_path)
+    target = load_manifest(config.target, config.image_root or None)
+    raw = target_labels(target, config.labels, config.label_column)
+    src = load_manifest(config.source_images) if config.source_images else None
+    src_labels = src.labels if src is not None else None
+    mapping = read_class_map(config.class_map) if config.class_map else None
+    usable, missing = match_classes([v for v in raw if v], sorted(set(src_labels)) if src_labels else None, mapping)
+    mapped = [usable.get(v, "") for v in raw]
+    rows, too_small = usable_classes(mapped)
+    if len({mapped[i] for i in rows}) < 2:
+        raise InputError(f"{config.target}: fewer than 2 target classes with ≥ 3 labelled images after class mapping "
+                         f"(target-only classes: {missing['target_only']}, too small: {too_small})")
+    target = target.subset(rows)
+    mapped = [mapped[i] for i in rows]
+    need_ref = config.colour_transform or config.ablation
+    reference, origin = source_reference(run_dir, src, seed=config.seed) if need_ref else (None, "")
+    new_record = PreprocessingRecord(record.image_size, record.crop_fraction, "none")
+    with progress(len(target), "reading target") as advance:
+        images = load_inputs(target.absolute(), new_record, config.embed_batch_size)
+        advance(len(target))
+    adapter = SiteAdapter(source, record, reference, images, mapped, batch_size=config.embed_batch_size)
+    notes = {"class_mapping": usable, "missing_classes": missing, "too_few_images": too_small,
+             "colour_reference": None if reference is None else reference.to_dict(), "reference_from": origin,
+             "source_encoder": str(encoder_path)}
+    support = None
+    if src_labels and (config.source_support or config.ablation):
+        rng = np.random.default_rng([config.seed, 5])
+        wanted = set(usable.values())
+        idx = np.concatenate([rng.permutation([i for i, v in enumerate(src_labels) if v == c])[:config.source_per_class]
+                              for c in sorted(wanted)]).astype(int)
+        with progress(len(idx), "embedding source") as advance:
+            X, ok = embed_images(source, record, [src.absolute()[i] for i in idx], config.embed_batch_size, advance)
+        support = (X, np.asarray([src_labels[idx[i]] for i in ok]))
+    return Prepared(adapter, target, new_record, mapped, notes, support)
+
+
+def _support_subset(support: tuple[np.ndarray, np.ndarray], per_class: int, seed: int):
+    rng = np.random.default_rng([seed, 9])
+    idx = np.concatenate([rng.permutation(np.flatnonzero(support[1] == c))[:per_class] for c in np.unique(support[1])])
+    return support[0][idx], support[1][idx]
+
+
+def _grid(config: AdaptConfig) -> dict[str, list]:
+    return {"lr": list(config.lr), "epochs": list(config.epochs), "batch_size": list(config.batch_size)}
+
+
+def run_condition(prep: Prepared, name: str, shots: np.ndarray, test: np.ndarray, config: AdaptConfig, seed: int):
+    """One ablation condition on one shot/test split → :class:`~.adapter.Outcome`."""
+    from .adapter import Outcome
+    from .svm import EmbeddingSVM
+
+    mode, colour, pretrained, with_support = CONDITIONS[name]
+    if (mode == "source" or with_support) and prep.support is None:
+        raise InputError(f"ablation condition {name!r} needs labelled --source-images")
+    if mode == "source":
+        enc, X = prep.adapter.frozen(colour=False)
+        svm = EmbeddingSVM(random_state=seed).fit(*prep.support)
+        return Outcome(svm.classes_.tolist(), svm.predict_proba(X[test]), enc, svm=svm)
+    support = _support_subset(prep.support, config.source_support or 20, seed) if with_support else None
+    return prep.adapter.run(mode, shots, test, colour=colour, pretrained=pretrained, support=support,
+                            grid=_grid(config), folds=config.cv, smoothing=config.label_smoothing,
+                            head_epochs=config.head_epochs, seed=seed)
+
+
+def scores(y_true: Sequence[str], proba: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+    """Accuracy, macro-F1 over the test classes and per-class recall (no bootstrap: for many repeats)."""
+    k = len(classes)
+    cm = confusion(encode_labels(y_true, classes, "test labels"), np.asarray(proba).argmax(axis=1), k)
+    s = scores_from_confusion(cm)
+    present = cm.sum(axis=1) > 0
+    return {"accuracy": float(s["accuracy"]), "macro_f1": float(s["f1"][present].mean()),
+            "recall": {c: float(r) for c, r, p in zip(classes, s["recall"], present, strict=True) if p}}
+
+
+def run_ablation(prep: Prepared, config: AdaptConfig, progress: Any = None) -> list[dict[str, Any]]:
+    """Every condition × ``repeats`` on shared shot/test splits; one row per (repeat, condition)."""
+    progress = progress or (lambda n, label: contextlib.nullcontext(lambda k=1: None))
+    unknown = sorted(set(config.conditions) - set(CONDITIONS))
+    if unknown:
+        raise InputError(f"--conditions: unknown {', '.join(unknown)} (known: {', '.join(CONDITIONS)})")
+    labels = np.asarray(prep.labels)
+    rows = []
+    with progress(config.repeats * len(config.conditions), "ablation") as advance:
+        for repeat in range(config.repeats):
+            seed = config.seed * 1000 + repeat
+            shots, test = select_shots(labels, config.shots, config.min_per_class, seed)
+            for name in config.conditions:
+                out = run_condition(prep, name, shots, test, config, seed)
+                rows.append({"repeat": repeat, "condition": name, "n_shots": len(shots), "n_test": len(test),
+                             **scores(labels[test], out.proba, out.classes)})
+                advance(1)
+    return rows
+
+
+def shot_curve(prep: Prepared, config: AdaptConfig, progress: Any = None) -> list[dict[str, Any]]:
+    """Accuracy and per-class recall against the number of shots (``config.curve_mode``, ``repeats`` each)."""
+    progress = progress or (lambda n, label: contextlib.nullcontext(lambda k=1: None))
+    labels = np.asarray(prep.labels)
+    k = len(set(prep.labels))
+    rows = []
+    with progress(len(config.curve_shots) * config.repeats, "shot curve") as advance:
+        for n in config.curve_shots:
+            for repeat in range(config.repeats):
+                seed = config.seed * 1000 + repeat
+                shots, test = select_shots(labels, n, min(config.min_per_class, max(1, n // k)), seed)
+                out = prep.adapter.run(config.curve_mode, shots, test, grid=_grid(config), folds=config.cv,
+                                       smoothing=config.label_smoothing, head_epochs=config.head_epochs, seed=seed)
+                rows.append({"shots": n, "repeat": repeat, "n_shots": len(shots),
+                             **scores(labels[test], out.proba, out.classes)})
+                advance(1)
+    return rows
+
+
+def paired_p(a: Sequence[float], b: Sequence[float]) -> dict[str, float | None]:
+    """Paired t-test and Wilcoxon signed-rank p-values (``None`` when undefined, e.g. one repeat)."""
+    from scipy import stats
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if len(a) < 2:
+        return {"t_test_p": None, "wilcoxon_p": None}
+    if np.allclose(a, b):
+        return {"t_test_p": 1.0, "wilcoxon_p": 1.0}
+    t = stats.ttest_rel(a, b).pvalue
+    w = stats.wilcoxon(a, b).pvalue
+    return {"t_test_p": None if np.isnan(t) else float(t), "wilcoxon_p": float(w)}
+
+
+def ablation_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean ± sd per condition (table order) and paired tests against the previous condition."""
+    names = list(dict.fromkeys(r["condition"] for r in rows))
+    table, previous = [], None
+    for name in names:
+        mine = sorted((r for r in rows if r["condition"] == name), key=lambda r: r["repeat"])
+        acc, f1 = [r["accuracy"] for r in mine], [r["macro_f1"] for r in mine]
+        row = {"condition": name, "repeats": len(mine), "accuracy_mean": float(np.mean(acc)),
+               "accuracy_sd": float(np.std(acc, ddof=1)) if len(acc) > 1 else 0.0,
+               "macro_f1_mean": float(np.mean(f1)), "macro_f1_sd": float(np.std(f1, ddof=1)) if len(f1) > 1 else 0.0,
+               "vs": previous["condition"] if previous else "", "t_test_p": None, "wilcoxon_p": None}
+        if previous:
+            row.update(paired_p(previous["_acc"], acc))
+        table.append({**row, "_acc": acc})
+        previous = table[-1]
+    return [{k: v for k, v in r.items() if k != "_acc"} for r in table]
+
+
+def markdown_table(table: Sequence[dict[str, Any]]) -> str:
+    """The ablation table as Markdown (accuracy and macro-F1 mean ± sd, paired p-values vs the row above)."""
+    def p(v):
+        return "" if v is None else f"{v:.3g}"
+
+    lines = ["| condition | repeats | accuracy | macro-F1 | vs | t-test p | Wilcoxon p |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['condition']} | {r['repeats']} | {r['accuracy_mean']:.3f} ± {r['accuracy_sd']:.3f} | "
+              f"{r['macro_f1_mean']:.3f} ± {r['macro_f1_sd']:.3f} | {r['vs']} | {p(r['t_test_p'])} | "
+              f"{p(r['wilcoxon_p'])} |" for r in table]
+    return "\n".join(lines) + "\n"
+
+
+def curve_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean ± sd accuracy and mean per-class recall per shot count."""
+    out = []
+    for n in dict.fromkeys(r["shots"] for r in rows):
+        group = [r for r in rows if r["shots"] == n]
+        acc = [r["accuracy"] for r in group]
+        classes = sorted({c for r in group for c in r["recall"]})
+        out.append({"shots": n, "repeats": len(group), "accuracy_mean": float(np.mean(acc)),
+                    "accuracy_sd": float(np.std(acc, ddof=1)) if len(acc) > 1 else 0.0,
+                    "recall": {c: float(np.mean([r["recall"][c] for r in group if c in r["recall"]]))
+                               for c in classes}})
+    return out
+
+
+def write_study(out_dir: str | os.PathLike, ablation: Sequence[dict] | None, curve: Sequence[dict] | None) -> None:
+    """``ablation.{json,csv,md}``, ``shot_curve.{json,csv}`` and ``ablation.png``."""
+    out = Path(out_dir)
+    result: dict[str, Any] = {}
+    if ablation:
+        table = ablation_table(ablation)
+        result.update(ablation_rows=list(ablation), ablation_table=table)
+        keys = list(table[0])
+        atomic_write_text(out / "ablation.csv", csv_text([keys] + [[r[k] for k in keys] for r in table]))
+        atomic_write_text(out / "ablation.md", markdown_table(table))
+    if curve:
+        ctable = curve_table(curve)
+        result.update(curve_rows=list(curve), curve_table=ctable)
+        classes = sorted({c for r in ctable for c in r["recall"]})
+        atomic_write_text(out / "shot_curve.csv", csv_text(
+            [["shots", "repeats", "accuracy_mean", "accuracy_sd", *[f"recall_{c}" for c in classes]]]
+            + [[r["shots"], r["repeats"], r["accuracy_mean"], r["accuracy_sd"],
+                *[r["recall"].get(c, "") for c in classes]] for r in ctable]))
+    write_json(out / "ablation.json", result)
+    plot_study(result, out / "ablation.png")
+
+
+def plot_study(result: dict[str, Any], path: Path) -> None:
+    """One figure: accuracy per condition (mean ± sd, repeats as dots) and the shot-count curve."""
+    from .evaluation import _pyplot, _save_figure
+
+    plt = _pyplot()
+    panels = [k for k in ("ablation_table", "curve_table") if result.get(k)]
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
+    axes = list(axes[0])
+    if result.get("ablation_table"):
+        ax, table = axes.pop(0), result["ablation_table"]
+        x = np.arange(len(table))
+        ax.bar(x, [r["accuracy_mean"] for r in table], yerr=[r["accuracy_sd"] for r in table], color="#8fb3d9",
+               capsize=3)
+        for i, r in enumerate(table):
+            pts = [a["accuracy"] for a in result["ablation_rows"] if a["condition"] == r["condition"]]
+            ax.scatter(np.full(len(pts), i), pts, s=8, color="k", zorder=3)
+        ax.set_xticks(x, [r["condition"] for r in table], rotation=35, ha="right", fontsize=8)
+        ax.set_ylim(0, 1.02)
+        ax.set_ylabel("test accuracy")
+        ax.set_title("adapter ablation (mean ± sd over repeats)", fontsize=9)
+    if result.get("curve_table"):
+        ax, ctable = axes.pop(0), result["curve_table"]
+        n = [r["shots"] for r in ctable]
+        ax.errorbar(n, [r["accuracy_mean"] for r in ctable], yerr=[r["accuracy_sd"] for r in ctable], fmt="o-",
+                    color="k", label="accuracy", capsize=3)
+        for c in sorted({c for r in ctable for c in r["recall"]}):
+            ax.plot(n, [r["recall"].get(c, np.nan) for r in ctable], lw=1, alpha=0.8, label=f"recall {c}")
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("labelled target images (shots)")
+        ax.legend(fontsize=6, loc="lower right")
+        ax.set_title("shot-count curve", fontsize=9)
+    _save_figure(fig, path)
+
+
+def run_adapt(config: AdaptConfig, out_dir: str | os.PathLike, progress: Any = None) -> dict[str, Any]:
+    """``hemoembed adapt``: shots.csv, the adapted encoder and target store, a ``predict``-ready SVM, the
+    evaluation reports (and, with ``config.ablation``/``curve_shots``, the study); returns the report."""
+    from ..model.encoder import save_encoder
+    from ..store.embed import run_embed
+    from ..store.store import EmbeddingStore
+    from .svm import EmbeddingSVM, top_two
+
+    out = Path(out_dir)
+    prep = prepare(config, progress)
+    save_config(config, out / "adapt_config.json")
+    labels, keys = np.asarray(prep.labels), prep.manifest.paths
+    shots, test = select_shots(labels, config.shots, config.min_per_class, config.seed)
+    atomic_write_text(out / "shots.csv", csv_text([["path", "label"]] + [[keys[i], labels[i]] for i in shots]))
+    if prep.adapter.reference is not None:
+        prep.adapter.reference.to_json(out / "colour_reference.json")
+    support = _support_subset(prep.support, config.source_support, config.seed) \
+        if config.source_support and prep.support is not None else None
+    if config.source_support and support is None:
+        raise InputError("--source-support needs labelled --source-images")
+    outcome = prep.adapter.run(config.mode, shots, test, colour=config.colour_transform, support=support,
+                               grid=_grid(config), folds=config.cv, smoothing=config.label_smoothing,
+                               head_epochs=config.head_epochs, seed=config.seed)
+    report = evaluate(labels[test], outcome.proba, outcome.classes, seed=config.seed, n_bootstrap=config.n_bootstrap)
+    report["adapter"] = {**prep.notes, "mode": config.mode, "n_shots": len(shots), "n_test": len(test),
+                         "shot_class_counts": {c: int((labels[shots] == c).sum()) for c in outcome.classes},
+                         "cv": outcome.cv}
+    write_report(report, out, labels[test], outcome.proba)
+    first, second = top_two(outcome.proba, outcome.classes)
+    top = outcome.proba.max(axis=1)
+    atomic_write_text(out / "test_predictions.csv", csv_text(
+        [["path", "true", "predicted", "probability", "second"]]
+        + [[keys[i], labels[i], first[j], float(top[j]), second[j]] for j, i in enumerate(test)]))
+    fp = save_encoder(outcome.encoder, out / "encoder.keras")
+    store = EmbeddingStore.create(out / "store", fp, prep.record, int(outcome.encoder.output_shape[-1]))
+    run_embed(outcome.encoder, prep.record, store, prep.manifest, batch_size=config.embed_batch_size)
+    svm = outcome.svm
+    if svm is None:  # head / finetune: an SVM on the adapted embeddings of the shots, so `predict` works
+        row = {p: i for i, p in enumerate(store.paths)}
+        X = store.embeddings()[[row[keys[i]] for i in shots]]
+        svm = EmbeddingSVM(random_state=config.seed).fit(X, labels[shots])
+        report["adapter"]["predict_model"] = "svm on the adapted embeddings (the head is in classifier.keras)"
+        outcome.classifier.save(out / "classifier.keras")
+    svm.save(out, fingerprint=fp, column="label", extra={"adapter_mode": config.mode, "n_train": len(shots)})
+    write_json(out / "report.json", report)
+    if config.ablation or config.curve_shots:
+        write_study(out, run_ablation(prep, config, progress) if config.ablation else None,
+                    shot_curve(prep, config, progress) if config.curve_shots else None)
+    return report
