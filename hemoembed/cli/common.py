@@ -69,3 +69,14 @@ def progress(length: int, label: str) -> Iterator[Callable[[int], None]]:
 
 def echo(message: str) -> None:
     click.echo(message)
+
+
+def number_list(text: str, option: str, kind: type = float) -> list:
+    """``"0.1,1,10"`` → ``[0.1, 1.0, 10.0]``: a comma-separated list of positive numbers for ``option``."""
+    try:
+        values = [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"{option}: {text!r} is not a comma-separated list of {kind.__name__}s") from None
+    if not values or min(values) <= 0:
+        raise InputError(f"{option}: {text!r} must list positive numbers (example: 0.1,1,10)")
+    return values

@@ -9,24 +9,13 @@ from . import main
 from .common import (
     echo,
     images_argument,
+    number_list,
     overwrite_option,
     prepare_output_dir,
     prepare_output_file,
     progress,
     seed_option,
 )
-
-
-def _floats(text: str, option: str) -> list[float]:
-    from ..errors import InputError
-
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise InputError(f"{option}: {text!r} is not a comma-separated list of numbers") from None
-    if not values or min(values) <= 0:
-        raise InputError(f"{option}: {text!r} must list positive numbers (example: 0.1,1,10)")
-    return values
 
 
 @main.command("fit-svm")
@@ -82,7 +71,7 @@ def fit_svm(store: Path, labels: tuple[Path, ...], columns: str, key: str, test_
     config = FitSVMConfig(store=str(store), labels=[str(p) for p in labels],
                           columns=[c.strip() for c in columns.split(",") if c.strip()], key=key,
                           test=str(test_csv or ""), test_fraction=test_fraction, group_column=group_column,
-                          solver=solver, C=_floats(c_values, "--C"), cv=cv, support=sizes, repeats=repeats,
+                          solver=solver, C=number_list(c_values, "--C"), cv=cv, support=sizes, repeats=repeats,
                           n_bootstrap=bootstrap, seed=seed)
     prepare_output_dir(out, overwrite)
     summary = run(config, out, progress=progress)
