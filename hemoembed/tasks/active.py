@@ -70,6 +70,25 @@ class IncrementalLinearSVM(ClassifierMixin, BaseEstimator):
         self.n_support_ = int(svc.n_support_.sum())
         return self
 
+    def state(self) -> dict[str, np.ndarray]:
+        """The fitted model as plain arrays (for ``np.savez``: no pickle)."""
+        pairs = np.asarray(self.pairs_, dtype=np.int64).reshape(-1, 2)
+        return {"classes": self.classes_.astype(str), "pairs": pairs, "pair_coef": self.pair_coef_,
+                "pair_intercept": self.pair_intercept_, "absent": self._absent,
+                "only": np.asarray("" if self._only is None else str(self._only))}
+
+    @classmethod
+    def from_state(cls, state: dict[str, np.ndarray], C: float = 1.0) -> IncrementalLinearSVM:
+        """Rebuild a fitted model from :meth:`state` (predicts; a new ``fit`` starts a fresh Gram)."""
+        model = cls(classes=[str(c) for c in state["classes"]], C=C)
+        model.classes_ = np.asarray(state["classes"]).astype(str)
+        model.pairs_ = [(int(a), int(b)) for a, b in np.asarray(state["pairs"])]
+        model.pair_coef_ = np.asarray(state["pair_coef"], dtype=np.float64)
+        model.pair_intercept_ = np.asarray(state["pair_intercept"], dtype=np.float64)
+        model._absent = np.asarray(state["absent"], dtype=bool)
+        model._only = str(state["only"]) or None
+        return model
+
     def _grown_gram(self, X: np.ndarray) -> np.ndarray:
         old = getattr(self, "_X", None)
         n_old = 0 if old is None else len(old)
@@ -141,10 +160,11 @@ def standardise(X: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarra
 
 
 def random_sampling(classifier: object, X_pool: np.ndarray, n_instances: int = 1,
-                    rng: np.random.Generator | None = None) -> np.ndarray:
-    """modAL-style strategy: ``n_instances`` pool rows uniformly at random (the baseline)."""
+                    rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """modAL-style strategy: ``n_instances`` pool rows uniformly at random (the baseline), with zero scores."""
     rng = rng or np.random.default_rng()
-    return rng.choice(len(X_pool), size=min(n_instances, len(X_pool)), replace=False)
+    chosen = rng.choice(len(X_pool), size=min(n_instances, len(X_pool)), replace=False)
+    return chosen, np.zeros(len(chosen))
 
 
 def query_strategy(name: str, rng: np.random.Generator) -> Callable:
