@@ -6,7 +6,8 @@ process, after one warm-up batch (tracing), best of ``--repeats``. ``cpu_ratio``
 image ÷ end-to-end CPU time per image: the same question answered without the noise of other processes
 sharing the cores (on an otherwise idle machine, ratio ≈ cpu_ratio). ``peak_rss_mb``: this process's peak.
 
-    .venv/bin/python benchmarks/embed_throughput.py ../shared/data/pbc256 --sizes 224 128 --n 256
+    .venv/bin/python benchmarks/embed_throughput.py ../shared/data/pbc256 --sizes 224 128 --n 512 \
+        --store /work/runs/stores/pbc64
 """
 from __future__ import annotations
 
@@ -87,6 +88,25 @@ def measure(manifest, size: int, batch: int, repeats: int, workdir: Path) -> dic
             "all_embed_images_per_s": [round(e[0], 2) for e in e2e]}
 
 
+def store_reading(directory: Path, queries: int = 100, k: int = 10) -> dict:
+    """Wall and CPU seconds to open a store and load (N, D) embeddings, and for exact k-NN of stored rows."""
+    from hemoembed.store.store import EmbeddingStore
+
+    loads = []
+    for _ in range(2):  # the first includes importing pyarrow and a cold page cache
+        with _Clock() as load:
+            store = EmbeddingStore.open(directory)
+            matrix = store.embeddings()
+        loads.append(load)
+    with _Clock() as search:
+        store.neighbors(matrix[:queries], k)
+    return {"store": str(directory), "rows": int(matrix.shape[0]), "dim": int(matrix.shape[1]),
+            "first_load_wall_s": round(loads[0].wall, 3), "first_load_cpu_s": round(loads[0].cpu, 3),
+            "load_wall_s": round(loads[1].wall, 3), "load_cpu_s": round(loads[1].cpu, 3),
+            f"knn_{queries}_queries_k{k}_wall_s": round(search.wall, 3),
+            f"knn_{queries}_queries_k{k}_cpu_s": round(search.cpu, 3)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("images", type=Path, help="Folder of images (e.g. ../shared/data/pbc256)")
@@ -95,6 +115,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--store", type=Path, default=None,
+                        help="Also time loading this store's embeddings and a 100-query exact k-NN.")
     args = parser.parse_args()
 
     import numpy as np
@@ -107,11 +129,12 @@ def main() -> None:
     manifest = full.subset(pick.tolist())
     with tempfile.TemporaryDirectory() as tmp:
         results = [measure(manifest, size, args.batch_size, args.repeats, Path(tmp)) for size in args.sizes]
+    reading = store_reading(args.store) if args.store is not None else None
     print(json.dumps({
         "benchmark": "embed_throughput", "machine": platform.node(), "cpus": os.cpu_count(),
         "load_average_1min": round(os.getloadavg()[0], 2), "tensorflow": tf.__version__,
         "gpus": len(tf.config.list_physical_devices("GPU")), "date": time.strftime("%Y-%m-%d %H:%M"),
-        "results": results,
+        "results": results, "store_reading": reading,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }, indent=2))
 
