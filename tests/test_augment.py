@@ -8,8 +8,7 @@ import tensorflow as tf
 
 from hemoembed.data.augment import AugmentConfig, ColourJitter, augment_batch, build_augmentation
 from hemoembed.data.manifest import load_manifest
-from hemoembed.data.pipeline import (augmentation_side, cache_training_images, holdout_split,
-                                     two_view_dataset)
+from hemoembed.data.pipeline import augmentation_side, cache_training_images, holdout_split, two_view_dataset
 from hemoembed.data.preprocess import PreprocessingRecord
 from hemoembed.data.synthetic import make_synthetic_dataset
 from hemoembed.errors import InputError
