@@ -22,3 +22,15 @@ step "4. linear SVM on the embedding: cell type and site, learning curve with fe
 hemoembed fit-svm "$OUT/store" --labels "$OUT/cells/manifest.csv" --columns label,site --test-fraction 0.2 \
     --support 2,5,10,all --repeats 2 --bootstrap 200 --out "$OUT/svm" --overwrite
 hemoembed predict "$OUT/svm" --store "$OUT/store" --out "$OUT/predictions.csv" --overwrite
+
+step "5. explanations: t-SNE map by cell type and site, nearest-neighbour gallery, GradCAM++ on a triplet"
+hemoembed tsne "$OUT/store" --labels "$OUT/cells/manifest.csv" --color-by label --color-by site \
+    --out "$OUT/tsne" --seed 0 --overwrite
+python scripts/fig_tsne.py "$OUT/tsne" --out "$OUT/fig_tsne.png"
+anchor=$(ls "$OUT"/cells/lymphocyte/site0_*.png | head -1)
+positive=$(ls "$OUT"/cells/lymphocyte/site0_*.png | sed -n 2p)
+negative=$(ls "$OUT"/cells/neutrophil/site0_*.png | head -1)
+hemoembed neighbors "$OUT/store" --path "lymphocyte/$(basename "$anchor")" -k 6 --gallery "$OUT/neighbors.png"
+hemoembed gradcam "$OUT/pretrain/encoder.keras" "$anchor" --against "$positive" --against "$negative" \
+    --out "$OUT/gradcam" --overwrite
+python scripts/fig_gradcam.py "$OUT/gradcam" --out "$OUT/fig_gradcam.png"
