@@ -169,6 +169,8 @@ def test_cli_embed_info_neighbors_and_fingerprint_refusal(tmp_path, encoder):
     assert [line.split()[2] for line in by_path.stdout.splitlines()] == [store.paths[i] for i in expected[0, 1:]]
     again = _cli("neighbors", tmp_path / "store", "--path", query, "--out", tmp_path / "nn.csv")
     assert again.exit_code == 2 and "--overwrite" in again.stderr
+    neither = _cli("neighbors", tmp_path / "store")
+    assert neither.exit_code == 2 and "either --path" in neither.stderr
     missing = _cli("neighbors", tmp_path / "store", "--path", "a/nope.jpg")
     assert missing.exit_code == 2 and "'a/nope.jpg' is not in the store" in missing.stderr
 
