@@ -69,9 +69,11 @@ def make_forward(model) -> Callable:
 
     forward = _FORWARDS.get(model)
     if forward is None:
+        owner = weakref.ref(model)  # a strong reference here would keep every model alive in the cache
+
         @tf.function(reduce_retracing=True)
         def forward(images):
-            return model(images, training=False)
+            return owner()(images, training=False)
 
         _FORWARDS[model] = forward
     return forward
