@@ -43,17 +43,19 @@ def embed(encoder: Path, manifest, store_dir: Path, batch_size: int, part_size: 
       hemoembed embed enc.keras manifest.csv --image-root images --store stores/demo --batch-size 32
     """
     from ..model.encoder import fingerprint, load_encoder
-    from ..store.embed import EmbedConfig, run_embed
+    from ..store.embed import EmbedConfig, default_metadata_columns, run_embed
     from ..store.store import EmbeddingStore
 
     model, record = load_encoder(encoder)
     fp = fingerprint(model)
     _prepare_store_dir(store_dir, overwrite)
     store = EmbeddingStore.open_or_create(store_dir, fp, record, int(model.output_shape[-1]))
-    columns = None if metadata is None else [c.strip() for c in metadata.split(",") if c.strip()]
+    if metadata is None:
+        columns = default_metadata_columns(manifest)
+    else:
+        columns = [c.strip() for c in metadata.split(",") if c.strip()]
     config = EmbedConfig(encoder=str(encoder), images=manifest.source, image_root=str(manifest.root),
-                         batch_size=batch_size, part_size=part_size, strict=strict,
-                         metadata_columns=list(columns) if columns is not None else [])
+                         batch_size=batch_size, part_size=part_size, strict=strict, metadata_columns=columns)
     result = run_embed(model, record, store, manifest, batch_size=batch_size, part_size=part_size, strict=strict,
                        metadata=columns, config=config, progress=progress)
     echo(result.summary())
