@@ -45,8 +45,21 @@ class AugmentConfig:
             raise InputError(f"augmentation fill mode {self.fill_mode!r} is not reflect, wrap, constant or nearest")
 
 
+class _RandomImageLayer(keras.layers.Layer):
+    """Base of the project's random image layers: ``get_random_transformation`` + ``transform_images``,
+    the two-method protocol of Keras's image layers that :func:`augment_batch` drives with its own seeds."""
+
+    def call(self, inputs: Any, training: bool = True) -> Any:
+        if not training:
+            return inputs
+        return self.transform_images(inputs, self.get_random_transformation(inputs))
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+
 @keras.saving.register_keras_serializable(package="hemoembed")
-class ColourJitter(keras.layers.Layer):
+class ColourJitter(_RandomImageLayer):
     """Random brightness, contrast, saturation and hue per image, like torchvision's ``ColorJitter``.
 
     Inputs are float RGB batches in [0, 255]. Factors are drawn per image: brightness/contrast/saturation
@@ -86,14 +99,6 @@ class ColourJitter(keras.layers.Layer):
             x = ops.clip(ops.image.hsv_to_rgb(ops.concatenate([shifted, hsv[..., 1:]], axis=-1)), 0.0, 1.0)
         return x * 255.0
 
-    def call(self, inputs: Any, training: bool = True) -> Any:
-        if not training:
-            return inputs
-        return self.transform_images(inputs, self.get_random_transformation(inputs))
-
-    def compute_output_shape(self, input_shape: Any) -> Any:
-        return input_shape
-
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "brightness": self.brightness, "contrast": self.contrast,
                 "saturation": self.saturation, "hue": self.hue, "seed": self.seed}
@@ -125,7 +130,7 @@ def build_augmentation(config: AugmentConfig) -> list[keras.layers.Layer]:
 
 
 @keras.saving.register_keras_serializable(package="hemoembed")
-class RandomResolution(keras.layers.Layer):
+class RandomResolution(_RandomImageLayer):
     """Random resolution reduction: each image is down-sampled by a factor in ``[1 − factor, 1]`` and resized
     back, so a source of sharp CellaVision crops also sees blurrier cells like a new site's camera."""
 
@@ -151,14 +156,6 @@ class RandomResolution(keras.layers.Layer):
             return tf.image.resize(tf.image.resize(image, small, antialias=True), size)
 
         return tf.map_fn(one, (x, tf.cast(transformation, tf.float32)), fn_output_signature=tf.float32)
-
-    def call(self, inputs: Any, training: bool = True) -> Any:
-        if not training:
-            return inputs
-        return self.transform_images(inputs, self.get_random_transformation(inputs))
-
-    def compute_output_shape(self, input_shape: Any) -> Any:
-        return input_shape
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "factor": self.factor, "seed": self.seed}
