@@ -55,6 +55,7 @@ def _weights(run: Path) -> list[np.ndarray]:
     return [np.array(w) for w in load_encoder(run / "encoder.keras")[0].weights]
 
 
+@pytest.mark.slow
 def test_run_writes_its_outputs_and_the_loss_falls(reference, cells):
     from hemoembed.model.encoder import load_encoder
 
@@ -82,6 +83,7 @@ def _cli(*args: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_equals_uninterrupted(reference, cells, tmp_path):
     run = tmp_path / "run"
     proc = _cli(str(cells), "--out", str(run), *ARGS)
@@ -171,6 +173,7 @@ print("RESULT", json.dumps(result))
 """
 
 
+@pytest.mark.slow
 def test_mirrored_on_two_devices_equals_one_device(tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     run = subprocess.run([sys.executable, "-c", TWO_DEVICES, str(tmp_path)], capture_output=True, text=True,
