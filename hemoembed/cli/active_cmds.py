@@ -1,0 +1,152 @@
+"""Active learning: ``active-learn`` (simulation study, or a real labelling session)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from . import main
+from .common import echo, overwrite_option, prepare_output_dir, progress, seed_option
+
+
+@main.command("active-learn")
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--simulate", is_flag=True, help="Simulation study: reveal labels from --labels as they are queried.")
+@click.option("--labels", type=click.Path(path_type=Path), default=None, help="Labels CSV (simulation).")
+@click.option("--column", default="label", show_default=True, help="Label column (simulation and session).")
+@click.option("--key", default="path", show_default=True, help="Column joining --labels to the store.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder (simulation).")
+@click.option("--batch", type=int, default=90, show_default=True, help="Images queried per iteration.")
+@click.option("--init", "init", type=int, default=90, show_default=True, help="Labels to start from (simulation).")
+@click.option("--init-strategy", type=click.Choice(["stratified", "kmeans"]), default="stratified", show_default=True)
+@click.option("--strategy", default="uncertainty,margin,entropy,random", show_default=True,
+              help="Query strategies, comma-separated (a session uses the first).")
+@click.option("--repeats", type=int, default=1, show_default=True, help="Seeds per strategy (simulation).")
+@click.option("--max-labels", type=int, default=0, help="Stop at this many labels (default: pool exhausted).")
+@click.option("--test", "test_csv", type=click.Path(path_type=Path), default=None,
+              help="Fixed held-out test labels CSV (default: --test-fraction of --labels).")
+@click.option("--test-fraction", type=float, default=0.2, show_default=True)
+@click.option("--C", "C", type=float, default=1.0, show_default=True, help="SVM regularisation.")
+@click.option("--session", type=click.Path(path_type=Path), default=None, help="Labelling session folder.")
+@click.option("--query", is_flag=True, help="Session: write DIR/to_label.csv with the next --batch images.")
+@click.option("--teach", type=click.Path(path_type=Path), default=None, help="Session: ingest a filled CSV.")
+@click.option("--status", is_flag=True, help="Session: progress and cross-validated macro-F1.")
+@click.option("--classes", default="", help="Session: the classes, comma-separated (when starting one).")
+@seed_option
+@overwrite_option
+def active_learn(store: Path, simulate: bool, labels: Path | None, column: str, key: str, out: Path | None,
+                 batch: int, init: int, init_strategy: str, strategy: str, repeats: int, max_labels: int,
+                 test_csv: Path | None, test_fraction: float, C: float, session: Path | None, query: bool,
+                 teach: Path | None, status: bool, classes: str, seed: int, overwrite: bool) -> None:
+    """Active learning on an embedding store: a simulation study or a real labelling loop.
+
+    \b
+    Simulation (strategies side by side, tidy CSV, power-law fits, plots):
+      hemoembed active-learn store --simulate --labels labels.csv --column label \\
+          --batch 90 --init 90 --strategy uncertainty,random --repeats 3 --out al_study
+    \b
+    Real labelling loop (an expert fills the 'label' column of to_label.csv):
+      hemoembed active-learn store --session lab --query --batch 50 --classes neutrophil,lymphocyte,monocyte
+      hemoembed active-learn store --session lab --teach lab/to_label.csv
+      hemoembed active-learn store --session lab --status
+    """
+    from ..errors import InputError
+    from ..store.store import EmbeddingStore
+
+    modes = [name for name, on in (("--simulate", simulate), ("--query", query), ("--teach", teach is not None),
+                                   ("--status", status)) if on]
+    if len(modes) != 1:
+        raise InputError("choose exactly one of --simulate, --query, --teach FILE, --status "
+                         f"(got {', '.join(modes) or 'none'})")
+    strategies = tuple(s.strip() for s in strategy.split(",") if s.strip())
+    embeddings = EmbeddingStore.open(store)
+    if simulate:
+        if labels is None or out is None:
+            raise InputError("--simulate needs --labels CSV and --out DIR")
+        from ..tasks.active import ActiveConfig
+
+        config = ActiveConfig(strategies=strategies, batch=batch, init=init, init_strategy=init_strategy,
+                              repeats=repeats, max_labels=max_labels, test_fraction=test_fraction, C=C, seed=seed,
+                              source={"store": str(store), "labels": str(labels), "column": column,
+                                      "test": str(test_csv or ""), "store_fingerprint": embeddings.fingerprint})
+        config.validate()
+        _simulate(embeddings, labels, test_csv, column, key, config, prepare_output_dir(out, overwrite))
+        return
+    _session(embeddings, store, session, query, teach, classes, column, batch, strategies, C, seed, overwrite)
+
+
+def _labelled(store, csv_path: Path, column: str, key: str):
+    """(embeddings, labels, keys) of the rows of ``csv_path`` with a non-empty ``column``."""
+    import numpy as np
+
+    X, cols, keys = store.join(csv_path, key=key, columns=[column])
+    y = np.asarray([v.strip() for v in cols[column]])
+    keep = y != ""
+    return X[keep], y[keep], [k for k, ok in zip(keys, keep) if ok]
+
+
+def _simulate(store, labels: Path, test_csv: Path | None, column: str, key: str, config, out: Path) -> None:
+    from ..config import atomic_write_text, save_config
+    from ..errors import InputError
+    from ..tasks.active import n_iterations, simulate, tidy_csv_text
+    from ..tasks.learning_curve import analyse
+    from ..tasks.support import stratified_test_split
+    from ..tasks.svm import check_trainable
+
+    X, y, keys = _labelled(store, labels, column, key)
+    check_trainable(y, column)
+    if test_csv is not None:
+        X_test, y_test, test_keys = _labelled(store, test_csv, column, key)
+        overlap = set(keys) & set(test_keys)
+        if overlap:
+            raise InputError(f"{test_csv}: {len(overlap)} image(s) are also in --labels, e.g. {min(overlap)} "
+                             "(the test set must stay out of the pool)")
+        X_pool, y_pool = X, y
+    else:
+        pool, test = stratified_test_split(y, config.test_fraction, seed=config.seed)
+        X_pool, y_pool, X_test, y_test = X[pool], y[pool], X[test], y[test]
+    save_config(config, out / "active_config.json")
+    total = config.repeats * len(config.strategies) * n_iterations(len(y_pool), config)
+    with progress(total, "querying") as advance:
+        rows = simulate(X_pool, y_pool, X_test, y_test, config, progress=advance)
+    atomic_write_text(out / "results.csv", tidy_csv_text(rows))
+    summary = analyse(rows, out)
+    echo(f"pool {len(y_pool)}, test {len(y_test)}, all-label macro-F1 {summary['full_label_macro_f1']:.4f}")
+    for name, needed in summary["labels_needed"].items():
+        fit = summary["macro_fits"][name]
+        echo(f"{name:12s} labels to come within 0.5 F1 points: {needed if needed is not None else 'not reached'}; "
+             f"Pmax {fit['pmax']:.4f}, rate r {fit['r']:.3f}")
+    for key_name, test in summary.items():
+        if key_name.startswith("rate_test_") and test.get("p_value") is not None:
+            echo(f"{key_name}: one-sided Wilcoxon p = {test['p_value']:.4g} over {len(test['classes'])} classes")
+    echo(f"results in {out} (results.csv, curve_fits.csv, analysis.json, learning_curves.png)")
+
+
+def _session(store, store_path: Path, folder: Path | None, query: bool, teach: Path | None, classes: str,
+             column: str, batch: int, strategies: tuple[str, ...], C: float, seed: int, overwrite: bool) -> None:
+    from ..errors import InputError
+    from ..tasks.session import LabellingSession, SessionConfig
+
+    if folder is None:
+        raise InputError("--query, --teach and --status need --session DIR")
+    names = [c.strip() for c in classes.split(",") if c.strip()]
+    new = SessionConfig(store=str(store_path), classes=names, column=column, batch=batch,
+                        strategy=strategies[0] if strategies else "uncertainty", C=C, seed=seed)
+    session = LabellingSession.open(folder, store, new if names else None)
+    if query:
+        path = session.query(batch, overwrite=overwrite)
+        echo(f"fill the '{session.config.column}' column of {path}, then: "
+             f"hemoembed active-learn {store_path} --session {folder} --teach {path}")
+    elif teach is not None:
+        event = session.teach(teach)
+        cv = event["cv_macro_f1"]
+        echo(f"taught {event['added']} new and {event['relabelled']} changed label(s); {event['n_labels']} in total; "
+             f"cross-validated macro-F1 {'n/a' if cv is None else f'{cv:.3f}'}")
+    else:
+        info = session.status()
+        cv = info["cv_macro_f1"]
+        echo(f"{info['n_labelled']} of {info['n_images']} images labelled in {info['teach_rounds']} round(s); "
+             f"cross-validated macro-F1 {'n/a' if cv is None else f'{cv:.3f}'} ({info['cv_folds']} folds)")
+        echo("per class: " + ", ".join(f"{c} {n}" for c, n in info["per_class"].items()))
+        if info["pending_query"]:
+            echo(f"pending query: {info['pending_query']}")
