@@ -22,6 +22,7 @@ _COMMAND_MODULES = (
     "pretrain_cmds",
     "explain_cmds",
     "adapt_cmds",
+    "active_cmds",
 )
 
 
