@@ -211,6 +211,24 @@ def shot_curve(prep: Prepared, config: AdaptConfig, progress: Any = None) -> lis
     return rows
 
 
+def domain_separability(prep: Prepared, seed: int = 0) -> dict[str, float]:
+    """3-fold CV accuracy of a linear classifier telling source from target embeddings (0.5: the sites are
+    indistinguishable), with and without the colour transform: how much of the site gap colour explains."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    if prep.support is None:
+        raise InputError("domain separability needs labelled --source-images")
+    out = {}
+    for name, colour in (("without_colour", False), ("with_colour", True)):
+        target = prep.adapter.frozen(colour)[1]
+        X = np.concatenate([prep.support[0], target])
+        y = np.r_[np.zeros(len(prep.support[0])), np.ones(len(target))]
+        folds = StratifiedKFold(3, shuffle=True, random_state=seed)
+        out[name] = float(cross_val_score(LogisticRegression(max_iter=2000), X, y, cv=folds).mean())
+    return out
+
+
 def paired_p(a: Sequence[float], b: Sequence[float]) -> dict[str, float | None]:
     """Paired t-test and Wilcoxon signed-rank p-values (``None`` when undefined, e.g. one repeat)."""
     from scipy import stats
@@ -373,6 +391,9 @@ def run_adapt(config: AdaptConfig, out_dir: str | os.PathLike, progress: Any = N
         outcome.classifier.save(out / "classifier.keras")
     svm.save(out, fingerprint=fp, column="label", extra={"adapter_mode": config.mode, "n_train": len(shots)})
     write_json(out / "report.json", report)
+    if config.ablation and prep.support is not None:
+        report["adapter"]["domain_separability"] = domain_separability(prep, config.seed)
+        write_json(out / "report.json", report)
     if config.ablation or config.curve_shots:
         write_study(out, run_ablation(prep, config, progress) if config.ablation else None,
                     shot_curve(prep, config, progress) if config.curve_shots else None)

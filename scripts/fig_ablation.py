@@ -1,0 +1,31 @@
+"""Figure of the adapter ablation and shot-count curve from an ``ablation.json``.
+
+``hemoembed adapt --ablation`` (or ``benchmarks/adapt_bccd.py``) writes ``ablation.json`` and this figure;
+the script redraws it, e.g. for a paper, from the saved numbers only:
+
+    .venv/bin/python scripts/fig_ablation.py adapt_bccd/ablation.json --out fig_ablation.png
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def main() -> None:
+    from hemoembed.tasks.ablation import plot_study
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", type=Path, help="ablation.json written by hemoembed adapt --ablation")
+    parser.add_argument("--out", type=Path, default=None, help="PNG to write (default: next to the results)")
+    args = parser.parse_args()
+    result = json.loads(args.results.read_text())
+    if not result.get("ablation_table") and not result.get("curve_table"):
+        raise SystemExit(f"error: {args.results}: no ablation_table or curve_table to draw")
+    out = args.out or args.results.with_suffix(".png")
+    plot_study(result, out)
+    print(f"figure written to {out}")
+
+
+if __name__ == "__main__":
+    main()
