@@ -112,10 +112,16 @@ def test_bad_label_files_teach_nothing(tmp_path, store):
         session.query()
 
 
-def test_crash_after_labels_saved_loses_nothing_and_resumes(tmp_path, store, monkeypatch):
+def taught_once(tmp_path, store):
+    """A session after one query-and-teach round of 20 correct labels, and the expert's answers."""
     session = new_session(tmp_path, store)
     answers = truth(store)
     session.teach(fill(session.query(), answers, tmp_path / "l1.csv"))
+    return session, answers
+
+
+def test_crash_after_labels_saved_loses_nothing_and_resumes(tmp_path, store, monkeypatch):
+    session, answers = taught_once(tmp_path, store)
     model_before = (tmp_path / "session" / MODEL).read_bytes()
     labelled = fill(session.query(), answers, tmp_path / "l2.csv")
 
@@ -140,9 +146,7 @@ def test_crash_after_labels_saved_loses_nothing_and_resumes(tmp_path, store, mon
 def test_crash_while_writing_labels_keeps_the_old_file(tmp_path, store, monkeypatch):
     import hemoembed.tasks.session as session_module
 
-    session = new_session(tmp_path, store)
-    answers = truth(store)
-    session.teach(fill(session.query(), answers, tmp_path / "l1.csv"))
+    session, answers = taught_once(tmp_path, store)
     before = (tmp_path / "session" / LABELS).read_text()
     labelled = fill(session.query(), answers, tmp_path / "l2.csv")
     real_write = session_module.atomic_write_text
