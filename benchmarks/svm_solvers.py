@@ -7,7 +7,7 @@ A stratified 10% of the rows is the test set. Both solvers are single-threaded, 
 CPU time) is the fair comparison on a shared machine; ``fit_s`` is wall time.
 
     .venv/bin/python benchmarks/svm_solvers.py --store /work/runs/stores/pbc_random \\
-        --labels ../shared/data/pbc256 --solvers liblinear,libsvm
+        --labels ../shared/data/pbc256 --solvers sgd,liblinear,libsvm --n 17092
 """
 from __future__ import annotations
 
@@ -79,7 +79,8 @@ def main() -> None:
     parser.add_argument("--store", default="")
     parser.add_argument("--labels", default="")
     parser.add_argument("--column", default="label")
-    parser.add_argument("--solvers", default="liblinear,libsvm")
+    parser.add_argument("--solvers", default="sgd,liblinear,libsvm")
+    parser.add_argument("--n", type=int, default=0, help="use a random subsample of this many rows")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--raw-pixels-wbcatt", default="", metavar="DATA",
                         help="instead: raw-pixel PCA + SVM on the WBCAtt split (DATA = ../shared/data)")
@@ -92,6 +93,9 @@ def main() -> None:
     from hemoembed.tasks.svm import EmbeddingSVM
 
     X, y = from_store(args.store, args.labels, args.column) if args.store else synthetic(args.seed)
+    if args.n:
+        keep = np.sort(np.random.default_rng(args.seed).choice(len(y), args.n, replace=False))
+        X, y = X[keep], y[keep]
     train, test = stratified_test_split(y, 0.1, seed=args.seed)
     results = []
     for solver in args.solvers.split(","):

@@ -26,7 +26,7 @@ def clusters(n_per_class: int = 40, k: int = 4, dim: int = 1280, seed: int = 0, 
     return X.astype(np.float32), np.array([f"c{i}" for i in y])
 
 
-@pytest.mark.parametrize("solver", ["liblinear", "libsvm"])
+@pytest.mark.parametrize("solver", ["sgd", "liblinear", "libsvm"])
 def test_svm_learns_and_predict_is_argmax(solver):
     X, y = clusters(seed=1)
     X_test, y_test = clusters(n_per_class=25, seed=2)
