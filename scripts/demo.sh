@@ -34,3 +34,8 @@ hemoembed neighbors "$OUT/store" --path "lymphocyte/$(basename "$anchor")" -k 6 
 hemoembed gradcam "$OUT/pretrain/encoder.keras" "$anchor" --against "$positive" --against "$negative" \
     --out "$OUT/gradcam" --overwrite
 python scripts/fig_gradcam.py "$OUT/gradcam" --out "$OUT/fig_gradcam.png"
+
+step "6. active learning: uncertainty vs random sampling, 20 labels per query"
+hemoembed active-learn "$OUT/store" --simulate --labels "$OUT/cells/manifest.csv" --column label \
+    --batch 20 --init 20 --strategy uncertainty,random --repeats 2 --out "$OUT/active" --seed 0 --overwrite
+python scripts/fig_active_learning.py "$OUT/active"
