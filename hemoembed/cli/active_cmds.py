@@ -41,11 +41,11 @@ def active_learn(store: Path, simulate: bool, labels: Path | None, column: str, 
     """Active learning on an embedding store: a simulation study or a real labelling loop.
 
     \b
-    Simulation (strategies side by side, tidy CSV, power-law fits, plots):
+    Example, simulation (strategies side by side, tidy CSV, power-law fits, plots):
       hemoembed active-learn store --simulate --labels labels.csv --column label \\
           --batch 90 --init 90 --strategy uncertainty,random --repeats 3 --out al_study
     \b
-    Real labelling loop (an expert fills the 'label' column of to_label.csv):
+    Example, real labelling loop (an expert fills the 'label' column of to_label.csv):
       hemoembed active-learn store --session lab --query --batch 50 --classes neutrophil,lymphocyte,monocyte
       hemoembed active-learn store --session lab --teach lab/to_label.csv
       hemoembed active-learn store --session lab --status
