@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from test_adapter import make_sites
 
+from hemoembed.errors import InputError
 from hemoembed.tasks.ablation import (
     CONDITIONS,
     AdaptConfig,
@@ -23,26 +24,22 @@ from hemoembed.tasks.ablation import (
 def prepared(tmp_path_factory):
     sites = make_sites(tmp_path_factory.mktemp("ablation"), n_per_class=6)
     config = AdaptConfig(source=str(sites["run"]), target=str(sites["site1"]), source_images=str(sites["site0"]),
-                         shots=10, ablation=True, repeats=2, source_per_class=6, source_support=2, lr=[1e-3],
-                         epochs=[1], batch_size=[8], cv=0, head_epochs=20, curve_shots=[5, 10])
+                         shots=10, ablation=True, repeats=1, source_per_class=6, source_support=2, lr=[1e-3],
+                         epochs=[1], batch_size=[8], cv=0, head_epochs=20, curve_shots=[10, 15])
     return config, prepare(config)
 
 
 def test_ablation_runs_every_condition_on_shared_splits(prepared, tmp_path):
     config, prep = prepared
     rows = run_ablation(prep, config)
-    assert [r["condition"] for r in rows] == list(CONDITIONS) * 2
-    for repeat in (0, 1):
-        mine = [r for r in rows if r["repeat"] == repeat]
-        assert {(r["n_shots"], r["n_test"]) for r in mine} == {(10, 20)}  # same split for every condition
-        assert all(0.0 <= r["accuracy"] <= 1.0 and set(r["recall"]) <= set(prep.labels) for r in mine)
+    assert [r["condition"] for r in rows] == list(CONDITIONS)  # one repeat: fine-tuning is slow on CPU
+    assert {(r["n_shots"], r["n_test"]) for r in rows} == {(10, 20)}  # the same split for every condition
+    assert all(0.0 <= r["accuracy"] <= 1.0 and set(r["recall"]) <= set(prep.labels) for r in rows)
     table = ablation_table(rows)
     assert [r["condition"] for r in table] == list(CONDITIONS)
     assert table[0]["vs"] == "" and table[0]["t_test_p"] is None
     assert all(r["vs"] == p["condition"] for p, r in zip(table, table[1:], strict=False))
-    acc = [r["accuracy"] for r in rows if r["condition"] == "svm"]
-    assert table[3]["accuracy_mean"] == pytest.approx(np.mean(acc))
-    assert table[3]["accuracy_sd"] == pytest.approx(np.std(acc, ddof=1))
+    assert table[3]["accuracy_mean"] == pytest.approx(rows[3]["accuracy"]) and table[3]["accuracy_sd"] == 0.0
     write_study(tmp_path, rows, None)
     md = (tmp_path / "ablation.md").read_text()
     assert all(f"| {c} |" in md for c in CONDITIONS)
@@ -50,7 +47,6 @@ def test_ablation_runs_every_condition_on_shared_splits(prepared, tmp_path):
 
 
 def test_unknown_condition_and_missing_source_are_refused(prepared):
-    from hemoembed.errors import InputError
     from hemoembed.tasks.ablation import Prepared, run_condition
 
     config, prep = prepared
@@ -64,12 +60,14 @@ def test_unknown_condition_and_missing_source_are_refused(prepared):
 def test_shot_curve_has_accuracy_and_per_class_recall(prepared, tmp_path):
     config, prep = prepared
     rows = shot_curve(prep, config)
-    assert [(r["shots"], r["repeat"]) for r in rows] == [(5, 0), (5, 1), (10, 0), (10, 1)]
-    assert [r["n_shots"] for r in rows] == [5, 5, 10, 10]
+    assert [(r["shots"], r["repeat"]) for r in rows] == [(10, 0), (15, 0)]
+    assert [r["n_shots"] for r in rows] == [10, 15]
     table = curve_table(rows)
-    assert [r["shots"] for r in table] == [5, 10]
+    assert [r["shots"] for r in table] == [10, 15]
     assert set(table[1]["recall"]) == set(prep.labels)
-    assert table[0]["accuracy_mean"] == pytest.approx(np.mean([r["accuracy"] for r in rows[:2]]))
+    assert table[0]["accuracy_mean"] == pytest.approx(rows[0]["accuracy"])
+    with pytest.raises(InputError, match="--shots 5 is fewer than --min-per-class 2"):
+        shot_curve(prep, AdaptConfig(curve_shots=[5], repeats=1))
     write_study(tmp_path, None, rows)
     header = (tmp_path / "shot_curve.csv").read_text().splitlines()[0]
     assert header.startswith("shots,repeats,accuracy_mean,accuracy_sd,recall_")

@@ -6,19 +6,7 @@ from pathlib import Path
 import click
 
 from . import main
-from .common import echo, overwrite_option, prepare_output_dir, progress, seed_option
-
-
-def _numbers(text: str, option: str, kind: type) -> list:
-    from ..errors import InputError
-
-    try:
-        values = [kind(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise InputError(f"{option}: {text!r} is not a comma-separated list of {kind.__name__}s") from None
-    if not values or min(values) <= 0:
-        raise InputError(f"{option}: {text!r} must list positive numbers")
-    return values
+from .common import echo, number_list, overwrite_option, prepare_output_dir, progress, seed_option
 
 
 @main.command()
@@ -85,10 +73,10 @@ def adapt(source: Path, target: Path, image_root: Path | None, labels: Path | No
         source=str(source), target=str(target), image_root=str(image_root or ""), labels=str(labels or ""),
         label_column=label_column, source_images=str(source_images or ""), class_map=str(class_map or ""),
         shots=shots, min_per_class=min_per_class, mode=mode, colour_transform=not no_colour_transform,
-        source_support=source_support, lr=_numbers(lr, "--lr", float), epochs=_numbers(epochs, "--epochs", int),
-        batch_size=_numbers(batch_size, "--batch-size", int), cv=cv, n_bootstrap=bootstrap, ablation=ablation,
+        source_support=source_support, lr=number_list(lr, "--lr", float), epochs=number_list(epochs, "--epochs", int),
+        batch_size=number_list(batch_size, "--batch-size", int), cv=cv, n_bootstrap=bootstrap, ablation=ablation,
         repeats=repeats, conditions=[c.strip() for c in conditions.split(",") if c.strip()] or list(CONDITIONS),
-        curve_shots=_numbers(curve, "--curve", int) if curve.strip() else [], curve_mode=curve_mode, seed=seed)
+        curve_shots=number_list(curve, "--curve", int) if curve.strip() else [], curve_mode=curve_mode, seed=seed)
     prepare_output_dir(out, overwrite)
     report = run_adapt(config, out, progress=progress)
     notes = report["adapter"]

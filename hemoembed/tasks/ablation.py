@@ -202,7 +202,10 @@ def shot_curve(prep: Prepared, config: AdaptConfig, progress: Any = None) -> lis
         for n in config.curve_shots:
             for repeat in range(config.repeats):
                 seed = config.seed * 1000 + repeat
-                shots, test = select_shots(labels, n, min(config.min_per_class, max(1, n // k)), seed)
+                per_class = min(config.min_per_class, max(1, n // k))
+                if config.curve_mode == "svm":  # the SVM's calibration needs two images of every class
+                    per_class = max(per_class, 2)
+                shots, test = select_shots(labels, n, per_class, seed)
                 out = prep.adapter.run(config.curve_mode, shots, test, grid=_grid(config), folds=config.cv,
                                        smoothing=config.label_smoothing, head_epochs=config.head_epochs, seed=seed)
                 rows.append({"shots": n, "repeat": repeat, "n_shots": len(shots),
