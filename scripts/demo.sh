@@ -39,3 +39,13 @@ step "6. active learning: uncertainty vs random sampling, 20 labels per query"
 hemoembed active-learn "$OUT/store" --simulate --labels "$OUT/cells/manifest.csv" --column label \
     --batch 20 --init 20 --strategy uncertainty,random --repeats 2 --out "$OUT/active" --seed 0 --overwrite
 python scripts/fig_active_learning.py "$OUT/active"
+
+step "7. few-shot adapter: site 1 as a new site, 20 labelled shots, Reinhard colour transfer to site 0"
+for s in site0 site1; do
+    awk -F, -v s="$s" 'NR == 1 || $3 == s' "$OUT/cells/manifest.csv" > "$OUT/cells/$s.csv"
+done
+hemoembed adapt --source "$OUT/pretrain" --target "$OUT/cells/site1.csv" --source-images "$OUT/cells/site0.csv" \
+    --shots 20 --mode svm --out "$OUT/adapt" --seed 0 --overwrite
+hemoembed predict "$OUT/adapt" --store "$OUT/adapt/store" --out "$OUT/adapt_predictions.csv" --overwrite
+
+echo; echo "demo finished: outputs in $OUT/"
