@@ -16,7 +16,48 @@ from .model import layers as _layers  # noqa: F401  (registers serialisable laye
 from .model.encoder import build_encoder, load_encoder, save_encoder
 from .model.losses import TripletHardLoss, TripletSemiHardLoss, triplet_hard_loss, triplet_semihard_loss
 
-__all__ = [
+# Heavier parts (pyarrow, scikit-learn, openTSNE, modAL) load on first use of their names.
+_LAZY = {
+    "EmbeddingStore": "hemoembed.store.store",
+    "embed_images": "hemoembed.store.embed",
+    "knn": "hemoembed.store.neighbors",
+    "PretrainConfig": "hemoembed.model.pretrain",
+    "pretrain": "hemoembed.model.pretrain",
+    "AugmentConfig": "hemoembed.data.augment",
+    "two_view_dataset": "hemoembed.data.pipeline",
+    "inference_dataset": "hemoembed.data.pipeline",
+    "make_synthetic_dataset": "hemoembed.data.synthetic",
+    "EmbeddingSVM": "hemoembed.tasks.svm",
+    "load_svm": "hemoembed.tasks.svm",
+    "evaluate": "hemoembed.tasks.evaluation",
+    "nested_support_sets": "hemoembed.tasks.support",
+    "BaselineConfig": "hemoembed.model.baseline",
+    "train_baseline": "hemoembed.model.baseline",
+    "IncrementalLinearSVM": "hemoembed.tasks.active",
+    "fit_power_law": "hemoembed.tasks.learning_curve",
+    "LabellingSession": "hemoembed.tasks.session",
+    "SiteAdapter": "hemoembed.tasks.adapter",
+    "select_shots": "hemoembed.tasks.adapter",
+    "run_ablation": "hemoembed.tasks.ablation",
+    "TsneMap": "hemoembed.explain.tsne",
+    "explain_pair": "hemoembed.explain.gradcam",
+    "explain_triplet": "hemoembed.explain.gradcam",
+    "explain_class": "hemoembed.explain.gradcam",
+    "render_gallery": "hemoembed.explain.gallery",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'hemoembed' has no attribute {name!r}")
+
+
+__all__ = [*_LAZY,
     "__version__",
     "HemoembedError",
     "InputError",
