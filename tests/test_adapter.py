@@ -172,7 +172,7 @@ def test_random_resolution_blurs_and_is_seeded():
     rng = np.random.default_rng(0)
     images = tf.constant(rng.uniform(0, 255, (4, 32, 32, 3)), tf.float32)
     layer = RandomResolution(0.75)
-    factors = layer.get_random_transformation(images, seed=tf.constant([1, 2]))
+    factors = layer.get_random_transformation(images, seed=12)
     assert factors.shape == (4,) and float(tf.reduce_min(factors)) >= 0.25 and float(tf.reduce_max(factors)) <= 1.0
     out = layer.transform_images(images, tf.constant([0.25, 0.5, 1.0, 1.0]))
     assert out.shape == images.shape
