@@ -22,6 +22,7 @@ step "4. linear SVM on the embedding: cell type and site, learning curve with fe
 hemoembed fit-svm "$OUT/store" --labels "$OUT/cells/manifest.csv" --columns label,site --test-fraction 0.2 \
     --support 2,5,10,all --repeats 2 --bootstrap 200 --out "$OUT/svm" --overwrite
 hemoembed predict "$OUT/svm" --store "$OUT/store" --out "$OUT/predictions.csv" --overwrite
+python scripts/fig_label_efficiency.py "$OUT/svm" --out "$OUT/fig_label_efficiency.png"
 
 step "5. explanations: t-SNE map by cell type and site, nearest-neighbour gallery, GradCAM++ on a triplet"
 hemoembed tsne "$OUT/store" --labels "$OUT/cells/manifest.csv" --color-by label --color-by site \
