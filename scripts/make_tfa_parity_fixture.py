@@ -9,7 +9,8 @@ in a throw-away virtualenv with the last TensorFlow it supports:
 
 It writes ``tests/fixtures/tfa_parity.json``: per case only the parameters (seed, batch, dim, classes,
 label/embedding scheme, dtype, loss, soft, margin, distance), a sha256 of the generated inputs and tfa's
-loss (``tfa_loss``; null with ``tfa_special`` "nan" or "inf" where tfa returns a non-finite value). Inputs come from ``tests/tfa_parity_inputs.py`` (pure numpy, imported by path so that nothing
+loss (``tfa_loss``; null with ``tfa_special`` "nan" or "inf" where tfa returns a non-finite value).
+Inputs come from ``tests/tfa_parity_inputs.py`` (pure numpy, imported by path so that nothing
 from hemoembed or Keras 3 is loaded here); ``tests/test_losses.py`` regenerates them, checks the sha256
 and compares our native losses with the recorded values.
 """

@@ -37,7 +37,8 @@ LOSSES = {  # name -> callable(labels, embeddings, margin, distance)
 
 def _case_id(case: dict) -> str:
     kind = "soft" if case["soft"] else case["loss"]
-    return f"{kind}-{case['distance']}-{case['batch']}x{case['dim']}-{case['embeddings']}-{case['dtype']}-s{case['seed']}"
+    shape = f"{case['batch']}x{case['dim']}"
+    return f"{kind}-{case['distance']}-{shape}-{case['embeddings']}-{case['dtype']}-s{case['seed']}"
 
 
 def _ours(case: dict, labels: np.ndarray, embeddings: np.ndarray, margin: float | None = None) -> tf.Tensor:
@@ -155,7 +156,11 @@ def test_works_under_xla() -> None:
 
 
 @pytest.mark.parametrize(
-    "loss", [TripletSemiHardLoss(margin=0.2, distance="angular"), TripletHardLoss(margin=1.0, soft=True, distance="squared-L2")]
+    "loss",
+    [
+        TripletSemiHardLoss(margin=0.2, distance="angular"),
+        TripletHardLoss(margin=1.0, soft=True, distance="squared-L2"),
+    ],
 )
 def test_loss_classes_round_trip_and_match_functions(loss: keras.losses.Loss) -> None:
     labels, x = parity_inputs.make_inputs(3, 20, 6, 10, labels="two_view", embeddings="normal")
