@@ -9,9 +9,12 @@ step() { echo; echo "== $*"; }
 step "1. synthetic cells: 5 classes x 2 sites"
 hemoembed demo-data "$OUT/cells" --n-per-class 40 --sites 2 --size 64 --seed 0 --overwrite
 hemoembed check "$OUT/cells" --out "$OUT/rejects.csv" --overwrite
+for s in site0 site1; do  # one manifest per site: site 1 plays the new lab of step 7
+    awk -F, -v s="$s" 'NR == 1 || $3 == s' "$OUT/cells/manifest.csv" > "$OUT/cells/$s.csv"
+done
 
-step "2. self-supervised triplet pretraining (no labels; random init, 64 px, a few epochs on the CPU)"
-hemoembed pretrain "$OUT/cells" --out "$OUT/pretrain" --weights none --image-size 64 --epochs 4 \
+step "2. self-supervised triplet pretraining on site 0 (no labels; random init, 64 px, a few epochs on the CPU)"
+hemoembed pretrain "$OUT/cells/site0.csv" --out "$OUT/pretrain" --weights none --image-size 64 --epochs 4 \
     --batch-size 32 --seed 0 --overwrite
 
 step "3. frozen, fingerprinted embedding store"
@@ -41,11 +44,8 @@ hemoembed active-learn "$OUT/store" --simulate --labels "$OUT/cells/manifest.csv
     --batch 20 --init 20 --strategy uncertainty,random --repeats 2 --out "$OUT/active" --seed 0 --overwrite
 python scripts/fig_active_learning.py "$OUT/active"
 
-step "7. few-shot adapter: site 1 as a new site, 20 labelled shots, Reinhard colour transfer to site 0"
-for s in site0 site1; do
-    awk -F, -v s="$s" 'NR == 1 || $3 == s' "$OUT/cells/manifest.csv" > "$OUT/cells/$s.csv"
-done
-hemoembed adapt --source "$OUT/pretrain" --target "$OUT/cells/site1.csv" --source-images "$OUT/cells/site0.csv" \
+step "7. few-shot adapter: site 1 as a new site, 20 labelled shots, Reinhard colour transfer to the run's site-0 style"
+hemoembed adapt --source "$OUT/pretrain" --target "$OUT/cells/site1.csv" \
     --shots 20 --mode svm --out "$OUT/adapt" --seed 0 --overwrite
 hemoembed predict "$OUT/adapt" --store "$OUT/adapt/store" --out "$OUT/adapt_predictions.csv" --overwrite
 

@@ -70,6 +70,13 @@ def test_run_writes_its_outputs_and_the_loss_falls(reference, cells):
     assert len(list((reference / "checkpoints").glob("epoch-*.npz"))) == 2  # keep_checkpoints
     skipped = (reference / "skipped.csv").read_text()
     assert "broken.png" in skipped and skipped.count("\n") == 2
+    from hemoembed.data.colour import ReinhardReference
+    from hemoembed.data.imageio import load_image
+
+    kept = ReinhardReference.from_json(reference / "colour_reference.json")  # the source style for `adapt`
+    raw = [load_image(p) for p in load_manifest(cells).absolute() if not p.endswith("broken.png")]
+    assert kept.mean == pytest.approx(ReinhardReference.from_images(raw).mean, abs=0.02)  # raw pixels, training
+    assert kept != ReinhardReference.from_images(raw)  # ... images only (the 20% held out are not in it)
     model, record = load_encoder(reference / "encoder.keras")
     assert record.image_size == 32 and record.colour == "grayworld"
     out = model(np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")).numpy()
@@ -111,6 +118,9 @@ def test_resume_with_a_different_config_is_refused(reference, cells):
                                        "--margin", "0.3"])
     assert result.exit_code == 2
     assert "cannot resume with a different config" in result.output and "margin" in result.output
+    result = CliRunner().invoke(main, ["pretrain", str(cells), "--out", str(reference), *ARGS, "--resume",
+                                       "--resolution", "0.5"])  # the degradation option reaches the config
+    assert result.exit_code == 2 and "augment" in result.output and "resolution" in result.output
 
 
 def test_bad_input_is_one_line_and_exit_2(cells, tmp_path):
@@ -125,7 +135,10 @@ def test_bad_input_is_one_line_and_exit_2(cells, tmp_path):
     assert exists.exit_code == 2 and "--overwrite" in exists.output
     nothing = runner.invoke(main, ["pretrain", str(cells), "--out", str(tmp_path / "d"), *ARGS, "--resume"])
     assert nothing.exit_code == 2 and "nothing to resume" in nothing.output
-    for result in (few, strict, exists, nothing):
+    blur = runner.invoke(main, ["pretrain", str(cells), "--out", str(tmp_path / "e"), *ARGS, "--resolution", "1.5"])
+    assert blur.exit_code == 2 and "augmentation resolution 1.5 is outside [0, 1)" in blur.output
+    assert not (tmp_path / "e").exists()
+    for result in (few, strict, exists, nothing, blur):
         assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
 
 

@@ -1,6 +1,7 @@
 """``hemoembed pretrain``: self-supervised triplet pretraining of the encoder."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import click
@@ -38,13 +39,18 @@ from .common import echo, images_argument, overwrite_option, prepare_output_dir,
 @click.option("--cache/--no-cache", default=None, help="Keep decoded images in memory [off].")
 @click.option("--strict/--no-strict", default=None, help="Refuse unreadable images instead of skipping them.")
 @click.option("--tensorboard/--no-tensorboard", default=None, help="Write TensorBoard logs to RUN/tensorboard.")
+@click.option("--zoom", type=float, default=None, help="Random zoom, fraction of the side [0.1].")
+@click.option("--resolution", type=float, default=None,
+              help="Degradation: down-sample by up to this fraction of the side and back up, so a source of sharp "
+                   "images also sees blurrier ones [0: off; e.g. 0.5].")
 @click.option("--seed", type=int, default=None, help="Random seed (order, augmentation, initialisation) [0].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last completed epoch.")
 @overwrite_option
 def pretrain(manifest, out: Path, config_file: Path | None, resume: bool, overwrite: bool, **options) -> None:
     """Pretrain the triplet encoder on unlabelled images (two augmented views per image).
 
-    Writes RUN/config.json, RUN/history.csv, RUN/checkpoints/ (every epoch), RUN/encoder.keras.
+    Writes RUN/config.json, RUN/history.csv, RUN/checkpoints/ (every epoch), RUN/colour_reference.json
+    (the source style for `adapt`), RUN/encoder.keras.
     An interrupted run continues with the same command plus --resume.
 
     \b
@@ -63,7 +69,11 @@ def pretrain(manifest, out: Path, config_file: Path | None, resume: bool, overwr
     saved = out / "config.json"
     if resume and config_file is None and saved.is_file():
         config_file = saved  # a bare --resume continues with the saved settings
+    augment = {name: options.pop(name) for name in ("zoom", "resolution")}
     config = resolve_config(config_file=config_file, **options)
+    augment = {name: value for name, value in augment.items() if value is not None}
+    if augment:
+        config = dataclasses.replace(config, augment=dataclasses.replace(config.augment, **augment))
     prepare_output_dir(out, overwrite, allow_resume=resume)
     result = run_pretrain(manifest, out, config, resume=resume, progress=progress, log=echo)
     if result.stopped_early:

@@ -31,8 +31,11 @@ import numpy as np
 from ..config import atomic_write_text
 from ..errors import InputError
 
+RUN_REFERENCE_FILE = "colour_reference.json"  # the source style, kept in every pretraining run folder
+
 __all__ = [
     "LMS_FLOOR",
+    "RUN_REFERENCE_FILE",
     "ReinhardReference",
     "gray_world",
     "gray_world_tf",

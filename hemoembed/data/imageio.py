@@ -143,6 +143,19 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         raise InputError(f"{path}: cannot decode image ({exc.message.splitlines()[0]})") from None
 
 
+class LazyImages(Sequence):
+    """Images decoded on indexing: statistics can sample a few files of a large set without loading it."""
+
+    def __init__(self, paths: Sequence[str | os.PathLike]) -> None:
+        self.paths = list(paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return load_image(self.paths[i])
+
+
 def load_images(paths: Sequence[str | os.PathLike], size: int | None = None) -> list[np.ndarray] | np.ndarray:
     """Decode many files; with ``size``, resize each (bilinear) and return one (N, size, size, 3) array."""
     images = [load_image(p) for p in paths]

@@ -2,10 +2,12 @@
 
 A run folder holds ``config.json`` (the resolved :class:`PretrainConfig`), ``history.csv``,
 ``checkpoints/`` (one ``.npz`` per completed epoch plus ``checkpoint.json`` naming the latest),
-``skipped.csv`` (unreadable images), ``encoder.keras`` (the embedding model only, float32, with its
-preprocessing record) and, optionally, ``tensorboard/``. Every epoch's order and augmentation derive from
-``(seed, epoch)`` and the checkpoint holds every variable (weights, BN statistics, dropout seed states,
-optimizer slots, LR factor), so a run killed at any point and resumed equals an uninterrupted one.
+``skipped.csv`` (unreadable images), ``colour_reference.json`` (the Reinhard lαβ statistics of up to
+500 training images: the source style a new site is normalised to), ``encoder.keras`` (the embedding
+model only, float32, with its preprocessing record) and, optionally, ``tensorboard/``. Every epoch's
+order and augmentation derive from ``(seed, epoch)`` and the checkpoint holds every variable (weights,
+BN statistics, dropout seed states, optimizer slots, LR factor), so a run killed at any point and
+resumed equals an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from ..config import (
     to_dict,
 )
 from ..data.augment import AugmentConfig
+from ..data.colour import RUN_REFERENCE_FILE, ReinhardReference
 from ..data.manifest import Manifest, _csv_text
 from ..data.preprocess import PreprocessingRecord
 from ..errors import InputError
@@ -42,6 +45,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 HISTORY_COLUMNS = ("epoch", "loss", "val_loss", "lr", "seconds", "images_per_s")
 _RESUME_IGNORES = ("tensorboard", "keep_checkpoints")
+REFERENCE_SAMPLE = 500
 
 
 @dataclass
@@ -143,6 +147,8 @@ def pretrain(manifest: Manifest, out: str | Path, config: PretrainConfig, *, res
     train_idx, val_idx = _split(len(usable), config)
     if not resume:
         save_config(config, out / "config.json")
+    if is_chief() and not (out / RUN_REFERENCE_FILE).is_file():  # also added when resuming an older run
+        _colour_reference([usable[i] for i in train_idx], config.seed).to_json(out / RUN_REFERENCE_FILE)
     log(f"{len(usable)} images: {len(train_idx)} for training, {len(val_idx)} held out for the validation loss"
         + (f"; {len(skipped)} unreadable skipped (listed in {out / 'skipped.csv'})" if skipped else ""))
     with precision_policy(config.precision):
@@ -157,6 +163,13 @@ def pretrain(manifest: Manifest, out: str | Path, config: PretrainConfig, *, res
     fp = _export_encoder(config, trainer.model, encoder_path) if is_chief() else ""
     log(f"encoder written to {encoder_path} (fingerprint {fp[:12]})")
     return PretrainResult(out, encoder_path, fp, loop.history, skipped, stopped)
+
+
+def _colour_reference(paths: list[str], seed: int) -> ReinhardReference:
+    """Reinhard statistics of the raw (not gray-world) training images, a seeded sample of at most 500."""
+    from ..data.imageio import LazyImages
+
+    return ReinhardReference.from_images(LazyImages(paths), sample=REFERENCE_SAMPLE, seed=seed)
 
 
 def _check_resume(out: Path, config: PretrainConfig, resume: bool) -> None:

@@ -25,14 +25,15 @@ from typing import Any, Literal
 import keras
 import numpy as np
 
-from ..data.colour import ReinhardReference
+from ..data.colour import RUN_REFERENCE_FILE, ReinhardReference
+from ..data.imageio import LazyImages
 from ..data.manifest import Manifest, read_csv_rows
 from ..data.preprocess import PreprocessingRecord
 from ..errors import InputError
 
 Mode = Literal["svm", "head", "finetune"]
 MODES: tuple[str, ...] = ("svm", "head", "finetune")
-REFERENCE_FILE = "colour_reference.json"
+REFERENCE_FILE = RUN_REFERENCE_FILE
 
 
 # ------------------------------------------------------------------------------------ source and colour
@@ -46,21 +47,6 @@ def resolve_source(source: str | os.PathLike) -> tuple[Path, Path]:
     return encoder, encoder.parent
 
 
-class _LazyImages(Sequence):
-    """Decoded images read on indexing, so a reference samples files without loading them all."""
-
-    def __init__(self, paths: Sequence[str]) -> None:
-        self.paths = list(paths)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i):  # type: ignore[override]
-        from ..data.imageio import load_image
-
-        return load_image(self.paths[i])
-
-
 def source_reference(run_dir: Path, source_images: Manifest | None, sample: int = 500,
                      seed: int = 0) -> tuple[ReinhardReference, str]:
     """The source style: ``RUN/colour_reference.json`` when the run kept it, else computed from the source
@@ -71,7 +57,7 @@ def source_reference(run_dir: Path, source_images: Manifest | None, sample: int 
     if source_images is None:
         raise InputError(f"{run_dir}: the source run keeps no {REFERENCE_FILE}; give --source-images (the "
                          "source training images) to compute it, or --no-colour-transform")
-    reference = ReinhardReference.from_images(_LazyImages(source_images.absolute()), sample=sample, seed=seed)
+    reference = ReinhardReference.from_images(LazyImages(source_images.absolute()), sample=sample, seed=seed)
     return reference, f"{source_images.source} ({min(sample, len(source_images))} images)"
 
 
