@@ -83,12 +83,31 @@ def test_transform_places_new_points_by_their_cluster(fitted, tmp_path):
         loaded.transform(queries[:, :8])
 
 
+def test_fft_gradient_gives_an_equally_separated_map_and_old_headers_default_to_barnes_hut(tmp_path):
+    x, y = blobs(60, seed=1)
+    fft = TsneMap.fit(x, [str(i) for i in range(len(x))], TsneConfig(n_iter=150, early_exaggeration_iter=100,
+                                                                     pca_dims=10, n_jobs=1, gradient="fft"))
+    d = np.linalg.norm(fft.coords[:, None] - fft.coords[None], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    assert (y[np.argsort(d, axis=1)[:, :5]] == y[:, None]).mean() > 0.97
+    assert FAST.gradient_options == {"negative_gradient_method": "bh", "theta": 0.5}
+    fft.save(tmp_path / "map")
+    header = json.loads((tmp_path / "map" / MAP_HEADER).read_text())
+    del header["config"]["gradient"], header["config"]["theta"]  # a map saved before the setting existed
+    (tmp_path / "map" / MAP_HEADER).write_text(json.dumps(header))
+    assert TsneMap.load(tmp_path / "map").config.gradient == "bh"
+
+
 def test_bad_settings_are_one_line_errors():
     x, _ = blobs(3, seed=0)
     with pytest.raises(InputError, match="perplexity 30.0 is too large for 9 points"):
         TsneMap.fit(x, [str(i) for i in range(9)], TsneConfig(n_jobs=1))
     with pytest.raises(InputError, match="NaN"):
         TsneMap.fit(np.full((20, 4), np.nan), [str(i) for i in range(20)], FAST)
+    with pytest.raises(InputError, match="gradient method 'exact'"):
+        TsneMap.fit(*blobs(20, seed=0)[:1], [str(i) for i in range(60)], TsneConfig(perplexity=5, gradient="exact"))
+    with pytest.raises(InputError, match="theta 0.0"):
+        TsneMap.fit(*blobs(20, seed=0)[:1], [str(i) for i in range(60)], TsneConfig(perplexity=5, theta=0.0))
 
 
 def make_store(directory, vectors: np.ndarray, fingerprint: str, prefix: str):

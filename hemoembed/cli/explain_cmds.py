@@ -40,11 +40,14 @@ class TsneRun:
 @click.option("--early-exaggeration-iter", type=int, default=250, show_default=True)
 @click.option("--pca", "pca_dims", type=int, default=50, show_default=True, help="PCA dimensions first (0: off).")
 @click.option("--n-jobs", type=int, default=-1, show_default=True, help="Threads (-1: all cores).")
+@click.option("--gradient", type=click.Choice(["bh", "fft"]), default="bh", show_default=True,
+              help="Repulsive forces: Barnes-Hut (faster and more exact up to ~10^5 cells here) or FFT "
+                   "interpolation (scales better for much larger maps).")
 @seed_option
 @overwrite_option
 def tsne(store_dir: Path | None, labels: Path | None, color_by: tuple[str, ...], map_dir: Path | None,
          query_dir: Path | None, out: Path, perplexity: float, n_iter: int, early_exaggeration_iter: int,
-         pca_dims: int, n_jobs: int, seed: int, overwrite: bool) -> None:
+         pca_dims: int, n_jobs: int, gradient: str, seed: int, overwrite: bool) -> None:
     """Fit an openTSNE map of a STORE, or place new cells onto a saved map.
 
     A map runs PCA initialisation, perplexity 30, Euclidean distances, 250 early-exaggeration iterations
@@ -65,7 +68,7 @@ def tsne(store_dir: Path | None, labels: Path | None, color_by: tuple[str, ...],
         raise InputError("give either STORE (fit a map) or --map MAP --query STORE2 (place cells on a map)")
     out = prepare_output_dir(out, overwrite)
     config = TsneConfig(perplexity=perplexity, n_iter=n_iter, early_exaggeration_iter=early_exaggeration_iter,
-                        pca_dims=pca_dims, seed=seed, n_jobs=n_jobs)
+                        pca_dims=pca_dims, seed=seed, n_jobs=n_jobs, gradient=gradient)
     if map_dir is not None:
         n = _place_on_map(map_dir, query_dir, out)
         save_config(TsneRun(map=str(map_dir), query=str(query_dir)), out / "tsne_run.json")
