@@ -30,10 +30,13 @@ def test_incremental_svm_is_libsvm_linear_svm():
     X, y = structured_embeddings(400, dim=24, n_classes=4, seed=2, hard_fraction=0.3)
     X = X.astype(np.float64) * 5
     model = IncrementalLinearSVM(classes=sorted(set(y)))
-    for n in (40, 130, 400):  # grows the Gram matrix by new rows only
-        model.fit(X[:n], y[:n])
-        np.testing.assert_allclose(model._gram, X[:n] @ X[:n].T, rtol=1e-12, atol=1e-12)
-        ref = SVC(kernel="linear", decision_function_shape="ovo").fit(X[:n], y[:n])
+    shuffled = np.random.default_rng(0).permutation(len(X))
+    # grows by new rows in place (45), with a larger buffer (130, 400); a different set (shuffled) starts over
+    for rows in (np.arange(40), np.arange(45), np.arange(130), np.arange(400), shuffled[:200], shuffled[:290]):
+        model.fit(X[rows], y[rows])
+        np.testing.assert_allclose(model._gram, X[rows] @ X[rows].T, rtol=1e-12, atol=1e-12)
+        assert model._gram.flags.c_contiguous
+        ref = SVC(kernel="linear", decision_function_shape="ovo").fit(X[rows], y[rows])
         np.testing.assert_allclose(model.pairwise_decision(X), ref.decision_function(X), atol=1e-6)
         assert (model.predict(X) == ref.predict(X)).all()
     proba = model.predict_proba(X)

@@ -12,7 +12,8 @@ from .common import echo, overwrite_option, prepare_output_dir, progress, seed_o
 @main.command("active-learn")
 @click.argument("store", type=click.Path(path_type=Path))
 @click.option("--simulate", is_flag=True, help="Simulation study: reveal labels from --labels as they are queried.")
-@click.option("--labels", type=click.Path(path_type=Path), default=None, help="Labels CSV (simulation).")
+@click.option("--labels", type=click.Path(path_type=Path), default=None,
+              help="Labels CSV, or a folder per class (simulation).")
 @click.option("--column", default="label", show_default=True, help="Label column (simulation and session).")
 @click.option("--key", default="path", show_default=True, help="Column joining --labels to the store.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder (simulation).")
@@ -76,10 +77,12 @@ def active_learn(store: Path, simulate: bool, labels: Path | None, column: str, 
 
 
 def _labelled(store, csv_path: Path, column: str, key: str):
-    """(embeddings, labels, keys) of the rows of ``csv_path`` with a non-empty ``column``."""
+    """(embeddings, labels, keys) of the rows of ``csv_path`` (or a folder per class) with a non-empty ``column``."""
     import numpy as np
 
-    X, cols, keys = store.join(csv_path, key=key, columns=[column])
+    from ..tasks.svm import join_labels
+
+    X, cols, keys = join_labels(store, csv_path, key=key, columns=[column])
     y = np.asarray([v.strip() for v in cols[column]])
     keep = y != ""
     return X[keep], y[keep], [k for k, ok in zip(keys, keep) if ok]

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from sklearn import config_context
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from ..errors import InputError
@@ -23,6 +24,7 @@ STRATEGIES: tuple[str, ...] = ("uncertainty", "margin", "entropy", "random")
 INIT_STRATEGIES: tuple[str, ...] = ("stratified", "kmeans")
 TIDY_COLUMNS: tuple[str, ...] = ("strategy", "repeat", "iteration", "n_labels", "metric", "class", "value")
 ALL_LABELS = "all-labels"  # pseudo-strategy: one fit on the whole pool, the curves' ceiling
+GRAM_GROWTH = 1.2  # the Gram buffer holds (1.2 n)^2 values: a few reallocations over a whole curve
 
 
 class IncrementalLinearSVM(ClassifierMixin, BaseEstimator):
@@ -48,6 +50,8 @@ class IncrementalLinearSVM(ClassifierMixin, BaseEstimator):
         from sklearn.svm import SVC
 
         X = np.ascontiguousarray(X, dtype=np.float64)
+        if not np.isfinite(X).all():
+            raise InputError("embeddings contain NaN or infinite values")
         y = np.asarray(y).astype(str)
         self.classes_ = np.asarray(sorted(set(map(str, self.classes))) if self.classes is not None else np.unique(y))
         unknown = sorted(set(y.tolist()) - set(self.classes_.tolist()))
@@ -62,7 +66,8 @@ class IncrementalLinearSVM(ClassifierMixin, BaseEstimator):
             self._only = present[0]
             return self
         self._only = None
-        svc = SVC(kernel="precomputed", C=self.C, tol=self.tol).fit(self._gram, y)
+        with config_context(assume_finite=True):  # X was checked above; skip re-scanning the n x n Gram
+            svc = SVC(kernel="precomputed", C=self.C, tol=self.tol).fit(self._gram, y)
         pairs, self.pair_coef_, self.pair_intercept_ = _fold_pairs(svc, X)
         position = {c: i for i, c in enumerate(self.classes_.tolist())}
         named = [position[str(c)] for c in svc.classes_]
@@ -90,12 +95,28 @@ class IncrementalLinearSVM(ClassifierMixin, BaseEstimator):
         return model
 
     def _grown_gram(self, X: np.ndarray) -> np.ndarray:
+        """The Gram matrix of ``X``, C-contiguous in a reused flat buffer (libsvm reads it without a copy).
+
+        When ``X`` extends the previous rows, the old block is moved in place to its wider row stride and
+        only the new rows are multiplied: no fresh 2 GB allocation (page faults) per step at a 16,000 pool.
+        """
         old = getattr(self, "_X", None)
-        n_old = 0 if old is None else len(old)
-        if old is None or len(X) < n_old or old.shape[1] != X.shape[1] or not np.array_equal(X[:n_old], old):
-            return X @ X.T
-        gram = np.empty((len(X), len(X)))
-        gram[:n_old, :n_old] = self._gram
+        n, n_old = len(X), 0 if old is None else len(old)
+        grows = (old is not None and n >= n_old and old.shape[1] == X.shape[1]
+                 and np.array_equal(X[:n_old], old))
+        buffer = getattr(self, "_buffer", None)
+        if buffer is None or len(buffer) < n * n:
+            fresh = np.empty(int((GRAM_GROWTH * n) ** 2))
+            if grows:
+                fresh[: n_old * n_old] = buffer[: n_old * n_old]
+            buffer = self._buffer = fresh
+        gram = buffer[: n * n].reshape(n, n)
+        if not grows:
+            np.matmul(X, X.T, out=gram)
+            return gram
+        previous = buffer[: n_old * n_old].reshape(n_old, n_old)
+        for i in range(n_old - 1, 0, -1):  # last row first: a row's destination never overlaps rows still to move
+            gram[i, :n_old] = previous[i]
         gram[n_old:] = X[n_old:] @ X.T
         gram[:n_old, n_old:] = gram[n_old:, :n_old].T
         return gram
