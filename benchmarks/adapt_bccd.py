@@ -19,6 +19,10 @@ DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 PRETRAINED = Path("/work/runs/pbc64/encoder.keras")
 
 
+def _grid(text: str, kind: type) -> list:
+    return [kind(value) for value in text.split(",") if value.strip()]
+
+
 def main() -> None:
     from hemoembed.tasks.ablation import (
         CONDITIONS,
@@ -40,16 +44,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--curve-repeats", type=int, default=10)
     parser.add_argument("--conditions", default=",".join(CONDITIONS))
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--cv", type=int, default=0, help="CV folds (needs several --lr/--epochs to choose among)")
+    parser.add_argument("--lr", default="1e-4,1e-3", help="fine-tuning learning rates (comma-separated grid)")
+    parser.add_argument("--epochs", default="10", help="fine-tuning epochs (comma-separated grid)")
+    parser.add_argument("--batch-size", default="16", help="fine-tuning batch sizes (comma-separated grid)")
+    parser.add_argument("--cv", type=int, default=3, help="CV folds inside the shots to choose the grid point")
     parser.add_argument("--out", default="/tmp/adapt_bccd")
     args = parser.parse_args()
 
     config = AdaptConfig(source=args.source, target=args.target, source_images=args.source_images,
                          shots=args.shots, ablation=True, repeats=args.repeats, conditions=args.conditions.split(","),
-                         lr=[args.lr], epochs=[args.epochs], batch_size=[args.batch_size], cv=args.cv,
+                         lr=_grid(args.lr, float), epochs=_grid(args.epochs, int),
+                         batch_size=_grid(args.batch_size, int), cv=args.cv,
                          curve_shots=list(CURVE_SHOTS))
     started = time.time()
     prep = prepare(config)
@@ -65,7 +70,7 @@ def main() -> None:
         "source": args.source, "target": args.target, "n_target": len(prep.labels),
         "classes": prep.notes["class_mapping"], "left_out": prep.notes["missing_classes"],
         "too_few_images": prep.notes["too_few_images"], "shots": args.shots, "repeats": args.repeats,
-        "finetune": {"lr": args.lr, "epochs": args.epochs, "batch_size": args.batch_size, "cv": args.cv},
+        "finetune": {"lr": config.lr, "epochs": config.epochs, "batch_size": config.batch_size, "cv": args.cv},
         "ablation": ablation_table(rows), "curve": curve_table(curve), "curve_mode": config.curve_mode,
         "curve_repeats": args.curve_repeats, "seconds": {"prepare": round(t_prepare, 1),
                                                          "ablation": round(t_ablation, 1),

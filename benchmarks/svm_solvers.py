@@ -36,7 +36,7 @@ def synthetic(seed: int = 0, dim: int = 1280) -> tuple[np.ndarray, np.ndarray]:
 
 def from_store(store_dir: str, labels: str, column: str) -> tuple[np.ndarray, np.ndarray]:
     from hemoembed.store.store import EmbeddingStore
-    from hemoembed.tasks.svm import load_labelled
+    from hemoembed.tasks.labels import load_labelled
 
     data = load_labelled(EmbeddingStore.open(store_dir), [labels], "path", [column])
     return data.rows_with(column)[:2]

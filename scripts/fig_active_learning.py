@@ -13,14 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
+from hemoembed.plotting import pyplot, save_figure
 from hemoembed.tasks.active import read_tidy_csv
-from hemoembed.tasks.evaluation import _pyplot, _save_figure
 from hemoembed.tasks.learning_curve import MACRO, compare_rates, fit_curves, plot_curves
 
 
 def rates_figure(fits: list[dict], path: Path) -> Path:
     """Grouped bars: per class, the fitted rate r of every strategy (flat curves left out)."""
-    plt = _pyplot()
+    plt = pyplot()
     classes = sorted({f["class"] for f in fits if f["class"] != MACRO})
     strategies = sorted({f["strategy"] for f in fits})
     rate = {(f["strategy"], f["class"]): f["r"] for f in fits}
@@ -38,7 +38,7 @@ def rates_figure(fits: list[dict], path: Path) -> Path:
             title += f" (uncertainty > random: one-sided Wilcoxon p = {test['p_value']:.3g})"
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
-    _save_figure(fig, path)
+    save_figure(fig, path)
     return path
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hemoembed.tasks.evaluation import _pyplot, _save_figure
+from hemoembed.plotting import pyplot, save_figure
 from hemoembed.tasks.support import neg_log_error
 
 TICKS = np.array([0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.98, 0.99, 0.995])
@@ -44,7 +44,7 @@ def main() -> None:
     from matplotlib.ticker import ScalarFormatter
 
     curves = read_curves(args.runs)
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for name, (fraction, f1) in curves.items():
         order = np.argsort(fraction)
@@ -56,7 +56,7 @@ def main() -> None:
     ax.set_ylabel("macro-F1 (axis −log(1−F1))")
     ax.set_title("Label efficiency of the linear SVM on the embedding", fontsize=10)
     ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left", frameon=False)
-    _save_figure(fig, args.out)
+    save_figure(fig, args.out)
     print(args.out)
 
 

@@ -80,7 +80,7 @@ def _labelled(store, csv_path: Path, column: str, key: str):
     """(embeddings, labels, keys) of the rows of ``csv_path`` (or a folder per class) with a non-empty ``column``."""
     import numpy as np
 
-    from ..tasks.svm import join_labels
+    from ..tasks.labels import join_labels
 
     X, cols, keys = join_labels(store, csv_path, key=key, columns=[column])
     y = np.asarray([v.strip() for v in cols[column]])

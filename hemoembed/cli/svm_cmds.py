@@ -61,9 +61,9 @@ def fit_svm(store: Path, labels: tuple[Path, ...], columns: str, key: str, test_
       hemoembed fit-svm stores/demo --columns label --test-fraction 0.1 --out svm_demo
     """
     from ..errors import InputError
+    from ..tasks.fit_svm import FitSVMConfig
+    from ..tasks.fit_svm import fit_svm as run
     from ..tasks.support import parse_sizes
-    from ..tasks.svm import FitSVMConfig
-    from ..tasks.svm import fit_svm as run
 
     if repeats < 1 or bootstrap < 1:
         raise InputError("--repeats and --bootstrap must be at least 1")

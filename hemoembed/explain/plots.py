@@ -1,30 +1,17 @@
-"""Shared matplotlib helpers: headless figures, atomic PNG writes, categorical scatters, image grids."""
+"""Figure building blocks of the explanations: categorical scatters and image grids."""
 from __future__ import annotations
 
-import io
-import os
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # no display: commands and scripts run on servers
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from ..plotting import pyplot, save_figure
 
-from ..config import atomic_write_bytes  # noqa: E402
+__all__ = ["MAX_LEGEND", "category_colours", "image_grid", "save_figure", "scatter_categories"]
+plt = pyplot()
 
 MAX_LEGEND = 20  # more categories than this are grouped as "other" (a legend must stay readable)
-
-
-def save_figure(fig, path: str | os.PathLike, dpi: int = 150) -> Path:
-    """Render ``fig`` to PNG through a temporary file (never a half-written image) and close it."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(Path(path), buffer.getvalue())
-    return Path(path)
 
 
 def category_colours(values: Sequence[str]) -> dict[str, tuple]:

@@ -315,9 +315,9 @@ def write_study(out_dir: str | os.PathLike, ablation: Sequence[dict] | None, cur
 
 def plot_study(result: dict[str, Any], path: Path) -> None:
     """One figure: accuracy per condition (mean ± sd, repeats as dots) and the shot-count curve."""
-    from .evaluation import _pyplot, _save_figure
+    from ..plotting import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     panels = [k for k in ("ablation_table", "curve_table") if result.get(k)]
     if not panels:
         return
@@ -346,7 +346,7 @@ def plot_study(result: dict[str, Any], path: Path) -> None:
         ax.set_xlabel("labelled target images (shots)")
         ax.legend(fontsize=6, loc="lower right")
         ax.set_title("shot-count curve", fontsize=9)
-    _save_figure(fig, path)
+    save_figure(fig, path)
 
 
 def run_adapt(config: AdaptConfig, out_dir: str | os.PathLike, progress: Any = None) -> dict[str, Any]:

@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from ..config import atomic_write_bytes, atomic_write_text
+from ..config import atomic_write_text
 from ..errors import InputError
+from ..plotting import pyplot, save_figure
 
 N_BOOTSTRAP = 1000
 
@@ -157,33 +158,15 @@ def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike, y_true: 
     write_json(out / "report.json", report)
     atomic_write_text(out / "per_class.csv", csv_text(per_class_rows(report)))
     written = [out / "report.json", out / "per_class.csv", out / "confusion.png"]
-    _save_figure(_confusion_figure(report), out / "confusion.png")
+    save_figure(_confusion_figure(report), out / "confusion.png")
     if y_true is not None and proba is not None:
-        _save_figure(_pr_figure(report, y_true, proba), out / "pr_curves.png")
+        save_figure(_pr_figure(report, y_true, proba), out / "pr_curves.png")
         written.append(out / "pr_curves.png")
     return written
 
 
-def _save_figure(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _confusion_figure(report: Mapping[str, Any]):
-    plt = _pyplot()
+    plt = pyplot()
     cm = np.asarray(report["confusion_matrix"])
     classes = report["classes"]
     size = 2.5 + 0.45 * len(classes)
@@ -202,7 +185,7 @@ def _confusion_figure(report: Mapping[str, Any]):
 def _pr_figure(report: Mapping[str, Any], y_true: Sequence[str], proba: np.ndarray):
     from sklearn.metrics import precision_recall_curve
 
-    plt = _pyplot()
+    plt = pyplot()
     classes = report["classes"]
     truth = encode_labels(y_true, classes, f"column {report['column']!r}")
     fig, ax = plt.subplots(figsize=(5, 4))

@@ -192,9 +192,9 @@ def _finite(value: Any) -> Any:
 def plot_curves(rows: Sequence[dict[str, Any]], fits: Sequence[dict[str, Any]], path: Path,
                 classes: Sequence[str] = (MACRO,)) -> Path:
     """Mean curves and power-law fits on the paper's axis −log(1 − F1), one panel per class."""
-    from .evaluation import _pyplot, _save_figure
+    from ..plotting import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     curves = mean_curves(rows)
     fig, axes = plt.subplots(1, len(classes), figsize=(5.5 * len(classes), 4), squeeze=False)
     by_key = {(f["strategy"], f["class"]): f for f in fits}
@@ -215,5 +215,5 @@ def plot_curves(rows: Sequence[dict[str, Any]], fits: Sequence[dict[str, Any]], 
         ax.set_ylabel("−log(1 − F1)")
         ax.set_title("macro-F1" if cls == MACRO else cls)
         ax.legend(fontsize=8)
-    _save_figure(fig, path)
+    save_figure(fig, path)
     return path

@@ -134,7 +134,7 @@ def neg_log_error(f1: np.ndarray | float) -> np.ndarray:
 def write_learning_curve(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike, title: str) -> list[Path]:
     """``learning_curve.csv`` (every repeat), ``learning_curve_summary.csv`` and ``learning_curve.png``."""
     from ..config import atomic_write_text
-    from .evaluation import _pyplot, _save_figure
+    from ..plotting import pyplot, save_figure
 
     out = Path(out_dir)
     keys = ["per_class", "n_labels", "repeat", "macro_f1"]
@@ -142,7 +142,7 @@ def write_learning_curve(rows: Sequence[dict[str, Any]], out_dir: str | os.PathL
     summary = summarize_curve(rows)
     skeys = ["per_class", "n_labels", "repeats", "macro_f1_mean", "macro_f1_std"]
     atomic_write_text(out / "learning_curve_summary.csv", csv_text([skeys] + [[s[k] for k in skeys] for s in summary]))
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import ScalarFormatter
 
     fig, ax = plt.subplots(figsize=(5, 3.6))
@@ -159,5 +159,5 @@ def write_learning_curve(rows: Sequence[dict[str, Any]], out_dir: str | os.PathL
     ax.set_xlabel("labelled training images (per-class size annotated)")
     ax.set_ylabel("macro-F1 (axis −log(1−F1))")
     ax.set_title(title, fontsize=9)
-    _save_figure(fig, out / "learning_curve.png")
+    save_figure(fig, out / "learning_curve.png")
     return [out / "learning_curve.csv", out / "learning_curve_summary.csv", out / "learning_curve.png"]
