@@ -197,7 +197,7 @@ def fit_head(X: np.ndarray, y_idx: np.ndarray, k: int, *, lr: float = 1e-2, epoc
     import tensorflow as tf
 
     full_batch = tf.data.Dataset.from_tensors((X, _one_hot(y_idx, k))).repeat()
-    model.fit(full_batch, steps_per_epoch=int(epochs), epochs=1, verbose=0)  # one epoch: no per-epoch overhead
+    model.fit(full_batch, steps_per_epoch=int(epochs), epochs=1, verbose=0, shuffle=False)  # one epoch: less overhead
     return head
 
 
@@ -246,7 +246,7 @@ def finetune(encoder: keras.Model, images: np.ndarray, y_idx: np.ndarray, k: int
     _compile(model, params.lr, smoothing)
     val = None if validation is None else (validation[0], _one_hot(validation[1], k))
     history = model.fit(_train_ds(images, _one_hot(y_idx, k), params.batch_size, seed), epochs=params.epochs,
-                        validation_data=val, verbose=0)
+                        validation_data=val, verbose=0, shuffle=False)  # the dataset shuffles itself
     return model, copy, [float(v) for v in history.history.get("val_accuracy", [])]
 
 
