@@ -223,3 +223,23 @@ def test_fit_svm_clear_errors(cli, tiny_store):
     res = run("--labels", tiny_store / "labels.csv", "--out", tiny_store / "full")
     assert res.exit_code == 2 and "--overwrite" in res.output
     assert (tiny_store / "full" / "keep.txt").read_text() == "precious"
+
+
+def test_a_class_per_folder_tree_labels_fit_svm_and_active_learning_alike(tiny_store):
+    """``--labels FOLDER`` means the same in fit-svm and active-learn: class = folder name."""
+    from click.testing import CliRunner
+
+    from hemoembed.cli import main
+    from hemoembed.store.store import EmbeddingStore
+    from hemoembed.tasks.labels import join_labels
+
+    store = EmbeddingStore.open(tiny_store / "store")
+    X, columns, keys = join_labels(store, tiny_store / "cells")
+    expected = {r["path"]: r["label"] for r in csv.DictReader(open(tiny_store / "labels.csv"))}
+    assert len(keys) == 40 and {k: v for k, v in zip(keys, columns["label"])} == expected
+    out = tiny_store / "al_folder"
+    res = CliRunner().invoke(main, ["active-learn", str(tiny_store / "store"), "--simulate", "--labels",
+                                    str(tiny_store / "cells"), "--batch", "5", "--init", "10", "--strategy",
+                                    "uncertainty", "--max-labels", "20", "--test-fraction", "0.25", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "pool 30, test 10" in res.output
