@@ -94,6 +94,16 @@ def require_same_config(saved: Any, current: Any, *, ignore: tuple[str, ...] = (
         raise MismatchError(f"{where}: cannot resume with a different config ({shown})")
 
 
+def csv_text(rows: typing.Iterable[typing.Sequence[Any]]) -> str:
+    """Rows → CSV text (``\\n`` line endings), ready for :func:`atomic_write_text`."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write text through a temporary sibling file and an atomic rename."""
     atomic_write_bytes(path, text.encode())

@@ -34,9 +34,8 @@ def check(manifest, out: Path | None, min_size: int, overwrite: bool) -> None:
       hemoembed check ../shared/data/bccd --out rejects.csv
       hemoembed check pbc_attr_v1_test.csv --image-root ../shared/data/pbc256
     """
-    from ..config import atomic_write_text
+    from ..config import atomic_write_text, csv_text
     from ..data.check import check_manifest
-    from ..data.manifest import _csv_text
 
     if out is not None:
         prepare_output_file(out, overwrite)
@@ -45,7 +44,7 @@ def check(manifest, out: Path | None, min_size: int, overwrite: bool) -> None:
     for line in report.summary_lines():
         echo(line)
     if out is not None:
-        atomic_write_text(out, _csv_text(report.rejects_csv_rows()))
+        atomic_write_text(out, csv_text(report.rejects_csv_rows()))
         echo(f"rejects written to {out}")
     if not report.clean:
         click.echo(f"error: {len(report.rejects)} of {report.n_images} images rejected "

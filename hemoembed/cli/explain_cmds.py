@@ -133,13 +133,12 @@ def _safe(name: str) -> str:
 
 
 def _write_coordinates(path: Path, keys, coords, columns: dict[str, list[str]]) -> None:
-    from ..config import atomic_write_text
-    from ..data.manifest import _csv_text
+    from ..config import atomic_write_text, csv_text
 
     rows = [["path", "x", "y", *columns]]
     rows += [[k, f"{x:.5f}", f"{y:.5f}", *(columns[c][i] for c in columns)] for i, (k, (x, y)) in
              enumerate(zip(keys, coords))]
-    atomic_write_text(path, _csv_text(rows))
+    atomic_write_text(path, csv_text(rows))
 
 
 def _place_on_map(map_dir: Path, query_dir: Path, out: Path) -> int:
@@ -268,9 +267,8 @@ def _write_cams(results, out: Path) -> Path:
 
     import numpy as np
 
-    from ..config import atomic_write_bytes, atomic_write_text
+    from ..config import atomic_write_bytes, atomic_write_text, csv_text
     from ..data.imageio import save_png
-    from ..data.manifest import _csv_text
     from ..explain.gradcam import overlay
     from ..explain.plots import image_grid, save_figure
 
@@ -293,5 +291,5 @@ def _write_cams(results, out: Path) -> Path:
             title_row += [f"{role}: {Path(path).name[:22]}", f"GradCAM++ {result.target}\nscore {result.score[i]:.3f}"]
         grid.append(grid_row)
         titles.append(title_row)
-    atomic_write_text(out / "results.csv", _csv_text(rows))
+    atomic_write_text(out / "results.csv", csv_text(rows))
     return save_figure(image_grid(grid, titles, thumb=2.0), out / "panel.png")

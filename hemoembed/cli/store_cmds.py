@@ -138,8 +138,7 @@ def neighbors(store_dir: Path, stored_paths: tuple[str, ...], encoder: Path | No
       hemoembed neighbors stores/pbc64 --path PBC_dataset_normal_DIB/basophil/BA_100102.jpg -k 5
       hemoembed neighbors stores/pbc64 --encoder runs/pbc64/encoder.keras --image cell.jpg --out nn.csv
     """
-    from ..config import atomic_write_text
-    from ..data.manifest import _csv_text
+    from ..config import atomic_write_text, csv_text
     from ..errors import InputError
     from ..store.store import EmbeddingStore
 
@@ -161,7 +160,7 @@ def neighbors(store_dir: Path, stored_paths: tuple[str, ...], encoder: Path | No
         for rank, (i, d) in enumerate(zip(indices[q], distances[q]), start=1):
             rows.append([query, str(rank), paths[i], f"{d:.6f}", *(meta[c][i] for c in metadata)])
     if out is not None:
-        atomic_write_text(out, _csv_text(rows))
+        atomic_write_text(out, csv_text(rows))
         echo(f"{len(rows) - 1} neighbours of {len(queries)} queries written to {out}")
     else:
         for row in rows[1:]:

@@ -62,19 +62,11 @@ class Manifest:
 
     def write_csv(self, path: str | os.PathLike) -> None:
         """Write as a CSV manifest (``path`` first, then the metadata columns)."""
-        from ..config import atomic_write_text
+        from ..config import atomic_write_text, csv_text
 
         lines = [[PATH_COLUMN, *self.columns]]
         lines += [[p, *(self.columns[c][i] for c in self.columns)] for i, p in enumerate(self.paths)]
-        atomic_write_text(Path(path), _csv_text(lines))
-
-
-def _csv_text(rows: list[list[str]]) -> str:
-    import io
-
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(rows)
-    return buffer.getvalue()
+        atomic_write_text(Path(path), csv_text(lines))
 
 
 def load_manifest(images: str | os.PathLike, image_root: str | os.PathLike | None = None,

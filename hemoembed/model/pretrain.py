@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from ..config import (
     atomic_write_text,
+    csv_text,
     from_dict,
     load_config,
     require_same_config,
@@ -30,7 +31,7 @@ from ..config import (
 )
 from ..data.augment import AugmentConfig
 from ..data.colour import RUN_REFERENCE_FILE, ReinhardReference
-from ..data.manifest import Manifest, _csv_text
+from ..data.manifest import Manifest
 from ..data.preprocess import PreprocessingRecord
 from ..errors import InputError
 
@@ -194,7 +195,7 @@ def _usable_images(manifest: Manifest, strict: bool, out: Path) -> tuple[list[st
         first = next(iter(skipped.items()))
         raise InputError(f"{first[0]}: {first[1]} ({len(skipped)} unreadable image(s); drop --strict to skip them)")
     if skipped:
-        atomic_write_text(out / "skipped.csv", _csv_text([["path", "reason"], *map(list, skipped.items())]))
+        atomic_write_text(out / "skipped.csv", csv_text([["path", "reason"], *map(list, skipped.items())]))
     return [p for p in paths if p not in skipped], skipped
 
 
@@ -342,7 +343,7 @@ class _Loop:
         meta = {"epoch": epoch, "config": to_dict(self.config), "history": self.history, "watch": self.watch}
         save_checkpoint(self.ckpt_dir / name, self.trainer.state(), meta)
         rows = [list(HISTORY_COLUMNS)] + [[str(r[k]) for k in HISTORY_COLUMNS] for r in self.history]
-        atomic_write_text(self.out / "history.csv", _csv_text(rows))
+        atomic_write_text(self.out / "history.csv", csv_text(rows))
         atomic_write_text(self.ckpt_dir / "checkpoint.json", f'{{"epoch": {epoch}, "file": "{name}"}}\n')
         for old in sorted(self.ckpt_dir.glob("epoch-*.npz"))[:-max(self.config.keep_checkpoints, 1)]:
             old.unlink()

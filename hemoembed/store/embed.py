@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import atomic_write_text, save_config
+from ..config import atomic_write_text, csv_text, save_config
 from ..data.imageio import ImageInfo, probe_many
-from ..data.manifest import Manifest, _csv_text
+from ..data.manifest import Manifest
 from ..data.preprocess import PreprocessingRecord
 from ..errors import InputError
 from .store import EmbeddingStore, make_part_table
@@ -220,7 +220,7 @@ def run_embed(model, record: PreprocessingRecord, store: EmbeddingStore, manifes
 
 def write_rejects(path: Path, rejects: Sequence[tuple[str, str]]) -> None:
     """``path,reason`` CSV of this run's rejected files (an empty file with a header when none)."""
-    atomic_write_text(path, _csv_text([["path", "reason"], *[list(r) for r in rejects]]))
+    atomic_write_text(path, csv_text([["path", "reason"], *[list(r) for r in rejects]]))
 
 
 def _refuse_if_strict(strict: bool, rejects: Sequence[tuple[str, str]], total: int) -> None:

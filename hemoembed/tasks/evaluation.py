@@ -7,8 +7,6 @@ counts and precision-recall curves consistent with each other.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -17,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import atomic_write_text
+from ..config import atomic_write_text, csv_text
 from ..errors import InputError
 from ..plotting import pyplot, save_figure
 
@@ -126,13 +124,6 @@ def per_class_rows(report: Mapping[str, Any]) -> list[list[Any]]:
 
 def _r(value: float) -> float:
     return round(float(value), 6)
-
-
-def csv_text(rows: Sequence[Sequence[Any]]) -> str:
-    """Rows → CSV text (``\\n`` line endings)."""
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(rows)
-    return buffer.getvalue()
 
 
 def write_json(path: Path, data: Any) -> None:
