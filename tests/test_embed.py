@@ -135,6 +135,23 @@ def test_strict_refuses_before_writing(tmp_path, encoder):
     assert store.part_files() == []
 
 
+def test_a_second_writer_is_refused_while_one_embeds(tmp_path, encoder):
+    """Two embeds into one store at once would embed the same images twice: the second is refused."""
+    from hemoembed.store.lock import LOCK_FILE, writer_lock
+
+    _, model, record, fp = encoder
+    images = tmp_path / "images"
+    _cells(images, 2)
+    store = EmbeddingStore.open_or_create(tmp_path / "store", fp, record, 1280)
+    with writer_lock(store.directory):  # another writer, as far as flock is concerned (its own open file)
+        with pytest.raises(InputError, match=rf"another hemoembed process \(pid {os.getpid()}\) is writing"):
+            run_embed(model, record, store, load_manifest(images))
+        assert store.part_files() == []
+    result = run_embed(model, record, store, load_manifest(images))  # released: the next writer goes ahead
+    assert result.embedded == 2 and len(store.part_files()) == 1
+    assert (store.directory / LOCK_FILE).read_text() == f"pid {os.getpid()}\n"
+
+
 def _cli(*args):
     """Invoke the real ``hemoembed`` command line in this process (the encoder is small; TF is loaded once)."""
     from click.testing import CliRunner

@@ -21,6 +21,7 @@ from ..data.imageio import ImageInfo, probe_many
 from ..data.manifest import Manifest
 from ..data.preprocess import PreprocessingRecord
 from ..errors import InputError
+from .lock import writer_lock
 from .store import EmbeddingStore, make_part_table
 
 REJECTS_FILE = "rejects.csv"
@@ -177,9 +178,18 @@ def run_embed(model, record: PreprocessingRecord, store: EmbeddingStore, manifes
               batch_size: int = 64, part_size: int = 2048, strict: bool = False,
               metadata: Sequence[str] | None = None, config: EmbedConfig | None = None,
               progress: ProgressFactory | None = None) -> EmbedResult:
-    """Embed ``manifest`` into ``store`` (already checked against the encoder); see the module docstring."""
+    """Embed ``manifest`` into ``store`` (already checked against the encoder); see the module docstring.
+
+    One writer at a time: a second ``embed`` into the same store is refused while this one runs."""
     if batch_size < 1 or part_size < 1:
         raise InputError(f"batch size ({batch_size}) and part size ({part_size}) must be at least 1")
+    with writer_lock(store.directory):
+        return _run_embed(model, record, store, manifest, batch_size, part_size, strict, metadata, config, progress)
+
+
+def _run_embed(model, record: PreprocessingRecord, store: EmbeddingStore, manifest: Manifest, batch_size: int,
+               part_size: int, strict: bool, metadata: Sequence[str] | None, config: EmbedConfig | None,
+               progress: ProgressFactory | None) -> EmbedResult:
     metadata = default_metadata_columns(manifest) if metadata is None else list(metadata)
     for name in metadata:
         manifest.column(name)  # clear error for an unknown column
