@@ -164,3 +164,16 @@ def test_cli_fits_a_map_then_places_a_new_store_on_it(tmp_path, cli):
         result = CliRunner().invoke(main, [str(a) for a in args])
         assert result.exit_code == 2 and needle in result.stderr, (result.output, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_cells_without_a_value_are_one_light_grey_category_drawn_first():
+    from hemoembed.explain.plots import NO_VALUE, category_colours, plt, scatter_categories
+
+    values = ["big", "", "small", "  ", "big"]
+    fig, ax = plt.subplots()
+    scatter_categories(ax, np.arange(10.0).reshape(5, 2), values, legend_title="cell_size")
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == [f"{NO_VALUE} (2)", "big (2)", "small (1)"]  # unlabelled first, so drawn underneath
+    colours = category_colours([NO_VALUE, "big"])
+    assert colours[NO_VALUE] == (0.85, 0.85, 0.85) and colours["big"] != colours[NO_VALUE]
+    plt.close(fig)

@@ -8,19 +8,24 @@ import numpy as np
 
 from ..plotting import pyplot, save_figure
 
-__all__ = ["MAX_LEGEND", "category_colours", "image_grid", "save_figure", "scatter_categories"]
+__all__ = ["MAX_LEGEND", "NO_VALUE", "category_colours", "image_grid", "save_figure", "scatter_categories"]
 plt = pyplot()
 
 MAX_LEGEND = 20  # more categories than this are grouped as "other" (a legend must stay readable)
+NO_VALUE = "(no value)"  # how an empty label is shown: a cell the labels CSV says nothing about
+OTHER_GREY, NO_VALUE_GREY = (0.6, 0.6, 0.6), (0.85, 0.85, 0.85)
 
 
 def category_colours(values: Sequence[str]) -> dict[str, tuple]:
-    """A stable colour per category, most frequent first (tab10/tab20), the rest grey as "other"."""
-    order = [v for v, _ in Counter(values).most_common()]
+    """A stable colour per category, most frequent first (tab10/tab20), the rest grey as "other";
+    cells without a value (:data:`NO_VALUE`) light grey."""
+    order = [v for v, _ in Counter(values).most_common() if v != NO_VALUE]
     palette = plt.get_cmap("tab10" if len(order) <= 10 else "tab20").colors
     colours = {v: palette[i % len(palette)] for i, v in enumerate(sorted(order[:MAX_LEGEND]))}
     for v in order[MAX_LEGEND:]:
-        colours[v] = (0.6, 0.6, 0.6)
+        colours[v] = OTHER_GREY
+    if NO_VALUE in values:
+        colours[NO_VALUE] = NO_VALUE_GREY
     return colours
 
 
@@ -32,12 +37,12 @@ def scatter_categories(ax, coords: np.ndarray, values: Sequence[str] | None, tit
     if values is None:
         ax.scatter(coords[:, 0], coords[:, 1], s=size, c="tab:blue", alpha=alpha, linewidths=0)
     else:
-        values = [str(v) for v in values]
+        values = [str(v) if str(v).strip() else NO_VALUE for v in values]
         colours = category_colours(values)
         counts = Counter(values)
-        for value in sorted(colours, key=lambda v: (colours[v] == (0.6, 0.6, 0.6), v)):
+        for value in sorted(colours, key=lambda v: (v != NO_VALUE, colours[v] == OTHER_GREY, v)):  # unlabelled below
             mask = np.array([v == value for v in values])
-            label = f"{value} ({counts[value]})" if colours[value] != (0.6, 0.6, 0.6) else None
+            label = f"{value} ({counts[value]})" if colours[value] != OTHER_GREY else None
             ax.scatter(coords[mask, 0], coords[mask, 1], s=size, color=colours[value], alpha=alpha,
                        linewidths=0, label=label)
         ax.legend(title=legend_title or None, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
