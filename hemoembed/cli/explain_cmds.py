@@ -170,8 +170,11 @@ def _place_on_map(map_dir: Path, query_dir: Path, out: Path) -> int:
     ax.scatter(placed[:, 0], placed[:, 1], marker="*", s=90 if len(placed) < 200 else 30, c="black",
                edgecolors="white", linewidths=0.5, label=f"new cells ({len(placed)})", zorder=3)
     handles, texts = ax.get_legend_handles_labels()
-    ax.legend(handles, texts, title=name or None, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
-              frameon=False)
+    legend = ax.legend(handles, texts, title=name or None, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
+                       frameon=False)
+    for handle in legend.legend_handles:  # the faint, tiny background points would give invisible swatches
+        handle.set_alpha(1.0)
+        handle.set_sizes([30])
     save_figure(fig, out / "query_map.png")
     return len(placed)
 
