@@ -102,11 +102,13 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(reference, cells, tmp_
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert json.loads(pointer.read_text())["epoch"] < 3 and not (run / "encoder.keras").exists()
+    (run / "colour_reference.json").unlink()  # a run from before the reference was kept: resuming adds it
     resumed = _cli(str(cells), "--out", str(run), *ARGS, "--resume")
     output = resumed.communicate(timeout=600)[0]
     assert resumed.returncode == 0, output[-2000:]
     got, want = _history(run), _history(reference)
     assert [r["epoch"] for r in got] == [1, 2, 3]
+    assert (run / "colour_reference.json").read_text() == (reference / "colour_reference.json").read_text()
     for column in ("loss", "val_loss", "lr"):
         np.testing.assert_allclose([r[column] for r in got], [r[column] for r in want], rtol=1e-4, atol=1e-6)
     for a, b in zip(_weights(run), _weights(reference)):
