@@ -19,11 +19,8 @@ DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 PRETRAINED = Path("/work/runs/pbc64/encoder.keras")
 
 
-def _grid(text: str, kind: type) -> list:
-    return [kind(value) for value in text.split(",") if value.strip()]
-
-
 def main() -> None:
+    from hemoembed.cli.common import number_list
     from hemoembed.tasks.ablation import (
         CONDITIONS,
         CURVE_SHOTS,
@@ -53,8 +50,8 @@ def main() -> None:
 
     config = AdaptConfig(source=args.source, target=args.target, source_images=args.source_images,
                          shots=args.shots, ablation=True, repeats=args.repeats, conditions=args.conditions.split(","),
-                         lr=_grid(args.lr, float), epochs=_grid(args.epochs, int),
-                         batch_size=_grid(args.batch_size, int), cv=args.cv,
+                         lr=number_list(args.lr, "--lr", float), epochs=number_list(args.epochs, "--epochs", int),
+                         batch_size=number_list(args.batch_size, "--batch-size", int), cv=args.cv,
                          curve_shots=list(CURVE_SHOTS))
     started = time.time()
     prep = prepare(config)

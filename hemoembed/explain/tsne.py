@@ -8,7 +8,7 @@ steps (250) with exaggeration 12, then ``n_iter`` steps (1000) of normal optimis
 The repulsive forces use Barnes-Hut (``theta`` 0.5) by default, not openTSNE's automatic choice (FFT
 interpolation above 10,000 points): FFT's grid grows with the map's extent and its FFTs run on one
 thread, so on 17,092 points and 2 cores Barnes-Hut is 3.7x faster (61 s vs 227 s) and reaches a lower
-exact KL divergence (0.829 vs 0.862; benchmarks/RESULTS.md). ``gradient="fft"`` is there for maps of
+exact KL divergence (0.829 vs 0.859; benchmarks/RESULTS.md). ``gradient="fft"`` is there for maps of
 hundreds of thousands of points, where FFT scales better.
 
 The saved map is plain arrays (``map.npz``: reference features after PCA, 2-d coordinates, PCA mean and

@@ -33,7 +33,6 @@ from ..errors import InputError
 
 Mode = Literal["svm", "head", "finetune"]
 MODES: tuple[str, ...] = ("svm", "head", "finetune")
-REFERENCE_FILE = RUN_REFERENCE_FILE
 
 
 # ------------------------------------------------------------------------------------ source and colour
@@ -51,11 +50,11 @@ def source_reference(run_dir: Path, source_images: Manifest | None, sample: int 
                      seed: int = 0) -> tuple[ReinhardReference, str]:
     """The source style: ``RUN/colour_reference.json`` when the run kept it, else computed from the source
     images (a seeded sample). Returns the reference and where it came from."""
-    saved = Path(run_dir) / REFERENCE_FILE
+    saved = Path(run_dir) / RUN_REFERENCE_FILE
     if saved.is_file():
         return ReinhardReference.from_json(saved), str(saved)
     if source_images is None:
-        raise InputError(f"{run_dir}: the source run keeps no {REFERENCE_FILE}; give --source-images (the "
+        raise InputError(f"{run_dir}: the source run keeps no {RUN_REFERENCE_FILE}; give --source-images (the "
                          "source training images) to compute it, or --no-colour-transform")
     reference = ReinhardReference.from_images(LazyImages(source_images.absolute()), sample=sample, seed=seed)
     return reference, f"{source_images.source} ({min(sample, len(source_images))} images)"
