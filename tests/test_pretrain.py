@@ -144,6 +144,19 @@ def test_bad_input_is_one_line_and_exit_2(cells, tmp_path):
         assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
 
 
+def test_a_failed_start_writes_nothing_so_the_rerun_is_not_refused(cells, tmp_path):
+    """Bad weights or options are refused before config.json, colour_reference.json or skipped.csv exist."""
+    (tmp_path / "garbage.keras").write_text("not a keras file")
+    runner = CliRunner()
+    for extra in (["--weights", str(tmp_path / "missing.keras")], ["--weights", str(tmp_path / "garbage.keras")],
+                  ["--margin", "-1"], ["--warmup-epochs", "-1"], ["--early-stopping", "-2"]):
+        out = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
+        result = runner.invoke(main, ["pretrain", str(cells), "--out", str(out), *ARGS, *extra])
+        assert result.exit_code == 2, (extra, result.output)
+        assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1, result.output
+        assert not out.exists() or not any(out.iterdir()), (extra, sorted(p.name for p in out.iterdir()))
+
+
 def test_presets_and_overrides():
     assert resolve_config(weights="none").lr == 1e-3
     paper = resolve_config()

@@ -118,6 +118,18 @@ def _check(cfg: PretrainConfig) -> None:
         raise InputError(f"--val-fraction {cfg.val_fraction}: must be within [0, 0.5]")
     if not 0.0 <= cfg.dropout < 1.0:
         raise InputError(f"dropout {cfg.dropout}: must be within [0, 1)")
+    if not (cfg.margin >= 0 and math.isfinite(cfg.margin)):
+        raise InputError(f"--margin {cfg.margin}: must be a finite number >= 0")
+    if not (cfg.warmup_epochs >= 0 and math.isfinite(cfg.warmup_epochs)):
+        raise InputError(f"--warmup-epochs {cfg.warmup_epochs}: must be a finite number >= 0")
+    if cfg.early_stopping < 0 or cfg.lr_plateau < 0:
+        raise InputError(f"--early-stopping {cfg.early_stopping} / --lr-plateau {cfg.lr_plateau}: must be >= 0")
+    if not 0.0 < cfg.plateau_factor <= 1.0 or cfg.keep_checkpoints < 1:
+        raise InputError(f"plateau factor {cfg.plateau_factor} must be within (0, 1] and keep_checkpoints "
+                         f"{cfg.keep_checkpoints} at least 1")
+    if cfg.weights not in ("imagenet", "none") and not Path(cfg.weights).is_file():
+        raise InputError(f"--weights {cfg.weights}: no such file (expected imagenet, none, a .keras encoder or "
+                         ".h5 weights)")
     _ = cfg.record  # validates image size, crop fraction and colour mode
 
 
@@ -144,17 +156,20 @@ def pretrain(manifest: Manifest, out: str | Path, config: PretrainConfig, *, res
     out = Path(out)
     config = resolve_config(config)
     _check_resume(out, config, resume)
-    usable, skipped = _usable_images(manifest, config.strict, out)
+    usable, skipped = _usable_images(manifest, config.strict)
     train_idx, val_idx = _split(len(usable), config)
-    if not resume:
-        save_config(config, out / "config.json")
-    if is_chief() and not (out / RUN_REFERENCE_FILE).is_file():  # also added when resuming an older run
-        _colour_reference([usable[i] for i in train_idx], config.seed).to_json(out / RUN_REFERENCE_FILE)
-    log(f"{len(usable)} images: {len(train_idx)} for training, {len(val_idx)} held out for the validation loss"
-        + (f"; {len(skipped)} unreadable skipped (listed in {out / 'skipped.csv'})" if skipped else ""))
     with precision_policy(config.precision):
         strategy = make_strategy(config.strategy)
+        # the encoder is built (weights loaded) before anything is written: a failed start leaves no files
         trainer = _make_trainer(config, strategy, len(train_idx) // config.batch_size)
+        if skipped:
+            atomic_write_text(out / "skipped.csv", csv_text([["path", "reason"], *map(list, skipped.items())]))
+        if not resume:
+            save_config(config, out / "config.json")
+        if is_chief() and not (out / RUN_REFERENCE_FILE).is_file():  # also added when resuming an older run
+            _colour_reference([usable[i] for i in train_idx], config.seed).to_json(out / RUN_REFERENCE_FILE)
+        log(f"{len(usable)} images: {len(train_idx)} for training, {len(val_idx)} held out for the validation "
+            "loss" + (f"; {len(skipped)} unreadable skipped (listed in {out / 'skipped.csv'})" if skipped else ""))
         data = _Data(config, [usable[i] for i in train_idx], [usable[i] for i in val_idx], progress)
         loop = _Loop(config, trainer, out, write=is_chief())
         if resume:
@@ -184,8 +199,8 @@ def _check_resume(out: Path, config: PretrainConfig, resume: bool) -> None:
         raise InputError(f"{out}: already holds a run (use --resume to continue it or --overwrite)")
 
 
-def _usable_images(manifest: Manifest, strict: bool, out: Path) -> tuple[list[str], dict[str, str]]:
-    """Absolute paths of readable images; unreadable ones are listed in skipped.csv (or refused if strict)."""
+def _usable_images(manifest: Manifest, strict: bool) -> tuple[list[str], dict[str, str]]:
+    """Absolute paths of readable images and {unreadable path: reason} (refused if strict)."""
     from ..data.imageio import probe_many
 
     paths = manifest.absolute()
@@ -194,8 +209,6 @@ def _usable_images(manifest: Manifest, strict: bool, out: Path) -> tuple[list[st
     if skipped and strict:
         first = next(iter(skipped.items()))
         raise InputError(f"{first[0]}: {first[1]} ({len(skipped)} unreadable image(s); drop --strict to skip them)")
-    if skipped:
-        atomic_write_text(out / "skipped.csv", csv_text([["path", "reason"], *map(list, skipped.items())]))
     return [p for p in paths if p not in skipped], skipped
 
 
