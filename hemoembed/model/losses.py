@@ -29,6 +29,7 @@ from keras import ops
 from ..errors import InputError
 
 DISTANCES = ("L2", "squared-L2", "angular")
+ANGULAR_NOISE = 2.0**-23  # float32 epsilon: the rounding error of a unit vector's dot product with itself
 
 
 def _check_distance(distance: Any) -> str:
@@ -54,14 +55,18 @@ def pairwise_distances(embeddings: Any, distance: str = "L2") -> Any:
 
     "L2"/"squared-L2": ``|a|² + |b|² − 2a·b`` clipped at 0; for "L2" the square root is taken with
     1e-16 added where the squared distance is 0 (so the gradient stays finite), those entries and the
-    diagonal are then zeroed. "angular": ``max(1 − cos, 0)`` of row-wise L2-normalised vectors.
+    diagonal are then zeroed. "angular": ``1 − cos`` of row-wise L2-normalised vectors, 0 where it is below float32's epsilon (tfa
+    clips at 0; on some CPUs identical directions then come out at 6e-8 instead of 0 and exact ties break).
     """
     _check_distance(distance)
     x = ops.cast(embeddings, "float32")
     squared_norms = ops.sum(ops.square(x), axis=1, keepdims=True)
     if distance == "angular":
         unit = x * ops.rsqrt(ops.maximum(squared_norms, 1e-12))
-        return ops.maximum(1.0 - ops.matmul(unit, ops.transpose(unit)), 0.0)
+        angular = 1.0 - ops.matmul(unit, ops.transpose(unit))
+        # below float32's epsilon, 1 − cos is rounding noise whose sign and size depend on the CPU's
+        # rsqrt and matrix-product kernels: snap it to 0 so equal directions tie exactly on every machine
+        return ops.where(angular < ANGULAR_NOISE, 0.0, angular)
     squared = squared_norms + ops.transpose(squared_norms) - 2.0 * ops.matmul(x, ops.transpose(x))
     squared = ops.maximum(squared, 0.0)
     is_zero = ops.cast(ops.less_equal(squared, 0.0), "float32")
