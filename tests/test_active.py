@@ -49,6 +49,16 @@ def test_incremental_svm_is_libsvm_linear_svm():
         IncrementalLinearSVM(classes=["class0", "class1"]).fit(X[:60], y[:60])
 
 
+def test_gram_is_computed_in_row_blocks(monkeypatch):
+    """A fresh Gram matrix is built block by block (one X @ X.T crashes OpenBLAS at 16,000 rows)."""
+    import hemoembed.tasks.active as active
+
+    monkeypatch.setattr(active, "GRAM_BLOCK", 64)
+    X, y = structured_embeddings(300, dim=16, n_classes=3, seed=4)
+    model = IncrementalLinearSVM().fit(X, y)
+    np.testing.assert_allclose(model._gram, X.astype(np.float64) @ X.T.astype(np.float64), rtol=1e-12)
+
+
 def test_uncertainty_beats_random_on_structured_embeddings():
     X, y = structured_embeddings(1500, dim=32, n_classes=5, seed=3, hard_fraction=0.2)
     pool, test = stratified_test_split(y, 0.3, seed=0)

@@ -25,6 +25,10 @@ INIT_STRATEGIES: tuple[str, ...] = ("stratified", "kmeans")
 TIDY_COLUMNS: tuple[str, ...] = ("strategy", "repeat", "iteration", "n_labels", "metric", "class", "value")
 ALL_LABELS = "all-labels"  # pseudo-strategy: one fit on the whole pool, the curves' ceiling
 GRAM_GROWTH = 1.2  # the Gram buffer holds (1.2 n)^2 values: a few reallocations over a whole curve
+# Rows of the Gram matrix per product. numpy computes a whole X @ X.T with BLAS syrk, which segfaults in the
+# multi-threaded OpenBLAS 0.3.31 shipped with numpy for 16,000 x 1280 and more (float64, 2 threads);
+# row blocks go through gemm, which does not.
+GRAM_BLOCK = 2048
 
 
 class IncrementalLinearSVM(ClassifierMixin, BaseEstimator):
@@ -112,7 +116,8 @@ class IncrementalLinearSVM(ClassifierMixin, BaseEstimator):
             buffer = self._buffer = fresh
         gram = buffer[: n * n].reshape(n, n)
         if not grows:
-            np.matmul(X, X.T, out=gram)
+            for start in range(0, n, GRAM_BLOCK):  # blocks: one X @ X.T (BLAS syrk) crashes OpenBLAS at n ≳ 16,000
+                np.matmul(X[start:start + GRAM_BLOCK], X.T, out=gram[start:start + GRAM_BLOCK])
             return gram
         previous = buffer[: n_old * n_old].reshape(n_old, n_old)
         for i in range(n_old - 1, 0, -1):  # last row first: a row's destination never overlaps rows still to move
