@@ -175,3 +175,40 @@ def test_session_refuses_other_store_and_needs_classes(tmp_path, store):
         LabellingSession.open(tmp_path / "session", other)
     saved = json.loads((tmp_path / "session" / "session.json").read_text())
     assert saved["classes"] == CLASSES and saved["store_fingerprint"] == "f" * 64
+
+
+def test_teach_labels_from_a_mapping_new_class_and_a_growing_store(tmp_path, store):
+    """What ``hemoembed serve`` relies on: teach a mapping, add a class later, predict vectors of a store
+    that grew after the start with the standardiser fixed at the start."""
+    session = new_session(tmp_path, store)
+    answers = truth(store)
+    first = dict(list(answers.items())[:60])
+    with pytest.raises(InputError, match="'platelet'.*not one of the session's classes"):
+        session.teach_labels({**first, store.paths[70]: "platelet"}, "review app")
+    assert session.labels() == {}  # all-or-nothing
+    event = session.teach_labels(first, "review app")
+    assert event["added"] == 60 and event["file"] == "review app"
+    classes, proba = session.predict_proba(store.embeddings())
+    assert classes == CLASSES and proba.shape == (400, 4) and np.allclose(proba.sum(axis=1), 1.0)
+    accuracy = np.mean(np.asarray(classes)[proba.argmax(axis=1)] == np.asarray(store.column("label")))
+    assert accuracy > 0.85
+
+    with pytest.raises(InputError, match="already exists"):
+        session.add_class("class1")
+    with pytest.raises(InputError, match="non-empty"):
+        session.add_class(" ")
+    session.add_class("smudge")
+    # the store grows (new cells): the new class is taught on five of them; old features do not move
+    mean, scale = session.standardiser()
+    X_new = structured_embeddings(5, dim=32, n_classes=2, seed=9)[0][:, ::-1] * 3.0  # far from the others
+    grown = write_store(tmp_path / "grown", np.concatenate([store.embeddings(), X_new]),
+                        np.array(list(store.column("label")) + ["new"] * 5))
+    reopened = LabellingSession.open(tmp_path / "session", grown)
+    assert reopened.config.classes == [*CLASSES, "smudge"]
+    np.testing.assert_array_equal(reopened.standardiser()[0], mean)
+    new_paths = [p for p in grown.paths if p.startswith("new/")]
+    event = reopened.teach_labels(dict.fromkeys(new_paths, "smudge"), "review app")
+    assert event["added"] == 5 and event["n_labels"] == 65
+    classes, proba = reopened.predict_proba(X_new)
+    assert classes[-1] == "smudge" and (proba.argmax(axis=1) == 4).all()
+    assert len(reopened.history()) == 2

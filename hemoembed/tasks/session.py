@@ -8,7 +8,14 @@ A session is a folder bound to one embedding store (by fingerprint):
 - ``model.npz``: the fitted SVM (plain arrays, no pickle) and the hash of the ``labels.csv`` it was
   trained on: a stale model (crash after the labels were saved) is simply retrained;
 - ``history.json``: one entry per teach (new and relabelled counts, cross-validated macro-F1);
-- ``to_label.csv``: the current query, ``path,prediction,probability,uncertainty,label``.
+- ``to_label.csv``: the current query, ``path,prediction,probability,uncertainty,label``;
+- ``standardiser.npz``: the feature mean and scale of the store when the session started, so a store that
+  grows later (the review app appends uploaded cells) never shifts the features a saved model reads.
+
+Labels are taught from a filled CSV (:meth:`LabellingSession.teach`) or from a mapping
+(:meth:`LabellingSession.teach_labels`, used by ``hemoembed serve``); both run the same validation and
+retraining. A class can be added after the start (:meth:`LabellingSession.add_class`): it is never
+predicted until it has labels.
 """
 from __future__ import annotations
 
@@ -28,6 +35,7 @@ from ..errors import InputError, MismatchError
 from .active import STRATEGIES, IncrementalLinearSVM, initial_indices, pool_standardiser, query_strategy, standardise
 
 CONFIG, LABELS, MODEL, HISTORY, QUERY = "session.json", "labels.csv", "model.npz", "history.json", "to_label.csv"
+STANDARDISER = "standardiser.npz"
 
 
 @dataclass
@@ -74,7 +82,9 @@ class LabellingSession:
             raise InputError(f"unknown strategy {new.strategy!r} (choose from {', '.join(STRATEGIES)})")
         new.store_fingerprint = store.fingerprint
         save_config(new, directory / CONFIG)
-        return cls(directory, store, new)
+        session = cls(directory, store, new)
+        session.standardiser()  # fixed now, over the store as it is at the start
+        return session
 
     # ------------------------------------------------------------------ labels
     def labels(self) -> dict[str, str]:
@@ -104,37 +114,59 @@ class LabellingSession:
         if not rows:
             raise InputError(f"{csv_path}: no rows to teach")
         p_col, l_col = header.index("path"), header.index(column)
-        classes = set(self.config.classes)
         out: dict[str, str] = {}
         for line, row in enumerate(rows, start=2):
             path, label = row[p_col].strip(), row[l_col].strip()
-            if path not in self._index:
-                raise InputError(f"{csv_path}:{line}: path {path!r} is not in the store {self.config.store}")
-            if not label:
-                raise InputError(f"{csv_path}:{line}: empty {column!r} for {path} (fill it in or delete the row); "
-                                 "nothing was taught")
-            if label not in classes:
-                raise InputError(f"{csv_path}:{line}: label {label!r} for {path} is not one of the session's "
-                                 f"classes ({', '.join(self.config.classes)}); nothing was taught")
+            self._check_label(path, label, f"{csv_path}:{line}")
             if out.get(path, label) != label:
                 raise InputError(f"{csv_path}:{line}: {path} is labelled both {out[path]!r} and {label!r}")
             out[path] = label
         return out
 
+    def _check_label(self, path: str, label: str, where: str) -> None:
+        """One label to teach: a stored path and one of the session's classes."""
+        if path not in self._index:
+            raise InputError(f"{where}: path {path!r} is not in the store {self.config.store}")
+        if not label:
+            raise InputError(f"{where}: empty {self.config.column!r} for {path} (fill it in or delete the row); "
+                             "nothing was taught")
+        if label not in self.config.classes:
+            raise InputError(f"{where}: label {label!r} for {path} is not one of the session's "
+                             f"classes ({', '.join(self.config.classes)}); nothing was taught")
+
     def teach(self, csv_path: str | Path) -> dict[str, Any]:
         """Ingest a labelled file all-or-nothing, save the labels first, then retrain and record."""
-        new = self.read_labelled_file(csv_path)
+        return self.teach_labels(self.read_labelled_file(csv_path), str(csv_path))
+
+    def teach_labels(self, new: dict[str, str], source: str = "labels") -> dict[str, Any]:
+        """Teach ``path → class`` labels all-or-nothing (validated like a filled CSV); ``source`` is recorded.
+
+        The labels file is replaced first, so a crash during retraining loses no label."""
+        for path, label in new.items():
+            self._check_label(str(path).strip(), str(label).strip(), source)
+        new = {str(p).strip(): str(c).strip() for p, c in new.items()}
         labels = self.labels()
         relabelled = sum(1 for p, c in new.items() if p in labels and labels[p] != c)
         added = sum(1 for p in new if p not in labels)
         labels.update(new)
         atomic_write_text(self.directory / LABELS, self._labels_text(labels))  # from here on nothing is lost
         model = self._retrain(labels)
-        event = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "file": str(csv_path), "added": added,
+        event = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "file": source, "added": added,
                  "relabelled": relabelled, "n_labels": len(labels), "cv_macro_f1": model["cv_macro_f1"]}
         history = self.history() + [event]
         atomic_write_text(self.directory / HISTORY, json.dumps(history, indent=2) + "\n")
         return event
+
+    def add_class(self, name: str) -> None:
+        """Define a new class after the start (saved at once); it is predicted once it has labels."""
+        name = str(name).strip()
+        if not name or "," in name or name != " ".join(name.split()):
+            raise InputError(f"new class {name!r}: a class name must be non-empty, without commas or "
+                             "leading/trailing/double spaces")
+        if name in self.config.classes:
+            raise InputError(f"class {name!r} already exists ({', '.join(self.config.classes)})")
+        self.config.classes = [*self.config.classes, name]
+        save_config(self.config, self.directory / CONFIG)
 
     def history(self) -> list[dict[str, Any]]:
         path = self.directory / HISTORY
@@ -143,9 +175,31 @@ class LabellingSession:
     # ------------------------------------------------------------------ model
     def _features(self) -> np.ndarray:
         if self._X is None:
-            X = np.asarray(self.store.embeddings(), dtype=np.float32)
-            self._X = standardise(X, *pool_standardiser(X))
+            self._X = standardise(np.asarray(self.store.embeddings(), dtype=np.float32), *self.standardiser())
         return self._X
+
+    def standardiser(self) -> tuple[np.ndarray, np.ndarray]:
+        """Feature mean and scale, fixed when first needed (the whole store then) and kept in the session."""
+        path = self.directory / STANDARDISER
+        if path.is_file():
+            with np.load(path, allow_pickle=False) as data:
+                return data["mean"], data["scale"]
+        mean, scale = pool_standardiser(np.asarray(self.store.embeddings(), dtype=np.float32))
+        buffer = io.BytesIO()
+        np.savez(buffer, mean=mean, scale=scale)
+        atomic_write_bytes(path, buffer.getvalue())
+        return mean, scale
+
+    def predict_proba(self, vectors: np.ndarray, current: dict[str, Any] | None = None
+                      ) -> tuple[list[str], np.ndarray] | None:
+        """Class probabilities of raw embedding ``vectors`` (stored or not) from ``current`` (a
+        :meth:`model` result, loaded again when None): (classes, (N, K) probabilities), or None untaught."""
+        current = current or self.model()
+        if current is None:
+            return None
+        model = current["model"]
+        proba = model.predict_proba(standardise(np.asarray(vectors, np.float32), *self.standardiser()))
+        return [str(c) for c in model.classes_], proba
 
     def _labels_hash(self, labels: dict[str, str]) -> str:
         return hashlib.sha256(self._labels_text(labels).encode()).hexdigest()
