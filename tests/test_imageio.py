@@ -73,3 +73,64 @@ def test_probe_hashes_bytes(tmp_path):
     info = probe(tmp_path / "a.png")
     assert info.sha256 == hashlib.sha256((tmp_path / "a.png").read_bytes()).hexdigest()
     assert (info.width, info.height, info.format) == (20, 20, "PNG")
+
+
+@pytest.mark.parametrize("fmt,ext", [("PNG", "png"), ("JPEG", "jpg"), ("BMP", "bmp"), ("GIF", "gif"),
+                                     ("TIFF", "tif")])
+def test_the_decoder_itself_refuses_a_header_over_the_pixel_limit(tmp_path, monkeypatch, fmt, ext):
+    """Every format, on the unprobed path too (tf.data pipeline, eager decode): refused before decoding."""
+    import tensorflow as tf
+
+    from hemoembed.data import imageio
+    from hemoembed.data.pipeline import decoded_dataset
+
+    path = tmp_path / f"cell.{ext}"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(path, format=fmt)
+    data = tf.constant(path.read_bytes())
+    assert imageio.decode_rgb_tf(data).shape == (40, 50, 3)
+    assert [int(i) for _, i in decoded_dataset([str(path)])] == [0]
+    monkeypatch.setattr(imageio, "MAX_PIXELS", 40 * 50 - 1)
+    # eagerly, the Pillow path (GIF, TIFF) raises its own ValueError
+    errors = (tf.errors.InvalidArgumentError, tf.errors.UnknownError, ValueError)
+    with pytest.raises(errors, match="decompression bomb"):
+        imageio.decode_rgb_tf(data)
+    assert list(decoded_dataset([str(path)])) == []  # dropped in the pipeline, never decoded
+
+
+def test_a_real_bomb_is_never_decoded_by_the_pipeline(tmp_path):
+    """8000 x 8000 PNG of a few hundred KB: the header check stops it (decoding would take 192 MB)."""
+    import tensorflow as tf
+
+    from hemoembed.data.imageio import decode_rgb_tf
+
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_bomb(8000))
+    assert path.stat().st_size < 400_000
+    with pytest.raises(tf.errors.InvalidArgumentError, match="decompression bomb"):
+        decode_rgb_tf(tf.constant(path.read_bytes()))
+
+
+def png_bomb(side: int) -> bytes:
+    """A valid all-black grayscale PNG of ``side`` x ``side`` built without holding its pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    packer, row = zlib.compressobj(9), b"\0" * (side + 1)
+    body = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+
+
+def test_one_size_rule_for_every_entry_point(tmp_path):
+    """A side below MIN_SIDE is unusable everywhere: probe (check, embed, pretrain) and load_image agree."""
+    from hemoembed.data.imageio import MIN_SIDE
+
+    Image.fromarray(np.zeros((3, 3, 3), np.uint8)).save(tmp_path / "tiny.png")
+    Image.fromarray(np.zeros((MIN_SIDE, MIN_SIDE, 3), np.uint8)).save(tmp_path / "edge.png")
+    assert probe(tmp_path / "tiny.png").error == f"tiny image (3x3 < {MIN_SIDE} px)"
+    assert probe(tmp_path / "edge.png").ok
+    with pytest.raises(InputError, match="tiny.png: tiny image"):
+        load_image(tmp_path / "tiny.png")

@@ -53,16 +53,14 @@ def size_bucket(width: int, height: int) -> int:
 def check_manifest(manifest: Manifest, min_side: int = MIN_SIDE, max_pixels: int = MAX_PIXELS,
                    progress=None) -> CheckReport:
     """Decode-check every image of ``manifest``; duplicates after the first copy are rejected."""
-    infos: list[ImageInfo] = probe_many(manifest.absolute(), full=True, max_pixels=max_pixels, progress=progress)
+    infos: list[ImageInfo] = probe_many(manifest.absolute(), full=True, max_pixels=max_pixels, min_side=min_side,
+                                        progress=progress)
     rejects: dict[str, str] = {}
     first_by_hash: dict[str, str] = {}
     sizes: Counter = Counter()
     for rel, info in zip(manifest.paths, infos):
         if not info.ok:
             rejects[rel] = "missing file" if "No such file" in info.error else info.error
-            continue
-        if min(info.width, info.height) < min_side:
-            rejects[rel] = f"tiny image ({info.width}x{info.height} < {min_side} px)"
             continue
         sizes[size_bucket(info.width, info.height)] += 1
         if info.sha256 in first_by_hash:

@@ -1,10 +1,12 @@
 """Image decoding: one path for the whole project.
 
-Pixels are always decoded by :func:`decode_rgb_tf` (TensorFlow's native JPEG/PNG/BMP/GIF decoders inside
-the graph, Pillow only for formats TensorFlow lacks such as TIFF). Numpy callers go through the same
-function eagerly, so a cell looks identical in ``check``, ``pretrain``, ``embed`` and ``gradcam``.
-:func:`probe` reads headers and bytes (size, format, sha256) without decoding, and guards against
-decompression bombs before any pixel is allocated.
+Pixels are always decoded by :func:`decode_rgb_tf` (TensorFlow's native JPEG/PNG/BMP decoders inside
+the graph, Pillow for formats TensorFlow lacks such as TIFF, and for GIF, whose every animation frame
+TensorFlow would decode). Numpy callers go through the same function eagerly, so a cell looks identical in
+``check``, ``pretrain``, ``embed``, ``predict`` and ``gradcam``. :func:`probe` reads headers and bytes
+(size, format, sha256) without decoding and applies the one usability rule (at most ``MAX_PIXELS``, no side
+below ``MIN_SIDE``); the decoder itself refuses a header announcing more than ``MAX_PIXELS`` before any
+pixel is allocated, so no entry point can decode a decompression bomb, probed or not.
 """
 from __future__ import annotations
 
@@ -23,8 +25,9 @@ from ..errors import InputError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif")
 MAX_PIXELS = 40_000_000  # ~6300×6300: far beyond any single-cell crop
-MIN_SIDE = 16
-_NATIVE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"BM", b"GIF8")
+MIN_SIDE = 16  # a smaller image is never a usable cell crop: check, embed, pretrain and predict all refuse it
+_NATIVE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"BM")
+BOMB = "possible decompression bomb"
 
 
 @dataclass(frozen=True)
@@ -44,8 +47,12 @@ class ImageInfo:
         return not self.error
 
 
-def probe(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, full: bool = False) -> ImageInfo:
-    """Hash the bytes and read the header; ``full`` also decodes to catch truncated files."""
+def probe(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, full: bool = False,
+          min_side: int = MIN_SIDE) -> ImageInfo:
+    """Hash the bytes and read the header; ``full`` also decodes to catch truncated files.
+
+    An image with more than ``max_pixels`` or a side below ``min_side`` is not usable (``error`` says why).
+    """
     path = str(path)
     try:
         data = Path(path).read_bytes()
@@ -59,8 +66,10 @@ def probe(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, full: bool = Fa
             width, height, fmt = img.width, img.height, (img.format or "").upper()
             if width * height > max_pixels:
                 return ImageInfo(path, digest, width, height, fmt, len(data),
-                                 error=f"too many pixels ({width}x{height} > {max_pixels}): "
-                                       "possible decompression bomb")
+                                 error=f"too many pixels ({width}x{height} > {max_pixels}): {BOMB}")
+            if min(width, height) < min_side:
+                return ImageInfo(path, digest, width, height, fmt, len(data),
+                                 error=f"tiny image ({width}x{height} < {min_side} px)")
             if full:
                 img.load()
     except Image.DecompressionBombError as exc:
@@ -74,12 +83,12 @@ def probe(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, full: bool = Fa
 
 
 def probe_many(paths: Sequence[str], *, full: bool = False, max_pixels: int = MAX_PIXELS,
-               workers: int | None = None, progress=None) -> list[ImageInfo]:
+               min_side: int = MIN_SIDE, workers: int | None = None, progress=None) -> list[ImageInfo]:
     """:func:`probe` over many files with a thread pool (file IO and decoding release the GIL)."""
     workers = workers or min(8, (os.cpu_count() or 1) * 2)
     out: list[ImageInfo] = []
     with ThreadPoolExecutor(workers) as pool:
-        for info in pool.map(lambda p: probe(p, max_pixels, full), paths, chunksize=16):
+        for info in pool.map(lambda p: probe(p, max_pixels, full, min_side), paths, chunksize=16):
             out.append(info)
             if progress is not None:
                 progress(1)
@@ -90,7 +99,9 @@ def _pil_decode(data: bytes) -> np.ndarray:
     """Pillow fallback for formats TensorFlow cannot decode (TIFF, 16-bit, palette...) → RGB uint8."""
     raw = data.item() if isinstance(data, np.ndarray) else data
     with Image.open(io.BytesIO(raw)) as img:
-        img.load()
+        if img.width * img.height > MAX_PIXELS:
+            raise ValueError(f"too many pixels ({img.width}x{img.height} > {MAX_PIXELS}): {BOMB}")
+        img.load()  # the first frame only (GIF, TIFF)
         if img.mode in ("I;16", "I;16B", "I;16L", "I"):
             arr = np.asarray(img, dtype=np.float64)
             top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
@@ -113,7 +124,11 @@ def decode_rgb_tf(data):
     native = tf.reduce_any(tf.stack([tf.equal(tf.strings.substr(data, 0, len(m)), m) for m in _NATIVE_MAGIC]))
 
     def tf_native():
-        return tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+        # the header is checked first: a failed check raises before the decoder allocates anything
+        check = tf.debugging.assert_less_equal(_header_pixels_tf(data), tf.constant(MAX_PIXELS, tf.int64),
+                                               message=f"too many pixels (> {MAX_PIXELS}): {BOMB}")
+        with tf.control_dependencies([check]):
+            return tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
 
     def pillow():
         return tf.numpy_function(_pil_decode, [data], tf.uint8, stateful=False)
@@ -121,6 +136,34 @@ def decode_rgb_tf(data):
     image = tf.cond(native, tf_native, pillow)
     image.set_shape([None, None, 3])
     return image
+
+
+def _header_pixels_tf(data):
+    """Width × height announced by a JPEG, PNG or BMP header (int64 scalar tensor), read without decoding."""
+    import tensorflow as tf
+
+    head = tf.strings.substr(tf.strings.join([tf.strings.substr(data, 0, 32), b"\0" * 32]), 0, 32)
+    b = tf.cast(tf.io.decode_raw(head, tf.uint8), tf.int64)
+
+    def number(offset: int, size: int, big_endian: bool):
+        order = range(size) if big_endian else range(size - 1, -1, -1)
+        value = tf.constant(0, tf.int64)
+        for k in order:
+            value = value * 256 + b[offset + k]
+        return value
+
+    def signed32(value):
+        return tf.abs(tf.where(value >= 2**31, value - 2**32, value))  # BMP heights are negative top-down
+
+    png = number(16, 4, True) * number(20, 4, True)
+    core_bmp = tf.equal(number(14, 4, False), 12)  # OS/2 BITMAPCOREHEADER: 16-bit sides
+    bmp = tf.where(core_bmp, number(18, 2, False) * number(20, 2, False),
+                   signed32(number(18, 4, False)) * signed32(number(22, 4, False)))
+    is_jpeg = tf.equal(tf.strings.substr(data, 0, 3), _NATIVE_MAGIC[0])
+    jpeg = tf.cond(is_jpeg, lambda: tf.reduce_prod(tf.cast(tf.io.extract_jpeg_shape(data)[:2], tf.int64)),
+                   lambda: tf.constant(0, tf.int64))
+    is_png = tf.equal(tf.strings.substr(data, 0, 4), _NATIVE_MAGIC[1])
+    return tf.where(is_jpeg, jpeg, tf.where(is_png, png, bmp))
 
 
 def read_file_tf(path):
@@ -141,6 +184,8 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         return decode_rgb_tf(tf.constant(Path(path).read_bytes())).numpy()
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as exc:
         raise InputError(f"{path}: cannot decode image ({exc.message.splitlines()[0]})") from None
+    except (ValueError, OSError) as exc:  # the Pillow path, eagerly
+        raise InputError(f"{path}: cannot decode image ({exc})") from None
 
 
 class LazyImages(Sequence):
