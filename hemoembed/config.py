@@ -95,12 +95,19 @@ def require_same_config(saved: Any, current: Any, *, ignore: tuple[str, ...] = (
 
 
 def csv_text(rows: typing.Iterable[typing.Sequence[Any]]) -> str:
-    """Rows → CSV text (``\\n`` line endings), ready for :func:`atomic_write_text`."""
+    """Rows → CSV text (``\\n`` line endings), ready for :func:`atomic_write_text`.
+
+    A row with a ``\\r`` in a cell is written fully quoted (the csv module quotes ``\\n`` but, with ``\\n``
+    line endings, not a lone ``\\r``), so every cell reads back unchanged with the csv module.
+    """
     import csv
     import io
 
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    minimal = csv.writer(buffer, lineterminator="\n")
+    quoted = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    for row in rows:
+        (quoted if any("\r" in str(cell) for cell in row) else minimal).writerow(row)
     return buffer.getvalue()
 
 

@@ -83,3 +83,55 @@ def test_all_wbcatt_rows_resolve_under_pbc256(shared_data, split, rows):
     assert missing == []
     assert set(m.column("label")) == {"Neutrophil", "Eosinophil", "Monocyte", "Basophil", "Lymphocyte"}
     assert len(m.columns) == 13  # img_name, label, 11 attributes
+
+
+ODD_NAMES = ["car\rriage.png", "next\x85line.png", "line\u2028sep.png", "para\u2029sep.png", "new\nline.png",
+             "vt\x0bff\x0c.png", "fs\x1cgs\x1drs\x1e.png", 'quote"comma,.png', "trailing\r.png", "\u2028lead.png"]
+
+
+def test_odd_file_names_survive_the_projects_own_csvs(image_factory, tmp_path):
+    """Folder scan → manifest.csv → read back (the path normalize → check takes) keeps every name exactly."""
+    from hemoembed.config import csv_text
+    from hemoembed.data.manifest import read_csv_rows
+
+    for i, name in enumerate(ODD_NAMES):
+        image_factory(f"odd/c{i}/{name}", seed=i)
+    scanned = load_manifest(tmp_path / "odd")
+    assert sorted(p.split("/", 1)[1] for p in scanned.paths) == sorted(ODD_NAMES)
+    scanned.write_csv(tmp_path / "odd" / "manifest.csv")
+    again = load_manifest(tmp_path / "odd" / "manifest.csv")
+    assert again.paths == scanned.paths and again.columns == scanned.columns
+    assert all(os.path.isfile(p) for p in again.absolute())
+    rows = [["path", "label"], *[[name, f"l{i}\u2028x"] for i, name in enumerate(ODD_NAMES)]]
+    (tmp_path / "t.csv").write_text(csv_text(rows))
+    assert read_csv_rows(tmp_path / "t.csv") == (rows[0], rows[1:])
+
+
+def test_csv_line_numbers_count_physical_lines_and_bad_bytes_are_one_line(tmp_path):
+    (tmp_path / "m.csv").write_text('path,label\n"a\nb.png",x\n\nc.png,y,extra\n')
+    with pytest.raises(InputError, match=r"m.csv:5: 3 fields, header has 2"):
+        load_manifest(tmp_path / "m.csv")
+    (tmp_path / "nul.csv").write_bytes(b"path\na\x00.png\n")
+    with pytest.raises(InputError, match="nul.csv"):
+        load_manifest(tmp_path / "nul.csv")
+    (tmp_path / "latin.csv").write_bytes(b"path\n\xe9.png\n")
+    with pytest.raises(InputError, match="cannot read CSV"):
+        load_manifest(tmp_path / "latin.csv")
+
+
+def test_symbolic_links_cannot_lead_outside_the_root(image_factory, tmp_path):
+    """Containment is decided on the resolved path: linked files and linked folders on the way."""
+    secret = image_factory("secret/cell.png")
+    image_factory("root/a/ok.png")
+    (tmp_path / "root" / "a" / "escape.png").symlink_to(secret)
+    with pytest.raises(InputError, match=r"escape.png is a symbolic link to .*outside the image root"):
+        load_manifest(tmp_path / "root")
+    assert "a/escape.png" in load_manifest(tmp_path / "root", allow_outside_root=True).paths
+    (tmp_path / "root" / "a" / "escape.png").unlink()
+    (tmp_path / "root" / "a" / "inside.png").symlink_to(tmp_path / "root" / "a" / "ok.png")
+    (tmp_path / "root" / "linked").symlink_to(tmp_path / "secret", target_is_directory=True)
+    assert load_manifest(tmp_path / "root").paths == ["a/inside.png", "a/ok.png"]  # linked folders not entered
+    (tmp_path / "root" / "m.csv").write_text("path\na/ok.png\nlinked/cell.png\n")
+    with pytest.raises(InputError, match=r"m.csv:3: path 'linked/cell.png' is a symbolic link to .*secret"):
+        load_manifest(tmp_path / "root" / "m.csv")
+    assert load_manifest(tmp_path / "root" / "m.csv", allow_outside_root=True).paths == ["a/ok.png", "linked/cell.png"]

@@ -2,7 +2,13 @@
 
 A :class:`Manifest` holds paths relative to an image root plus string metadata columns (``label`` for a
 folder-per-class tree; every other CSV column as it is). Paths that escape the root are refused unless
-explicitly allowed, so a manifest received from elsewhere cannot read arbitrary files.
+explicitly allowed, so a manifest received from elsewhere cannot read arbitrary files; containment is
+decided on the resolved path, so a symbolic link (a file, or a folder on the way) cannot lead outside either.
+
+CSV files are read and written with the csv module end to end: a cell may hold commas, quotes, line breaks
+and Unicode line separators (``\r``, U+0085, U+2028) and comes back unchanged; only the spaces and tabs
+around a cell are dropped (spreadsheets add them), so a file name that begins or ends with one is not
+supported in a CSV.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from ..errors import InputError
 from .imageio import IMAGE_EXTENSIONS
 
 PATH_COLUMN = "path"
+CELL_SPACE = " \t"  # stripped around every CSV cell; line separators and other whitespace are content
 
 
 @dataclass
@@ -76,7 +83,7 @@ def load_manifest(images: str | os.PathLike, image_root: str | os.PathLike | Non
     if images.is_dir():
         if image_root is not None:
             raise InputError(f"{images}: --image-root applies to CSV manifests only, not to a folder")
-        return scan_folder(images)
+        return scan_folder(images, allow_outside_root)
     if images.is_file():
         if images.suffix.lower() not in (".csv", ".tsv", ".txt"):
             raise InputError(f"{images}: expected a folder of images or a CSV manifest with a 'path' column")
@@ -84,15 +91,21 @@ def load_manifest(images: str | os.PathLike, image_root: str | os.PathLike | Non
     raise InputError(f"{images}: no such folder or manifest")
 
 
-def scan_folder(folder: Path) -> Manifest:
-    """All image files below ``folder``; labels are the parent folder names when every image has one."""
+def scan_folder(folder: Path, allow_outside_root: bool = False) -> Manifest:
+    """All image files below ``folder``; labels are the parent folder names when every image has one.
+
+    Linked folders are not entered; a linked file that resolves outside ``folder`` is refused unless allowed.
+    """
     folder = folder.resolve()
     paths: list[str] = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
-                paths.append(Path(dirpath, name).relative_to(folder).as_posix())
+                rel = Path(dirpath, name).relative_to(folder).as_posix()
+                if os.path.islink(folder / rel):  # walked folders are never links: only a linked file can lead out
+                    _check_inside(folder / rel, folder, allow_outside_root, f"{folder}: {rel}")
+                paths.append(rel)
     if not paths:
         raise InputError(f"{folder}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found")
     paths.sort()
@@ -108,56 +121,84 @@ def read_manifest_csv(csv_path: Path, image_root: str | os.PathLike | None = Non
     root = Path(image_root).resolve() if image_root is not None else csv_path.resolve().parent
     if not root.is_dir():
         raise InputError(f"{root}: image root is not a folder")
-    header, rows = read_csv_rows(csv_path)
+    lines: list[int] = []
+    header, rows = read_csv_rows(csv_path, lines)
     if PATH_COLUMN not in header:
         raise InputError(f"{csv_path}: no '{PATH_COLUMN}' column (columns: {', '.join(header) or 'none'})")
     if not rows:
         raise InputError(f"{csv_path}: manifest has no rows")
     col = header.index(PATH_COLUMN)
     paths = []
-    for line, row in enumerate(rows, start=2):
+    for line, row in zip(lines, rows):
         paths.append(resolve_relative(row[col], root, allow_outside_root, f"{csv_path}:{line}"))
     columns = {name: [row[i] for row in rows] for i, name in enumerate(header) if name != PATH_COLUMN}
     return Manifest(root, paths, columns, str(csv_path))
 
 
 def resolve_relative(value: str, root: Path, allow_outside_root: bool, where: str) -> str:
-    """Normalise a manifest path to a POSIX path relative to ``root``; refuse escapes."""
-    value = value.strip()
+    """Normalise a manifest path to a POSIX path relative to ``root`` (a resolved folder); refuse escapes,
+    textual (``..``, absolute paths) or through symbolic links."""
+    value = value.strip(CELL_SPACE)
     if not value:
         raise InputError(f"{where}: empty path")
+    if "\0" in value:
+        raise InputError(f"{where}: path {value!r} contains a NUL character")
     candidate = Path(value)
-    full = candidate if candidate.is_absolute() else root / candidate
-    full = Path(os.path.normpath(full))
-    try:
+    full = Path(os.path.normpath(candidate if candidate.is_absolute() else root / candidate))
+    _check_inside(full, root, allow_outside_root, f"{where}: path {value!r}")
+    if full.is_relative_to(root):
         return full.relative_to(root).as_posix()
-    except ValueError:
-        if not allow_outside_root:
-            raise InputError(f"{where}: path {value!r} is outside the image root {root} "
-                             "(use --allow-outside-root to permit)") from None
-        return os.path.relpath(full, root).replace(os.sep, "/")
+    return os.path.relpath(full, root).replace(os.sep, "/")
 
 
-def read_csv_rows(csv_path: str | os.PathLike) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of a CSV (or TSV) file; ragged rows are an error naming the line."""
-    csv_path = Path(csv_path)
+def _check_inside(path: Path, root: Path, allow_outside_root: bool, what: str) -> None:
+    """Refuse ``path`` when it, or the file a link in it leads to, lies outside ``root``."""
+    if allow_outside_root:
+        return
+    if not path.is_relative_to(root):
+        raise InputError(f"{what} is outside the image root {root} (use --allow-outside-root to permit)")
     try:
-        text = csv_path.read_text(encoding="utf-8-sig")
+        target = path.resolve()
+    except (OSError, RuntimeError) as exc:  # a link loop
+        raise InputError(f"{what}: cannot resolve ({exc})") from None
+    if not target.is_relative_to(root):
+        raise InputError(f"{what} is a symbolic link to {target}, outside the image root {root} "
+                         "(use --allow-outside-root to permit)")
+
+
+def read_csv_rows(csv_path: str | os.PathLike,
+                  lines: list[int] | None = None) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a CSV (or TSV) file; ragged rows are an error naming the line.
+
+    Parsed by the csv module from the file itself (quoted cells keep their line breaks); cells are stripped
+    of surrounding spaces and tabs only; blank rows are skipped. ``lines``, when given, receives the line
+    number each returned row starts on.
+    """
+    csv_path = Path(csv_path)
+    dialect = csv.excel_tab if csv_path.suffix.lower() == ".tsv" else csv.excel
+    rows: list[list[str]] = []
+    try:
+        with open(csv_path, encoding="utf-8-sig", newline="") as handle:
+            reader = csv.reader(handle, dialect)
+            header = [h.strip(CELL_SPACE) for h in next(reader, [])]
+            if not header or not any(header):
+                raise InputError(f"{csv_path}: empty CSV (no header)")
+            dupes = [h for h, n in Counter(header).items() if n > 1]
+            if dupes:
+                raise InputError(f"{csv_path}: duplicate column(s) {', '.join(dupes)}")
+            start = reader.line_num + 1
+            for row in reader:
+                line, start = start, reader.line_num + 1
+                cells = [cell.strip(CELL_SPACE) for cell in row]
+                if not any(cells):
+                    continue
+                if len(row) != len(header):
+                    raise InputError(f"{csv_path}:{line}: {len(row)} fields, header has {len(header)}")
+                rows.append(cells)
+                if lines is not None:
+                    lines.append(line)
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{csv_path}: cannot read CSV ({exc})") from None
-    dialect = csv.excel_tab if csv_path.suffix.lower() == ".tsv" else csv.excel
-    reader = csv.reader(text.splitlines(), dialect)
-    header = [h.strip() for h in next(reader, [])]
-    if not header or not any(header):
-        raise InputError(f"{csv_path}: empty CSV (no header)")
-    dupes = [h for h, n in Counter(header).items() if n > 1]
-    if dupes:
-        raise InputError(f"{csv_path}: duplicate column(s) {', '.join(dupes)}")
-    rows = []
-    for line, row in enumerate(reader, start=2):
-        if not row or not any(cell.strip() for cell in row):
-            continue
-        if len(row) != len(header):
-            raise InputError(f"{csv_path}:{line}: {len(row)} fields, header has {len(header)}")
-        rows.append([cell.strip() for cell in row])
+    except csv.Error as exc:
+        raise InputError(f"{csv_path}:{reader.line_num}: not a valid CSV ({exc})") from None
     return header, rows
