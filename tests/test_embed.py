@@ -258,3 +258,61 @@ def test_real_pbc_sample_embeds_and_joins_wbcatt(tmp_path, encoder):
         store.join(wbcatt)
     idx, dist = store.neighbors(vectors[:10], k=1)
     assert idx[:, 0].tolist() == [store.paths.index(k) for k in keys[:10]] and float(dist.max()) < 1e-5
+
+
+def _tree_digest(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_overwrite_takes_the_lock_first_and_refuses_while_another_writer_runs(tmp_path, encoder):
+    """The store another writer holds is never removed (it once ended up with rows of two encoders)."""
+    from hemoembed.store.lock import writer_lock
+
+    enc_path, _model, _record, fp = encoder
+    images = tmp_path / "images"
+    _cells(images, 4)
+    assert _cli("embed", enc_path, images, "--store", tmp_path / "store").exit_code == 0
+    before = _tree_digest(tmp_path / "store")
+    with writer_lock(tmp_path / "store"):  # a running embed, as far as flock is concerned
+        result = _cli("embed", enc_path, images, "--store", tmp_path / "store", "--overwrite")
+        assert result.exit_code == 2 and "another hemoembed process" in result.stderr, result.output
+        assert _tree_digest(tmp_path / "store") == before
+    again = _cli("embed", enc_path, images, "--store", tmp_path / "store", "--overwrite")
+    assert again.exit_code == 0 and "4 embedded" in again.stdout, again.output
+    assert EmbeddingStore.open(tmp_path / "store").fingerprint == fp
+
+
+def test_a_failed_embed_leaves_no_store_and_keeps_the_last_config(tmp_path, encoder):
+    enc_path, _model, _record, _fp = encoder
+    images = tmp_path / "images"
+    _cells(images, 3)
+    for args in (["--batch-size", "0"], ["--part-size", "-1"], ["--metadata", "ward"], ["--metadata", "path"]):
+        result = _cli("embed", enc_path, images, "--store", tmp_path / "new", *args)
+        assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, (args, result.output)
+        assert not (tmp_path / "new").exists(), args  # no empty store left bound to the encoder
+    (images / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff broken")
+    strict = _cli("embed", enc_path, images, "--store", tmp_path / "new", "--strict")
+    assert strict.exit_code == 2 and "broken.jpg" in strict.stderr and not (tmp_path / "new").exists()
+    (images / "a" / "broken.jpg").unlink()
+    assert _cli("embed", enc_path, images, "--store", tmp_path / "store", "--batch-size", "2").exit_code == 0
+    config = (tmp_path / "store" / "embed_config.json").read_text()
+    (images / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff broken")
+    failed = _cli("embed", enc_path, images, "--store", tmp_path / "store", "--strict", "--batch-size", "3")
+    assert failed.exit_code == 2
+    assert (tmp_path / "store" / "embed_config.json").read_text() == config  # the last good run's settings
+
+
+def test_embed_and_check_apply_one_size_rule(tmp_path, encoder):
+    """A 3x3 image: check rejects it, and so does embed (with the same reason), instead of embedding noise."""
+    enc_path, _model, _record, _fp = encoder
+    images = tmp_path / "images"
+    _cells(images, 2)
+    Image.fromarray(np.zeros((3, 3, 3), np.uint8)).save(images / "a" / "tiny.png")
+    check = _cli("check", images)
+    assert check.exit_code == 2 and "tiny image (3x3 < 16 px)" in check.stderr, check.output
+    result = _cli("embed", enc_path, images, "--store", tmp_path / "store")
+    assert result.exit_code == 0 and "2 embedded, 0 already present, 1 rejected" in result.stdout, result.output
+    assert "a/tiny.png,tiny image (3x3 < 16 px)" in (tmp_path / "store" / "rejects.csv").read_text()

@@ -192,3 +192,96 @@ def test_neighbors_exclude_self_cap_k_and_validate(tmp_path):
         store.neighbors(emb[:1], k=2, metric="manhattan")
     with pytest.raises(InputError, match="at least 1"):
         store.neighbors(emb[:1], k=0)
+
+
+def _edit_header(store_dir, **changes):
+    header = json.loads((store_dir / "store.json").read_text())
+    (store_dir / "store.json").write_text(json.dumps({**header, **changes}))
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"dim": 3}, r"column 'embedding' is fixed_size_list<element: float>\[6\], the store \(dimension 3\)"),
+    ({"dim": 12}, r"the store \(dimension 12\)"),
+    ({"dim": [6]}, "'dim' is \\[6\\], not a int"),
+    ({"dim": True}, "'dim' is True, not a int"),
+    ({"dim": 0}, "invalid format_version, dim or fingerprint"),
+    ({"fingerprint": ["a" * 64]}, "'fingerprint' is .*, not a str"),
+    ({"fingerprint": "not hex"}, "invalid format_version, dim or fingerprint"),
+    ({"record": [32, 0.875]}, "'record' is .*, not a dict"),
+    ({"record": {"image_size": "big"}}, "invalid preprocessing record"),
+    ({"format_version": "1"}, "'format_version' is '1', not a int"),
+    ({"dtype": "float16"}, "dtype 'float16' is not float32"),
+    ({"created": 7}, "'created' is 7, not a str"),
+])
+def test_a_damaged_header_is_refused_on_open(tmp_path, changes, message):
+    """A header that disagrees with the parts used to reshape garbage (dim) or crash: one clear error now."""
+    _store_with_parts(tmp_path)
+    _edit_header(tmp_path / "store", **changes)
+    with pytest.raises((InputError, MismatchError), match=message):
+        EmbeddingStore.open(tmp_path / "store")
+
+
+def test_a_header_that_is_not_an_object_or_lacks_a_key_is_refused(tmp_path):
+    _store_with_parts(tmp_path)
+    for text, message in (("[1, 2]", "not a JSON object"), ('{"format_version": 2}', "has no 'fingerprint'"),
+                          ("{", "cannot read store header")):
+        (tmp_path / "store" / "store.json").write_text(text)
+        with pytest.raises(InputError, match=message):
+            EmbeddingStore.open(tmp_path / "store")
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("narrow", r"column 'embedding' is fixed_size_list<element: float>\[5\]"),
+    ("no embedding", "has no 'embedding' column"),
+    ("float64", "column 'embedding' is fixed_size_list<element: double>"),
+    ("numeric metadata", "metadata column 'site' is int64, not text"),
+    ("not parquet", "cannot read store part"),
+])
+def test_every_part_is_checked_against_the_header(tmp_path, damage, message):
+    _store_with_parts(tmp_path, sizes=(3,))
+    paths, shas, emb = _rows(2, 6, seed=4, prefix="bad")
+    table = make_part_table(paths, shas, [1, 1], [1, 1], emb)
+    if damage == "narrow":
+        table = make_part_table(paths, shas, [1, 1], [1, 1], emb[:, :5])
+    elif damage == "no embedding":
+        table = table.drop(["embedding"])
+    elif damage == "float64":
+        table = table.set_column(4, "embedding", pa.FixedSizeListArray.from_arrays(
+            pa.array(emb.astype(np.float64).reshape(-1)), 6))
+    elif damage == "numeric metadata":
+        table = table.append_column("site", pa.array([1, 2]))
+    target = tmp_path / "store" / "part-00001.parquet"
+    if damage == "not parquet":
+        target.write_bytes(b"PAR1 garbage")
+    else:
+        pq.write_table(table, target)
+    with pytest.raises((InputError, MismatchError), match=message):
+        EmbeddingStore.open(tmp_path / "store")
+
+
+def test_parts_with_different_metadata_columns_read_as_text(tmp_path):
+    """A manifest-built part (site) plus a folder-built part (none): "" where a part lacks the column."""
+    store = EmbeddingStore.create(tmp_path / "store", FP_A, RECORD, 6)
+    paths, shas, emb = _rows(2, 6, seed=1, prefix="m")
+    store.append(make_part_table(paths, shas, [1, 1], [1, 1], emb, {"site": ["s1", "s2"]}))
+    paths, shas, emb = _rows(2, 6, seed=2, prefix="f")
+    store.append(make_part_table(paths, shas, [1, 1], [1, 1], emb, {"ward": ["w", "w"]}))
+    reopened = EmbeddingStore.open(tmp_path / "store")
+    assert reopened.metadata_columns == ["site", "ward"]
+    assert reopened.column("site") == ["s1", "s2", "", ""] and reopened.column("ward") == ["", "", "w", "w"]
+
+
+def test_a_writer_never_adds_rows_to_a_store_replaced_underneath_it(tmp_path):
+    """Writer A keeps its open store; the folder is rebuilt for encoder B: A's next part is refused."""
+    import shutil
+
+    store, _, _ = _store_with_parts(tmp_path, sizes=(2,))
+    shutil.rmtree(tmp_path / "store")
+    EmbeddingStore.create(tmp_path / "store", FP_B, RECORD, 6)
+    paths, shas, emb = _rows(2, 6, seed=7, prefix="late")
+    with pytest.raises(MismatchError, match="replaced while writing"):
+        store.append(make_part_table(paths, shas, [1, 1], [1, 1], emb))
+    assert EmbeddingStore.open(tmp_path / "store").part_files() == []
+    shutil.rmtree(tmp_path / "store")
+    with pytest.raises(MismatchError, match="removed or replaced"):
+        store.append(make_part_table(paths, shas, [1, 1], [1, 1], emb))

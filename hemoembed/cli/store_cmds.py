@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import click
@@ -42,44 +41,23 @@ def embed(encoder: Path, manifest, store_dir: Path, batch_size: int, part_size: 
       hemoembed embed runs/pbc64/encoder.keras ../shared/data/pbc256 --store stores/pbc64
       hemoembed embed enc.keras manifest.csv --image-root images --store stores/demo --batch-size 32
     """
-    from ..model.encoder import fingerprint, load_encoder
-    from ..store.embed import EmbedConfig, default_metadata_columns, run_embed
-    from ..store.store import EmbeddingStore
+    from ..model.encoder import load_encoder
+    from ..store.embed import EmbedConfig, default_metadata_columns, embed_to_store
 
-    model, record = load_encoder(encoder)
-    fp = fingerprint(model)
-    _prepare_store_dir(store_dir, overwrite)
-    store = EmbeddingStore.open_or_create(store_dir, fp, record, int(model.output_shape[-1]))
+    model, _ = load_encoder(encoder)
     if metadata is None:
         columns = default_metadata_columns(manifest)
     else:
         columns = [c.strip() for c in metadata.split(",") if c.strip()]
     config = EmbedConfig(encoder=str(encoder), images=manifest.source, image_root=str(manifest.root),
                          batch_size=batch_size, part_size=part_size, strict=strict, metadata_columns=columns)
-    result = run_embed(model, record, store, manifest, batch_size=batch_size, part_size=part_size, strict=strict,
-                       metadata=columns, config=config, progress=progress)
+    store, result = embed_to_store(model, manifest, store_dir, overwrite=overwrite, batch_size=batch_size,
+                                   part_size=part_size, strict=strict, metadata=columns, config=config,
+                                   progress=progress)
     echo(result.summary())
     if result.rejected:
         echo(f"rejected files and reasons: {store_dir / 'rejects.csv'}")
-    echo(f"store {store_dir}: {len(store)} images, encoder {fp[:12]}")
-
-
-def _prepare_store_dir(store_dir: Path, overwrite: bool) -> None:
-    """Refuse a non-empty folder that is not a store; with --overwrite, start the store afresh."""
-    from ..errors import InputError
-    from ..store.store import STORE_FILE
-
-    if store_dir.exists() and not store_dir.is_dir():
-        raise InputError(f"{store_dir}: exists and is not a folder")
-    if not store_dir.is_dir():
-        return
-    if overwrite:
-        shutil.rmtree(store_dir)
-        return
-    visible = [p.name for p in store_dir.iterdir() if not p.name.startswith(".")]
-    if visible and not (store_dir / STORE_FILE).is_file():
-        raise InputError(f"{store_dir}: folder is not empty and is not an embedding store "
-                         "(use --overwrite to replace it)")
+    echo(f"store {store_dir}: {len(store)} images, encoder {store.fingerprint[:12]}")
 
 
 @main.group("store")

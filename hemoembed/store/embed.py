@@ -5,10 +5,16 @@ again (a known image under a new path is recorded with the stored vector). The r
 :func:`hemoembed.data.pipeline.inference_dataset` (parallel decode, batched inference, prefetch) and is
 committed every ``part_size`` images as an immutable part, so a killed run loses at most one part's
 work and a rerun completes the store without duplicates.
+
+:func:`embed_to_store` is the whole command: every option is checked before the folder is touched, the
+folder is locked before anything in it changes (``overwrite`` never removes a store another process is
+writing to), a run that fails before its first part leaves no store bound to the encoder, and
+``embed_config.json`` is written when a run succeeds (a failed run never replaces the last good one).
 """
 from __future__ import annotations
 
 import contextlib
+import shutil
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -21,8 +27,8 @@ from ..data.imageio import ImageInfo, probe_many
 from ..data.manifest import Manifest
 from ..data.preprocess import PreprocessingRecord
 from ..errors import InputError
-from .lock import writer_lock
-from .store import EmbeddingStore, make_part_table
+from .lock import LOCK_FILE, writer_lock
+from .store import BASE_COLUMNS, STORE_FILE, EmbeddingStore, make_part_table
 
 REJECTS_FILE = "rejects.csv"
 CONFIG_FILE = "embed_config.json"
@@ -96,15 +102,23 @@ def embed_images(model, record: PreprocessingRecord, paths: Sequence[str], batch
                  progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Embed image files: (embeddings (M, D) float32, ok_indices (M,) int64 into ``paths``, ascending).
 
-    Files that cannot be decoded are left out; compare ``ok_indices`` with ``range(len(paths))``.
+    Files are probed first (the rule ``embed`` and ``check`` apply: readable, at most ``MAX_PIXELS``, no
+    side below ``MIN_SIDE``); unusable or undecodable files are left out: compare ``ok_indices`` with
+    ``range(len(paths))`` and :func:`~hemoembed.data.imageio.probe` a missing one for the reason.
     """
+    if batch_size < 1:
+        raise InputError(f"batch size {batch_size} must be at least 1")
     dim = int(model.output_shape[-1])
+    usable = np.asarray([i for i, info in enumerate(probe_many(list(paths))) if info.ok], np.int64)
     vectors, indices = [np.zeros((0, dim), np.float32)], [np.zeros(0, np.int64)]
-    for emb, idx in iter_embeddings(model, record, paths, batch_size):
+    for emb, idx in iter_embeddings(model, record, [paths[i] for i in usable], batch_size):
         vectors.append(emb)
-        indices.append(idx)
+        indices.append(usable[idx])
         if progress is not None:
             progress(len(idx))
+    skipped = len(paths) - len(usable)
+    if progress is not None and skipped:
+        progress(skipped)
     return np.concatenate(vectors), np.concatenate(indices).astype(np.int64)
 
 
@@ -174,6 +188,76 @@ class _PartWriter:
         self.rows, self.vectors = [], []
 
 
+def embed_to_store(model, manifest: Manifest, directory: str | Path, *, overwrite: bool = False,
+                   batch_size: int = 64, part_size: int = 2048, strict: bool = False,
+                   metadata: Sequence[str] | None = None, config: EmbedConfig | None = None,
+                   progress: ProgressFactory | None = None) -> tuple[EmbeddingStore, EmbedResult]:
+    """Embed ``manifest`` with ``model`` into the store at ``directory``: created, appended to (same encoder
+    only) or, with ``overwrite``, rebuilt; see the module docstring for what is guaranteed."""
+    from ..model.encoder import fingerprint, preprocessing_record
+
+    record, fp, dim = preprocessing_record(model), fingerprint(model), int(model.output_shape[-1])
+    metadata = _checked_options(manifest, batch_size, part_size, metadata)
+    directory = Path(directory)
+    _refuse_foreign_folder(directory, overwrite)
+    created = not directory.exists()
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        with writer_lock(directory):
+            if overwrite:
+                clear_store_folder(directory)
+            new = not (directory / STORE_FILE).is_file()
+            store = EmbeddingStore.open_or_create(directory, fp, record, dim)
+            try:
+                result = _run_embed(model, record, store, manifest, batch_size, part_size, strict, metadata,
+                                    config, progress)
+            except BaseException:
+                if new and not store.part_files():
+                    clear_store_folder(directory)  # nothing embedded: leave no empty store bound to this encoder
+                raise
+    except BaseException:
+        if created and directory.is_dir() and not (directory / STORE_FILE).exists():
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return store, result
+
+
+def clear_store_folder(directory: Path) -> None:
+    """Remove everything in a store folder but its lock file (call with the writer lock held)."""
+    for entry in directory.iterdir():
+        if entry.name == LOCK_FILE:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def _refuse_foreign_folder(directory: Path, overwrite: bool) -> None:
+    """A store goes into a new folder, an empty one or a store; anything else only with ``overwrite``."""
+    if directory.exists() and not directory.is_dir():
+        raise InputError(f"{directory}: exists and is not a folder")
+    if overwrite or not directory.is_dir():
+        return
+    visible = [p.name for p in directory.iterdir() if not p.name.startswith(".")]
+    if visible and not (directory / STORE_FILE).is_file():
+        raise InputError(f"{directory}: folder is not empty and is not an embedding store "
+                         "(use --overwrite to replace it)")
+
+
+def _checked_options(manifest: Manifest, batch_size: int, part_size: int,
+                     metadata: Sequence[str] | None) -> list[str]:
+    """The metadata columns to store, after refusing bad sizes and unknown or reserved columns."""
+    if batch_size < 1 or part_size < 1:
+        raise InputError(f"batch size ({batch_size}) and part size ({part_size}) must be at least 1")
+    metadata = default_metadata_columns(manifest) if metadata is None else list(metadata)
+    for name in metadata:
+        manifest.column(name)  # clear error for an unknown column
+        if name in BASE_COLUMNS:
+            raise InputError(f"metadata column {name!r} clashes with a store column ({', '.join(BASE_COLUMNS)})")
+    return metadata
+
+
 def run_embed(model, record: PreprocessingRecord, store: EmbeddingStore, manifest: Manifest, *,
               batch_size: int = 64, part_size: int = 2048, strict: bool = False,
               metadata: Sequence[str] | None = None, config: EmbedConfig | None = None,
@@ -181,22 +265,16 @@ def run_embed(model, record: PreprocessingRecord, store: EmbeddingStore, manifes
     """Embed ``manifest`` into ``store`` (already checked against the encoder); see the module docstring.
 
     One writer at a time: a second ``embed`` into the same store is refused while this one runs."""
-    if batch_size < 1 or part_size < 1:
-        raise InputError(f"batch size ({batch_size}) and part size ({part_size}) must be at least 1")
+    metadata = _checked_options(manifest, batch_size, part_size, metadata)
     with writer_lock(store.directory):
         return _run_embed(model, record, store, manifest, batch_size, part_size, strict, metadata, config, progress)
 
 
 def _run_embed(model, record: PreprocessingRecord, store: EmbeddingStore, manifest: Manifest, batch_size: int,
-               part_size: int, strict: bool, metadata: Sequence[str] | None, config: EmbedConfig | None,
+               part_size: int, strict: bool, metadata: list[str], config: EmbedConfig | None,
                progress: ProgressFactory | None) -> EmbedResult:
-    metadata = default_metadata_columns(manifest) if metadata is None else list(metadata)
-    for name in metadata:
-        manifest.column(name)  # clear error for an unknown column
     progress = progress or _no_progress
     store.remove_stale_temporaries()
-    if config is not None:
-        save_config(config, store.directory / CONFIG_FILE)
 
     with progress(len(manifest), "hashing") as advance:
         infos = probe_many(manifest.absolute(), progress=advance)
@@ -225,6 +303,8 @@ def _run_embed(model, record: PreprocessingRecord, store: EmbeddingStore, manife
                        for rows in plan.to_embed[infos[firsts[j]].sha256]]
     write_rejects(store.directory / REJECTS_FILE, result.rejects)
     _refuse_if_strict(strict, result.rejects, len(manifest))
+    if config is not None:
+        save_config(config, store.directory / CONFIG_FILE)
     return result
 
 

@@ -1,10 +1,17 @@
 """The frozen embedding store: ``store.json`` plus immutable, append-only Parquet parts.
 
-A store belongs to exactly one encoder (its weight fingerprint) and records, per image, the path relative
-to the image root, the sha256 of the file bytes, its size, the embedding (fixed-size list of float32) and
-the manifest's metadata columns. Labels never live here: they are joined from CSVs at task time, so a
-relabelled cell never invalidates a store. Parts are written to a hidden temporary name and hard-linked to
-their final name (never replacing an existing part), so after a crash at any moment the store is valid.
+A store belongs to exactly one encoder (its fingerprint: architecture, preprocessing record and weights,
+see :func:`hemoembed.model.encoder.fingerprint`) and records, per image, the path relative to the image
+root, the sha256 of the file bytes, its size, the embedding (fixed-size list of float32) and the manifest's
+metadata columns (strings; "" where a part lacks a column). Labels never live here: they are joined from
+CSVs at task time, so a relabelled cell never invalidates a store. Parts are written to a hidden temporary
+name and hard-linked to their final name (never replacing an existing part), so after a crash at any moment
+the store is valid. Nothing is trusted on reading: ``store.json`` and every part's schema are checked
+against each other, and a writer re-reads ``store.json`` before each part so it can never add rows to a
+store that was replaced underneath it.
+
+Format 1 stores (hemoembed before format 2) carry a weights-only fingerprint: they stay readable, but no
+encoder can be matched to them (the message says how to rebuild).
 """
 from __future__ import annotations
 
@@ -12,35 +19,29 @@ import datetime as _dt
 import json
 import os
 import re
+import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from .._version import __version__
-from ..config import atomic_write_text, from_dict, to_dict
+from ..config import atomic_write_text, to_dict
+from ..data.manifest import CELL_SPACE
 from ..data.preprocess import PreprocessingRecord
-from ..errors import InputError, MismatchError
+from ..errors import HemoembedError, InputError, MismatchError
+from .format import (  # noqa: F401 - re-exported: the store's public names
+    BASE_COLUMNS,
+    FINGERPRINT_RE,
+    FORMAT_VERSION,
+    STORE_FILE,
+    StoreHeader,
+    check_part_schema,
+    make_part_table,
+    read_header,
+)
 
-FORMAT_VERSION = 1
-STORE_FILE = "store.json"
 PART_GLOB = "part-*.parquet"
 _PART_RE = re.compile(r"^part-(\d{5,})\.parquet$")
-BASE_COLUMNS = ("path", "sha256", "width", "height", "embedding")
-
-
-@dataclass
-class StoreHeader:
-    """Contents of ``store.json``: what produced the embeddings and how to read them."""
-
-    format_version: int = FORMAT_VERSION
-    fingerprint: str = ""
-    record: dict = field(default_factory=dict)
-    dim: int = 0
-    dtype: str = "float32"
-    hemoembed_version: str = __version__
-    created: str = ""
 
 
 def short(fp: str) -> str:
@@ -66,15 +67,10 @@ class EmbeddingStore:
         path = directory / STORE_FILE
         if not path.is_file():
             raise InputError(f"{directory}: not an embedding store (no {STORE_FILE}; create one with hemoembed embed)")
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{path}: cannot read store header ({exc})") from None
-        version = data.get("format_version", 0) if isinstance(data, dict) else 0
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise MismatchError(f"{path}: store format {version} is newer than this hemoembed "
-                                f"({__version__}) reads (format {FORMAT_VERSION}); upgrade hemoembed")
-        return cls(directory, from_dict(StoreHeader, data, source=str(path)))
+        store = cls(directory, read_header(path))
+        for part in store.part_files():
+            store._check_part(part)
+        return store
 
     @classmethod
     def create(cls, directory: str | os.PathLike, fingerprint: str, record: PreprocessingRecord,
@@ -83,8 +79,11 @@ class EmbeddingStore:
         directory = Path(directory)
         if (directory / STORE_FILE).exists():
             raise InputError(f"{directory}: a store already exists here")
+        if not FINGERPRINT_RE.match(str(fingerprint)) or int(dim) < 1:
+            raise InputError(f"{directory}: fingerprint {fingerprint!r} / dimension {dim} is not a valid encoder's")
         header = StoreHeader(fingerprint=fingerprint, record=record.to_dict(), dim=int(dim),
-                             created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
+                             created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+                             store_id=uuid.uuid4().hex)
         directory.mkdir(parents=True, exist_ok=True)
         atomic_write_text(directory / STORE_FILE, json.dumps(to_dict(header), indent=2, sort_keys=True) + "\n")
         return cls(directory, header)
@@ -102,6 +101,12 @@ class EmbeddingStore:
     def check_encoder(self, fingerprint: str, record: PreprocessingRecord | None = None,
                       dim: int | None = None) -> None:
         """Refuse an encoder that did not produce this store (names both fingerprints)."""
+        if self.header.format_version < 2:
+            raise MismatchError(f"{self.directory}: store of format {self.header.format_version} (before hemoembed "
+                                "fingerprinted architecture and preprocessing as well as weights) cannot be matched "
+                                "to an encoder; it stays readable (fit-svm, tsne, neighbors --path, predict --store); "
+                                "to add images or query it with an encoder, rebuild it: hemoembed embed ENCODER "
+                                "IMAGES --store NEW_DIR (or this one with --overwrite)")
         if fingerprint != self.fingerprint:
             raise MismatchError(f"{self.directory}: store was built by encoder {short(self.fingerprint)} but this "
                                 f"encoder is {short(fingerprint)} (use a new --store, or --overwrite to rebuild)")
@@ -154,13 +159,19 @@ class EmbeddingStore:
         parts = self.part_files()
         if not parts:
             return self.empty_table()
-        try:
-            tables = [pq.read_table(p, memory_map=True) for p in parts]
-        except (OSError, pa.ArrowException) as exc:
-            raise InputError(f"{self.directory}: cannot read a store part ({exc})") from None
+        tables = []
+        for part in parts:
+            try:
+                tables.append(pq.read_table(part, memory_map=True))
+            except (OSError, pa.ArrowException) as exc:
+                raise InputError(f"{part}: cannot read store part ({exc})") from None
+            check_part_schema(tables[-1].schema, self.dim, part)
         import pyarrow.compute as pc
 
         table = pa.concat_tables(tables, promote_options="default")  # chunks stay per part: no copy
+        for i, name in enumerate(table.column_names):  # a part without a metadata column: "" there, never null
+            if name not in BASE_COLUMNS and table.column(i).null_count:
+                table = table.set_column(i, name, pc.fill_null(table.column(i), ""))
         if pc.count_distinct(table.column("path")).as_py() < table.num_rows:
             # a file changed after it was stored: the newest row wins (last occurrence of each path)
             paths = table.column("path").to_numpy(zero_copy_only=False)
@@ -281,6 +292,7 @@ class EmbeddingStore:
         if getattr(emb, "list_size", None) != self.dim:
             raise MismatchError(f"{self.directory}: part embeddings have size {getattr(emb, 'list_size', '?')}, "
                                 f"store has {self.dim}")
+        self._check_header_unchanged()
         tmp = self.directory / f".part.tmp-{os.getpid()}-{id(table)}.parquet"
         # embeddings barely compress and nested levels dominate decoding: fast LZ4, no dictionaries
         pq.write_table(table, tmp, compression="lz4", use_dictionary=False,
@@ -288,6 +300,7 @@ class EmbeddingStore:
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         try:
+            self._check_header_unchanged()  # again, just before the part becomes visible
             while True:
                 target = self.directory / f"part-{self._next_part_number():05d}.parquet"
                 try:
@@ -300,6 +313,27 @@ class EmbeddingStore:
         _fsync_dir(self.directory)
         self.refresh()
         return target
+
+    def _check_part(self, part: Path) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            schema = pq.read_schema(part)
+        except (OSError, pa.ArrowException) as exc:
+            raise InputError(f"{part}: cannot read store part ({exc})") from None
+        check_part_schema(schema, self.dim, part)
+
+    def _check_header_unchanged(self) -> None:
+        """Refuse to write when ``store.json`` is no longer the one this store was opened with."""
+        try:
+            current = read_header(self.directory / STORE_FILE)
+        except HemoembedError as exc:
+            raise MismatchError(f"{self.directory}: the store was removed or replaced while writing ({exc})") from None
+        if to_dict(current) != to_dict(self.header):
+            raise MismatchError(f"{self.directory}: the store was replaced while writing (now encoder "
+                                f"{short(current.fingerprint)}, this writer's {short(self.fingerprint)}); "
+                                "nothing more is added to it")
 
     def _next_part_number(self) -> int:
         numbers = [int(_PART_RE.match(p.name).group(1)) for p in self.part_files()]
@@ -316,30 +350,8 @@ class EmbeddingStore:
         return removed
 
 
-def make_part_table(paths: Sequence[str], sha256: Sequence[str], widths: Sequence[int], heights: Sequence[int],
-                    embeddings: np.ndarray, metadata: dict[str, Sequence[str]] | None = None):
-    """Build one part's Arrow table: base columns, fixed-size float32 ``embedding``, string metadata."""
-    import pyarrow as pa
-
-    embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
-    if embeddings.ndim != 2 or embeddings.shape[0] != len(paths):
-        raise InputError(f"embeddings of shape {embeddings.shape} do not match {len(paths)} paths")
-    columns = {
-        "path": pa.array(list(paths), pa.string()),
-        "sha256": pa.array(list(sha256), pa.string()),
-        "width": pa.array(list(widths), pa.int32()),
-        "height": pa.array(list(heights), pa.int32()),
-        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(embeddings.reshape(-1)), embeddings.shape[1]),
-    }
-    for name, values in (metadata or {}).items():
-        if name in columns:
-            raise InputError(f"metadata column {name!r} clashes with a store column")
-        columns[name] = pa.array([str(v) for v in values], pa.string())
-    return pa.table(columns)
-
-
 def _normalise_key(value: str, key: str) -> str:
-    value = value.strip()
+    value = value.strip(CELL_SPACE)
     if key == "path":
         value = PurePosixPath(os.path.normpath(value.replace("\\", "/"))).as_posix()
     return value

@@ -1,0 +1,115 @@
+"""The on-disk format of an embedding store: the ``store.json`` header and the columns of every part.
+
+Both are validated on reading, never trusted: a header field of the wrong type, an unknown format, or a part
+whose embedding width differs from the header's ``dim`` is refused with a one-line error.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .._version import __version__
+from ..config import from_dict
+from ..data.preprocess import PreprocessingRecord
+from ..errors import InputError, MismatchError
+
+FORMAT_VERSION = 2  # 2: the fingerprint covers architecture, preprocessing record and weights (1: weights only)
+STORE_FILE = "store.json"
+BASE_COLUMNS = ("path", "sha256", "width", "height", "embedding")
+
+
+@dataclass
+class StoreHeader:
+    """Contents of ``store.json``: what produced the embeddings and how to read them."""
+
+    format_version: int = FORMAT_VERSION
+    fingerprint: str = ""
+    record: dict = field(default_factory=dict)
+    dim: int = 0
+    dtype: str = "float32"
+    hemoembed_version: str = __version__
+    created: str = ""
+    store_id: str = ""  # random, set at creation: tells apart two stores of one encoder (format 2 on)
+
+
+# The JSON type every header field must have (bool is refused where a number is expected).
+_HEADER_TYPES = {"format_version": int, "fingerprint": str, "record": dict, "dim": int, "dtype": str,
+                 "hemoembed_version": str, "created": str, "store_id": str}
+FINGERPRINT_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def read_header(path: Path) -> StoreHeader:
+    """Parse and validate ``store.json``: every field of the right type, a valid record, a known format."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read store header ({exc})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: store header is not a JSON object")
+    version = data.get("format_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        raise MismatchError(f"{path}: store format {version} is newer than this hemoembed "
+                            f"({__version__}) reads (format {FORMAT_VERSION}); upgrade hemoembed")
+    for key in ("format_version", "fingerprint", "record", "dim"):
+        if key not in data:
+            raise InputError(f"{path}: store header has no {key!r}")
+    for key, kind in _HEADER_TYPES.items():
+        value = data.get(key, kind())
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise InputError(f"{path}: store header {key!r} is {value!r:.40}, not a {kind.__name__}")
+    if data["format_version"] < 1 or data["dim"] < 1 or not FINGERPRINT_RE.match(data["fingerprint"]):
+        raise InputError(f"{path}: store header has an invalid format_version, dim or fingerprint")
+    if data.get("dtype", "float32") != "float32":
+        raise InputError(f"{path}: store dtype {data['dtype']!r} is not float32")
+    header = from_dict(StoreHeader, data, source=str(path))
+    PreprocessingRecord.from_dict(header.record)  # a clear error for a damaged record
+    return header
+
+
+def check_part_schema(schema, dim: int, part: Path) -> None:
+    """Refuse a part whose columns do not match the header (the reader would reshape garbage)."""
+    import pyarrow as pa
+
+    expected = {"path": pa.string(), "sha256": pa.string(), "width": pa.int32(), "height": pa.int32(),
+                "embedding": pa.list_(pa.float32(), dim)}
+    names = schema.names
+    if len(set(names)) != len(names):
+        raise InputError(f"{part}: store part has duplicate columns")
+    for name, kind in expected.items():
+        if name not in names:
+            raise InputError(f"{part}: store part has no {name!r} column")
+        field_type = schema.field(name).type
+        if field_type != kind and not (name == "embedding" and pa.types.is_fixed_size_list(field_type)
+                                       and field_type.value_type == pa.float32()
+                                       and field_type.list_size == dim):
+            raise MismatchError(f"{part}: column {name!r} is {field_type}, the store (dimension {dim}) needs {kind}")
+    odd = [n for n in names if n not in expected and schema.field(n).type not in (pa.string(), pa.null())]
+    if odd:
+        raise InputError(f"{part}: metadata column {odd[0]!r} is {schema.field(odd[0]).type}, not text")
+
+
+def make_part_table(paths: Sequence[str], sha256: Sequence[str], widths: Sequence[int], heights: Sequence[int],
+                    embeddings: np.ndarray, metadata: dict[str, Sequence[str]] | None = None):
+    """Build one part's Arrow table: base columns, fixed-size float32 ``embedding``, string metadata."""
+    import pyarrow as pa
+
+    embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+    if embeddings.ndim != 2 or embeddings.shape[0] != len(paths):
+        raise InputError(f"embeddings of shape {embeddings.shape} do not match {len(paths)} paths")
+    columns = {
+        "path": pa.array(list(paths), pa.string()),
+        "sha256": pa.array(list(sha256), pa.string()),
+        "width": pa.array(list(widths), pa.int32()),
+        "height": pa.array(list(heights), pa.int32()),
+        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(embeddings.reshape(-1)), embeddings.shape[1]),
+    }
+    for name, values in (metadata or {}).items():
+        if name in columns:
+            raise InputError(f"metadata column {name!r} clashes with a store column")
+        columns[name] = pa.array([str(v) for v in values], pa.string())
+    return pa.table(columns)
