@@ -7,6 +7,7 @@ layer is kept) and carries its :class:`~hemoembed.data.preprocess.PreprocessingR
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -20,6 +21,10 @@ from .layers import L2Normalize, PreprocessingSpec
 EMBEDDING_DIM = 1280
 SPEC_LAYER = "hemoembed_preprocessing"
 BACKBONE = "efficientnetv2-b0"
+FINGERPRINT_SCHEME = "hemoembed-fingerprint/2"
+# Configuration keys that never change what an encoder computes: where a class is defined, whether a layer
+# trains (BatchNorm frozen or not), the shapes a layer was built for (implied by the wiring).
+_NEUTRAL_KEYS = frozenset({"module", "trainable", "build_config", "compile_config"})
 
 
 def build_encoder(record: PreprocessingRecord, weights: str = "none", dropout: float = 0.2,
@@ -104,13 +109,59 @@ def preprocessing_record(model: keras.Model) -> PreprocessingRecord:
 
 
 def fingerprint(model: keras.Model) -> str:
-    """sha256 over every weight's shape and bytes in order: identifies the encoder, not the file."""
-    digest = hashlib.sha256()
+    """Identity of what the encoder computes (not of its file): sha256 over, in order,
+
+    1. ``FINGERPRINT_SCHEME``;
+    2. the architecture: :func:`architecture`, the model's Keras configuration (layer classes and settings,
+       dtype policies, wiring, the weightless layers such as Reinhard or gray-world normalisation) as
+       canonical JSON, with layer names replaced by their order of appearance (Keras numbers unnamed layers
+       per session) and without ``_NEUTRAL_KEYS``;
+    3. the preprocessing record the model carries (canonical JSON; ``{}`` when it carries none);
+    4. every weight's shape and float32 bytes, in ``model.weights`` order.
+
+    Equal for a saved and a reloaded encoder, and for the same architecture rebuilt with the same weights
+    (BatchNorm frozen or not); different whenever the embedding of some image can differ. Format 1 stores
+    and older ``model.json`` files hold the weights-only fingerprint of hemoembed before this scheme.
+    """
+    digest = hashlib.sha256(FINGERPRINT_SCHEME.encode() + b"\0")
+    digest.update(architecture(model).encode() + b"\0")
+    try:
+        record = preprocessing_record(model).to_dict()
+    except MismatchError:
+        record = {}
+    digest.update(json.dumps(record, sort_keys=True).encode() + b"\0")
     for weight in model.weights:
         value = np.ascontiguousarray(keras.ops.convert_to_numpy(weight.value), dtype=np.float32)
         digest.update(str(value.shape).encode())
         digest.update(value.tobytes())
     return digest.hexdigest()
+
+
+def architecture(model: keras.Model) -> str:
+    """The model's configuration as canonical JSON (see :func:`fingerprint`)."""
+    config = model.get_config()
+    names: dict[str, str] = {}
+
+    def collect(node) -> None:
+        if isinstance(node, dict):
+            for layer in node.get("layers") or []:
+                if isinstance(layer, dict) and isinstance(layer.get("name"), str):
+                    names.setdefault(layer["name"], f"#{len(names)}")
+            for value in node.values():
+                collect(value)
+        elif isinstance(node, list):
+            for value in node:
+                collect(value)
+
+    def canonical(node):
+        if isinstance(node, dict):
+            return {k: canonical(v) for k, v in node.items() if k not in _NEUTRAL_KEYS}
+        if isinstance(node, (list, tuple)):
+            return [canonical(v) for v in node]
+        return names.get(node, node) if isinstance(node, str) else node
+
+    collect(config)
+    return json.dumps(canonical(config), sort_keys=True, separators=(",", ":"), default=str)
 
 
 def save_encoder(model: keras.Model, path: str | os.PathLike) -> str:
