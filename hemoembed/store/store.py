@@ -294,12 +294,12 @@ class EmbeddingStore:
                                 f"store has {self.dim}")
         self._check_header_unchanged()
         tmp = self.directory / f".part.tmp-{os.getpid()}-{id(table)}.parquet"
-        # embeddings barely compress and nested levels dominate decoding: fast LZ4, no dictionaries
-        pq.write_table(table, tmp, compression="lz4", use_dictionary=False,
-                       write_statistics=[c for c in table.column_names if c != "embedding"])
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
         try:
+            # embeddings barely compress and nested levels dominate decoding: fast LZ4, no dictionaries
+            pq.write_table(table, tmp, compression="lz4", use_dictionary=False,
+                           write_statistics=[c for c in table.column_names if c != "embedding"])
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
             self._check_header_unchanged()  # again, just before the part becomes visible
             while True:
                 target = self.directory / f"part-{self._next_part_number():05d}.parquet"
