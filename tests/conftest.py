@@ -45,6 +45,26 @@ def write_image(path: Path, size: tuple[int, int] = (40, 40), seed: int = 0, fmt
     return path
 
 
+def make_png_bomb(side: int) -> bytes:
+    """A valid all-black grayscale PNG of ``side`` x ``side`` built without holding its pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    packer, row = zlib.compressobj(9), b"\0" * (side + 1)
+    body = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="session")
+def png_bomb():
+    """``png_bomb(side)``: bytes of a valid all-black PNG of side x side pixels (a few hundred KB for 8000)."""
+    return make_png_bomb
+
+
 @pytest.fixture
 def image_factory(tmp_path):
     return lambda rel, **kw: write_image(tmp_path / rel, **kw)

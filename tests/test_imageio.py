@@ -97,7 +97,7 @@ def test_the_decoder_itself_refuses_a_header_over_the_pixel_limit(tmp_path, monk
     assert list(decoded_dataset([str(path)])) == []  # dropped in the pipeline, never decoded
 
 
-def test_a_real_bomb_is_never_decoded_by_the_pipeline(tmp_path):
+def test_a_real_bomb_is_never_decoded_by_the_pipeline(tmp_path, png_bomb):
     """8000 x 8000 PNG of a few hundred KB: the header check stops it (decoding would take 192 MB)."""
     import tensorflow as tf
 
@@ -108,20 +108,6 @@ def test_a_real_bomb_is_never_decoded_by_the_pipeline(tmp_path):
     assert path.stat().st_size < 400_000
     with pytest.raises(tf.errors.InvalidArgumentError, match="decompression bomb"):
         decode_rgb_tf(tf.constant(path.read_bytes()))
-
-
-def png_bomb(side: int) -> bytes:
-    """A valid all-black grayscale PNG of ``side`` x ``side`` built without holding its pixels."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    packer, row = zlib.compressobj(9), b"\0" * (side + 1)
-    body = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
-    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
 
 
 def test_one_size_rule_for_every_entry_point(tmp_path):
