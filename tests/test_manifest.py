@@ -135,3 +135,24 @@ def test_symbolic_links_cannot_lead_outside_the_root(image_factory, tmp_path):
     with pytest.raises(InputError, match=r"m.csv:3: path 'linked/cell.png' is a symbolic link to .*secret"):
         load_manifest(tmp_path / "root" / "m.csv")
     assert load_manifest(tmp_path / "root" / "m.csv", allow_outside_root=True).paths == ["a/ok.png", "linked/cell.png"]
+
+
+def test_an_output_is_never_the_input(image_factory, tmp_path):
+    """is, contains, holds an image of, or (for image outputs) lies inside the input: refused."""
+    from hemoembed.data.manifest import ensure_apart
+
+    image_factory("data/a/1.png")
+    image_factory("data/b/2.png")
+    (tmp_path / "data" / "m.csv").write_text("path\na/1.png\n")
+    folder, listed = load_manifest(tmp_path / "data"), load_manifest(tmp_path / "data" / "m.csv")
+    for out, manifest, message in ((tmp_path / "data", folder, "is the input folder"),
+                                   (tmp_path, folder, "contains the input folder"),
+                                   (tmp_path / "data" / "normed", folder, "lies inside the input folder"),
+                                   (tmp_path / "data" / "a", listed, "holds input image"),
+                                   (tmp_path / "data" / "m.csv", listed, "would replace the input manifest"),
+                                   (tmp_path / "data" / "a" / "1.png", listed, "holds input image")):
+        with pytest.raises(InputError, match=message):
+            ensure_apart(out, manifest, writes_images=True)
+    ensure_apart(tmp_path / "normed", folder, writes_images=True)
+    ensure_apart(tmp_path / "data" / "b", listed, writes_images=True)  # inside a manifest's root, no input there
+    ensure_apart(tmp_path / "data" / "store", folder)  # no images written: a store may sit there

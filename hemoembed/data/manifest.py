@@ -76,6 +76,26 @@ class Manifest:
         atomic_write_text(Path(path), csv_text(lines))
 
 
+def ensure_apart(out: str | os.PathLike, manifest: Manifest, option: str = "--out",
+                 writes_images: bool = False) -> None:
+    """Refuse an output (file or folder) that is the input, contains it, or holds any of its images or its
+    manifest: writing there (``--overwrite`` first removes an output) would destroy what is being read.
+    ``writes_images`` also refuses a folder inside a scanned input folder (the outputs would join the input).
+    """
+    target = Path(out).resolve()
+    root = manifest.root.resolve()
+    source = Path(manifest.source).resolve() if manifest.source else None
+    scanned = source is not None and source.is_dir()
+    if target == root or root.is_relative_to(target) or (writes_images and scanned and target.is_relative_to(root)):
+        where = "is" if target == root else "contains" if root.is_relative_to(target) else "lies inside"
+        raise InputError(f"{option} {out}: {where} the input folder {root}; choose an output apart from the input")
+    if source is not None and not scanned and source.is_relative_to(target):
+        raise InputError(f"{option} {out}: would replace the input manifest {source}")
+    held = next((p for p in manifest.absolute() if Path(p).is_relative_to(target)), None)
+    if held is not None:
+        raise InputError(f"{option} {out}: holds input image {held}; choose an output apart from the input")
+
+
 def load_manifest(images: str | os.PathLike, image_root: str | os.PathLike | None = None,
                   allow_outside_root: bool = False) -> Manifest:
     """Open an ``IMAGES`` argument: a folder of images or a CSV manifest."""

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..config import atomic_write_text, csv_text, save_config
 from ..data.imageio import ImageInfo, probe_many
-from ..data.manifest import Manifest
+from ..data.manifest import Manifest, ensure_apart
 from ..data.preprocess import PreprocessingRecord
 from ..errors import InputError
 from .lock import LOCK_FILE, writer_lock
@@ -199,6 +199,7 @@ def embed_to_store(model, manifest: Manifest, directory: str | Path, *, overwrit
     record, fp, dim = preprocessing_record(model), fingerprint(model), int(model.output_shape[-1])
     metadata = _checked_options(manifest, batch_size, part_size, metadata)
     directory = Path(directory)
+    ensure_apart(directory, manifest, "--store")
     _refuse_foreign_folder(directory, overwrite)
     created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
