@@ -198,8 +198,13 @@ def test_cli_embed_info_neighbors_and_fingerprint_refusal(tmp_path, encoder):
     assert refused.stderr.startswith("error: ") and len(refused.stderr.strip().splitlines()) == 1
     assert fp[:12] in refused.stderr and other_fp[:12] in refused.stderr
     assert not list((tmp_path / "other_store").glob("part-*"))
-    not_store = _cli("embed", enc_path, images, "--store", images)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("keep me")
+    not_store = _cli("embed", enc_path, images, "--store", tmp_path / "notes")
     assert not_store.exit_code == 2 and "not an embedding store" in not_store.stderr
+    into_images = _cli("embed", enc_path, images, "--store", images, "--overwrite")
+    assert into_images.exit_code == 2 and "is the input folder" in into_images.stderr
+    assert len(list(images.rglob("*.*"))) == 8
     assert len(EmbeddingStore.open(tmp_path / "store")) == 8
 
 
