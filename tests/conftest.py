@@ -65,6 +65,21 @@ def png_bomb():
     return make_png_bomb
 
 
+@pytest.fixture(scope="session")
+def saved_encoder(tmp_path_factory):
+    """(model, path): a 32-px encoder with random weights (seed 0), saved as .keras; never modify it."""
+    import keras
+
+    from hemoembed.data.preprocess import PreprocessingRecord
+    from hemoembed.model.encoder import build_encoder, save_encoder
+
+    keras.utils.set_random_seed(0)
+    model = build_encoder(PreprocessingRecord(image_size=32), "none")
+    path = tmp_path_factory.mktemp("encoder") / "encoder.keras"
+    save_encoder(model, path)
+    return model, path
+
+
 @pytest.fixture
 def image_factory(tmp_path):
     return lambda rel, **kw: write_image(tmp_path / rel, **kw)

@@ -12,7 +12,7 @@ import tensorflow as tf
 from hemoembed.data.preprocess import PreprocessingRecord
 from hemoembed.errors import InputError
 from hemoembed.model.distribute import make_strategy
-from hemoembed.model.encoder import EMBEDDING_DIM, build_encoder, fingerprint, load_encoder, save_encoder
+from hemoembed.model.encoder import EMBEDDING_DIM, build_encoder, fingerprint, load_encoder
 from hemoembed.model.pretrain import _make_trainer, resolve_config
 
 RECORD = PreprocessingRecord(32, 0.875)
@@ -23,12 +23,8 @@ def _images(n: int, seed: int = 0) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def saved(tmp_path_factory):
-    keras.utils.set_random_seed(0)
-    model = build_encoder(RECORD, "none")
-    path = tmp_path_factory.mktemp("enc") / "encoder.keras"
-    save_encoder(model, path)
-    return model, path
+def saved(saved_encoder):
+    return saved_encoder
 
 
 def test_output_is_unit_norm_1280d(saved):

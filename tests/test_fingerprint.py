@@ -40,12 +40,8 @@ def wrapped(source: keras.Model, reinhard: bool) -> keras.Model:
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    keras.utils.set_random_seed(5)
-    model = build_encoder(RECORD, "none")
-    path = tmp_path_factory.mktemp("enc") / "encoder.keras"
-    save_encoder(model, path)
-    return model, path
+def base(saved_encoder):
+    return saved_encoder
 
 
 def test_same_computation_same_fingerprint(base, tmp_path):
