@@ -252,16 +252,9 @@ def gradcam(encoder: Path, images: tuple[Path, ...], against: tuple[Path, ...], 
 
 
 def _svm_folder(model_dir: Path, column: str | None) -> Path:
-    from ..errors import InputError
-    from ..tasks.svm import model_folders, read_meta
+    from ..tasks.svm import column_folder
 
-    folders = model_folders(model_dir)
-    if column is not None:
-        folders = [f for f in folders if read_meta(f)["column"] == column]
-    if len(folders) != 1:
-        names = ", ".join(read_meta(f)["column"] for f in model_folders(model_dir))
-        raise InputError(f"{model_dir}: choose one model with --column (columns: {names})")
-    return folders[0]
+    return column_folder(model_dir, column)
 
 
 def _write_cams(results, out: Path) -> Path:

@@ -246,6 +246,17 @@ def model_folders(model_dir: str | os.PathLike) -> list[Path]:
     return found
 
 
+def column_folder(model_dir: str | os.PathLike, column: str | None = None) -> Path:
+    """The one saved SVM of ``model_dir`` (a model folder, or a fit-svm output narrowed by ``column``)."""
+    folders = model_folders(model_dir)
+    if column is not None:
+        folders = [f for f in folders if read_meta(f)["column"] == column]
+    if len(folders) != 1:
+        names = ", ".join(read_meta(f)["column"] for f in model_folders(model_dir))
+        raise InputError(f"{model_dir}: choose one model with --column (columns: {names})")
+    return folders[0]
+
+
 def prediction_table(folders: Sequence[Path], X: np.ndarray, keys: Sequence[str], fingerprint: str,
                      where: str) -> list[list[Any]]:
     """CSV rows (header first): per image and column the label, its probability, the runner-up and all
