@@ -166,3 +166,23 @@ def test_cli_writes_overlays_raw_maps_and_a_panel(tmp_path, cli):
 
     result = cli("gradcam", tmp_path / "enc.keras", files[0], "--out", tmp_path / "bad")
     assert result.exit_code == 2 and "--against" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_pairwise_decision_of_the_active_learning_svm():
+    """``LinearDecision.from_pairs`` on an IncrementalLinearSVM: a class's value is the sum of its pairwise
+    margins (on standardised inputs), and the largest value is its one-vs-one winner on clear cases."""
+    from hemoembed.tasks.active import IncrementalLinearSVM, structured_embeddings
+
+    X, y = structured_embeddings(200, dim=12, n_classes=3, seed=3, hard_fraction=0.0)
+    mean, scale = X.mean(axis=0), X.std(axis=0)
+    model = IncrementalLinearSVM().fit((X - mean) / scale, y)
+    decision = LinearDecision.from_pairs(model.classes_, model.pairs_, model.pair_coef_, model.pair_intercept_,
+                                            mean, scale)
+    margins = model.pairwise_decision((X - mean) / scale)
+    expected = np.zeros((len(X), 3))
+    for k, (i, j) in enumerate(model.pairs_):
+        expected[:, i] += margins[:, k]
+        expected[:, j] -= margins[:, k]
+    values = np.stack([decision.numpy_value(X, c) for c in decision.classes], axis=1)
+    np.testing.assert_allclose(values, expected, atol=1e-4)
+    assert (np.asarray(decision.classes)[values.argmax(axis=1)] == model.predict((X - mean) / scale)).mean() > 0.95

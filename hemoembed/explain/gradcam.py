@@ -70,13 +70,23 @@ class LinearDecision:
         classes = tuple(str(c) for c in model.classes_)
         coef, intercept = np.asarray(estimator.coef_, np.float64), np.asarray(estimator.intercept_, np.float64)
         n = len(classes)
+        mean, scale = np.asarray(scaler.mean_), np.asarray(scaler.scale_)
         if n > 2 and len(coef) == n * (n - 1) // 2 and type(estimator).__name__ == "SVC":
-            signs = np.zeros((n, len(coef)))
             pairs = [(first, second) for first in range(n) for second in range(first + 1, n)]
-            for k, (first, second) in enumerate(pairs):
-                signs[first, k], signs[second, k] = 1.0, -1.0  # a positive pairwise value favours the first class
-            coef, intercept = signs @ coef, signs @ intercept
-        return cls(classes, coef, intercept, np.asarray(scaler.mean_), np.asarray(scaler.scale_))
+            return cls.from_pairs(classes, pairs, coef, intercept, mean, scale)
+        return cls(classes, coef, intercept, mean, scale)
+
+    @classmethod
+    def from_pairs(cls, classes: Sequence[str], pairs: Sequence[tuple[int, int]], coef: np.ndarray,
+                   intercept: np.ndarray, mean: np.ndarray | None = None,
+                   scale: np.ndarray | None = None) -> LinearDecision:
+        """One-vs-one SVM (pair k = classes (i, j), positive for i) → per class the sum of its pairwise
+        decision values: the scores of a libsvm SVC or of the active-learning ``IncrementalLinearSVM``."""
+        signs = np.zeros((len(classes), len(pairs)))
+        for k, (first, second) in enumerate(pairs):
+            signs[first, k], signs[second, k] = 1.0, -1.0  # a positive pairwise value favours the first class
+        return cls(tuple(str(c) for c in classes), signs @ np.asarray(coef, np.float64),
+                   signs @ np.asarray(intercept, np.float64), mean, scale)
 
     def numpy_value(self, embeddings: np.ndarray, class_name: str) -> np.ndarray:
         """The same decision value in numpy (for checks and reports)."""
