@@ -1,0 +1,109 @@
+"""Model versions: the ``--model`` SVM is version 0; retraining runs the labelling session.
+
+Retraining is the active-learning loop of ``hemoembed active-learn --session`` with the same code: one
+:class:`~hemoembed.tasks.session.LabellingSession` lives in ``DATA/session`` over a pool that holds the
+reference store's rows and the uploaded cells (:class:`ReviewPool`); its labels are the reference labels
+plus the reviewers' corrections, taught with ``teach_labels`` (labels file first, then the model, then the
+history), and a version's predictions come from ``LabellingSession.predict_proba``. New classes are added
+with ``LabellingSession.add_class``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import lib
+
+UPLOAD_PREFIX = "upload:"  # pool keys of uploaded cells (reference keys are the store's relative paths)
+
+
+@dataclass
+class Classifier:
+    """What serves predictions: a version number, its classes and a probability function on embeddings."""
+
+    version: int
+    classes: list[str]
+    proba: Callable[[np.ndarray], np.ndarray]
+    decision: Callable[[], object]  # → gradcam.LinearDecision of this version
+
+    def predict(self, vectors: np.ndarray) -> list[tuple[str, float, float, dict[str, float]]]:
+        """Per vector: (label, confidence, uncertainty = 1 − max p as modAL ranks it, {class: p})."""
+        if len(vectors) == 0:
+            return []
+        proba = np.asarray(self.proba(np.asarray(vectors, np.float32)), np.float64)
+        out = []
+        for row in proba:
+            best = int(row.argmax())
+            out.append((self.classes[best], float(row[best]), float(1.0 - row[best]),
+                        {c: round(float(p), 6) for c, p in zip(self.classes, row)}))
+        return out
+
+
+def initial_classifier(reference) -> Classifier:
+    """Version 0: the SVM given with ``--model`` (checked against the store's fingerprint)."""
+    svm, _ = lib.load_svm(reference.svm_dir, reference.fingerprint, where=f"store {reference.store_dir}")
+    return Classifier(0, [str(c) for c in svm.classes_], svm.predict_proba,
+                      lambda: lib.LinearDecision.from_svm(reference.svm_dir, reference.fingerprint))
+
+
+class ReviewPool:
+    """The session's store: reference rows, then uploaded cells (keys ``upload:<image>``), one encoder."""
+
+    def __init__(self, reference_store, query_store) -> None:
+        self.fingerprint = reference_store.fingerprint
+        self.directory = reference_store.directory
+        self._parts = (reference_store, query_store)
+        self.paths = list(reference_store.paths) + [UPLOAD_PREFIX + p for p in query_store.paths]
+
+    def embeddings(self) -> np.ndarray:
+        reference, query = self._parts
+        if len(query) == 0:
+            return reference.embeddings()
+        return np.concatenate([reference.embeddings(), query.embeddings()])
+
+
+class Versions:
+    """The labelling session behind retraining, and the classifier of each version."""
+
+    def __init__(self, directory: Path, reference, query_store, classes: list[str], cv: int) -> None:
+        self.directory = Path(directory)
+        self.reference = reference
+        self.query_store = query_store
+        new = lib.SessionConfig(store=str(reference.store_dir), classes=list(classes), column=reference.column,
+                                cv=cv)
+        self.session = lib.LabellingSession.open(self.directory, self._pool(), new)
+
+    def _pool(self) -> ReviewPool:
+        self.query_store.refresh()
+        return ReviewPool(self.reference.store, self.query_store)
+
+    def add_class(self, name: str) -> None:
+        """Validate and save a new class in the session (raises InputError for a bad or known name)."""
+        self.session.add_class(name)
+
+    def sync_classes(self, classes: list[str]) -> None:
+        for name in classes:
+            if name not in self.session.config.classes:
+                self.session.add_class(name)
+
+    def teach(self, corrections: dict[str, str], source: str) -> dict:
+        """Teach the reference labels plus ``corrections`` (image → label) and retrain; returns the event."""
+        self.session = lib.LabellingSession.open(self.directory, self._pool())  # sees the cells uploaded since
+        labels = dict(self.reference.labels)
+        labels.update({UPLOAD_PREFIX + image: label for image, label in corrections.items()})
+        return self.session.teach_labels(labels, source)
+
+    def classifier(self, version: int) -> Classifier | None:
+        """The session's current model as version ``version`` (None before its first teach)."""
+        current = self.session.model()
+        if current is None:
+            return None
+        model = current["model"]
+        mean, scale = self.session.standardiser()
+        classes = [str(c) for c in model.classes_]
+        return Classifier(version, classes, lambda X: self.session.predict_proba(X, current)[1],
+                          lambda: lib.LinearDecision.from_pairs(classes, model.pairs_, model.pair_coef_,
+                                                                model.pair_intercept_, mean, scale))

@@ -1,0 +1,230 @@
+"""The HTTP layer: a FastAPI app over an :class:`~hemoembed.app.engine.Engine` (JSON API + the browser UI).
+
+Stable contract (documented in the README and at ``/docs``, served without any CDN):
+``GET /health`` → ``{"status": "ok", "model_version": N}``; ``POST /api/predict`` (multipart ``files``) →
+``{"results": [{"filename", "id", "label", "probabilities", "error"}, ...]}`` in upload order, a bad file
+getting a one-sentence ``error`` while the others succeed. With a token every ``/api/...`` call needs
+``Authorization: Bearer TOKEN`` (401 otherwise). The richer ``/api/...`` endpoints serve the UI.
+"""
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
+from pydantic import BaseModel, Field
+
+from .._version import __version__
+from . import lib
+from .report import export_csv, summary
+
+STATIC = Path(__file__).parent / "static"
+UI_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; script-src 'self'; "
+                               "style-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
+}
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "testserver")
+
+
+class Correction(BaseModel):
+    label: str = Field(max_length=200)
+    reviewer: str = Field(default="", max_length=200)
+    seconds: float | None = None
+
+
+class NewClass(BaseModel):
+    name: str = Field(max_length=100)
+
+
+class NewBatch(BaseModel):
+    name: str = Field(default="", max_length=200)
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def create_app(engine, token: str | None = None, loopback_only: bool = True, predict_timeout: float = 600.0):
+    """The ASGI app. ``loopback_only``: refuse requests whose Host is not a loopback name (DNS rebinding)."""
+    app = FastAPIOffline(title="hemoembed review app", version=__version__, redoc_url=None,
+                         swagger_ui_parameters={"validatorUrl": None},
+                         description="Upload leukocyte crops, review predictions, correct labels, retrain.")
+    limits = engine.limits
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        path = request.url.path
+        host = (request.headers.get("host") or "").rsplit(":", 1)[0].strip("[]")
+        if loopback_only and not is_loopback(host):
+            return JSONResponse({"detail": f"host {host!r} refused: the server only answers on loopback"}, 403)
+        if path.startswith("/api/"):
+            if token is not None and not _authorised(request, token):
+                return JSONResponse({"detail": "missing or wrong access token (send Authorization: Bearer TOKEN)"},
+                                    401, headers={"WWW-Authenticate": "Bearer"})
+            origin = request.headers.get("origin")
+            if request.method not in ("GET", "HEAD") and origin and urlsplit(origin).netloc != request.headers.get(
+                    "host"):
+                return JSONResponse({"detail": f"cross-site request from {origin} refused"}, 403)
+            length = request.headers.get("content-length")
+            if length and length.isdigit() and int(length) > limits.max_files * (limits.max_file_bytes + 4096):
+                return JSONResponse({"detail": f"request too large ({int(length) / 2**20:.0f} MB; at most "
+                                               f"{limits.max_files} files of {limits.max_file_bytes / 2**20:g} MB)"},
+                                    413)
+        response = await call_next(request)
+        if not path.startswith(("/docs", "/static-offline-docs")):
+            response.headers.update(UI_HEADERS)
+        return response
+
+    @app.exception_handler(lib.HemoembedError)
+    async def user_error(request: Request, exc: lib.HemoembedError):
+        return JSONResponse({"detail": lib.one_line(str(exc))}, 400)
+
+    @app.exception_handler(KeyError)
+    async def not_found(request: Request, exc: KeyError):
+        return JSONResponse({"detail": f"no cell {exc.args[0]}"}, 404)
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+
+    @app.get("/health", tags=["contract"])
+    def health() -> dict[str, Any]:
+        """Liveness and the model version (Label Studio's ML backends answer ``/health`` the same way)."""
+        return {"status": "ok", "model_version": engine.classifier.version, "hemoembed": __version__}
+
+    async def read_files(request: Request) -> list[tuple[str, bytes | None]]:
+        from starlette.exceptions import HTTPException
+        from starlette.formparsers import MultiPartException
+
+        try:
+            form = await request.form(max_files=limits.max_files, max_fields=50)
+        except (MultiPartException, HTTPException) as exc:
+            reason = getattr(exc, "message", None) or getattr(exc, "detail", "")
+            raise lib.InputError(f"upload refused: {reason} (at most {limits.max_files} files per "
+                                 "request)") from None
+        files = [f for f in form.getlist("files") if hasattr(f, "read")]
+        if not files:
+            raise lib.InputError("no files: send one or more images as multipart form field 'files'")
+        out = []
+        for upload in files:
+            data = await upload.read(limits.max_file_bytes + 1)
+            out.append((upload.filename or "", None if len(data) > limits.max_file_bytes else data))
+            await upload.close()
+        return out
+
+    @app.post("/api/predict", tags=["contract"])
+    async def predict(request: Request) -> dict[str, Any]:
+        """Classify images now: per file in upload order its cell id, label and probabilities, or an error."""
+        files = await read_files(request)
+        batch = await run_in_threadpool(engine.api_batch)
+        results = await run_in_threadpool(engine.ingest, files, batch)
+        ids = [r["id"] for r in results if r["error"] is None]
+        await run_in_threadpool(engine.wait, ids, predict_timeout)
+        cells = {c["id"]: c for c in engine.state.cells(ids)}
+        for result in results:
+            cell = cells.get(result["id"]) if result["error"] is None else None
+            result.update(label=None, probabilities=None, score=None, model_version=None)
+            if cell is not None and cell["status"] == "done":
+                result.update(label=cell["label"], probabilities=cell["probabilities"], score=cell["confidence"],
+                              model_version=cell["version"])
+            elif cell is not None:
+                result["error"] = cell["error"] or f"still being classified; see /api/cells/{cell['id']}"
+        return {"results": results}
+
+    @app.post("/api/batches")
+    def new_batch(body: NewBatch) -> dict[str, Any]:
+        return {"id": engine.state.new_batch(lib.one_line(body.name)[:200] or "batch")}
+
+    @app.get("/api/batches")
+    def batches() -> list[dict[str, Any]]:
+        return engine.state.batches()
+
+    @app.post("/api/batches/{batch}/files")
+    async def upload(batch: int, request: Request) -> dict[str, Any]:
+        """Add files to a batch; they are classified in the background (poll ``/api/cells``)."""
+        files = await read_files(request)
+        return {"results": await run_in_threadpool(engine.ingest, files, batch)}
+
+    @app.get("/api/batches/{batch}/summary")
+    def batch_summary(batch: int) -> dict[str, Any]:
+        return {**summary(engine.state.cells(batch=batch), engine.state.classes()),
+                "rejects": engine.state.rejects(batch)}
+
+    @app.get("/api/batches/{batch}/export.csv")
+    def export(batch: int) -> PlainTextResponse:
+        text = export_csv(engine.state.cells(batch=batch), engine.state.classes())
+        return PlainTextResponse(text, media_type="text/csv", headers={
+            "Content-Disposition": f'attachment; filename="hemoembed_batch_{batch}.csv"'})
+
+    @app.get("/api/cells")
+    def cells(batch: int | None = None) -> list[dict[str, Any]]:
+        return engine.state.cells(batch=batch)
+
+    @app.get("/api/cells/{cell}")
+    async def cell_detail(cell: int) -> dict[str, Any]:
+        return await run_in_threadpool(engine.detail, cell)
+
+    @app.get("/api/cells/{cell}/image")
+    async def cell_image(cell: int) -> Response:
+        data, kind = await run_in_threadpool(engine.image, cell)
+        return Response(data, media_type=kind, headers={"Cache-Control": "private, max-age=86400"})
+
+    @app.get("/api/cells/{cell}/gradcam")
+    async def cell_gradcam(cell: int) -> Response:
+        return Response(await run_in_threadpool(engine.gradcam, cell), media_type="image/png")
+
+    @app.post("/api/cells/{cell}/correction")
+    def correct(cell: int, body: Correction) -> dict[str, Any]:
+        return engine.correct(cell, body.label, body.reviewer, body.seconds)
+
+    @app.get("/api/classes")
+    def classes() -> list[str]:
+        return engine.state.classes()
+
+    @app.post("/api/classes")
+    def add_class(body: NewClass) -> list[str]:
+        return engine.add_class(body.name)
+
+    @app.get("/api/reference/{row}/image")
+    async def reference_image(row: int) -> Response:
+        path = engine.reference.image_file(row)
+        data, kind = await run_in_threadpool(engine.browser_image, path, _format_of(path), f"ref_{row}")
+        return Response(data, media_type=kind, headers={"Cache-Control": "private, max-age=86400"})
+
+    @app.get("/api/map")
+    def reference_map() -> dict[str, Any]:
+        return engine.map_points()
+
+    @app.get("/api/model")
+    def model() -> dict[str, Any]:
+        return engine.model_status()
+
+    @app.post("/api/retrain")
+    def retrain() -> dict[str, Any]:
+        return {"version": engine.retrain(), "status": "training"}
+
+    return app
+
+
+def _authorised(request: Request, token: str) -> bool:
+    scheme, _, given = (request.headers.get("authorization") or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def _format_of(path: Path) -> str | None:
+    return {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".gif": "GIF"}.get(path.suffix.lower())

@@ -1,0 +1,207 @@
+"""The review app through HTTP: the /predict + /health contract, bad input, the token rule, the review loop."""
+from __future__ import annotations
+
+import csv
+import io
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hemoembed.app.engine import Limits
+
+
+def png_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def multipart(files):
+    return [("files", (name, data, "application/octet-stream")) for name, data in files]
+
+
+def wait_until(predicate, timeout: float = 120.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def test_predict_contract_with_every_kind_of_bad_file(client_for, cell_files):
+    client, engine = client_for(limits=Limits(max_file_bytes=200_000, max_pixels=4_000_000, max_files=20))
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["model_version"] == 0
+    good = cell_files(3)
+    rgb = np.asarray(Image.open(io.BytesIO(good[0][1])).convert("RGB"))
+    tiff = ("cell.tif", png_bytes(Image.fromarray(rgb[:, ::-1]), "TIFF"))
+    truncated = ("truncated.png", good[1][1][: len(good[1][1]) // 2])
+    bomb = ("bomb.png", png_bytes(Image.new("1", (3000, 3000))))  # 9 Mpx in a few kB: refused before decoding
+    files = [good[0], ("notes.txt", b"not an image at all\n"), truncated, good[1], ("empty.png", b""), bomb,
+             ("../../etc/passwd", good[2][1]), good[0], ("tiny.png", png_bytes(Image.new("RGB", (8, 8)))),
+             ("huge.bmp", b"BM" + bytes(250_000)), tiff]
+    response = client.post("/api/predict", files=multipart(files))
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [r["filename"] for r in results] == [
+        good[0][0], "notes.txt", "truncated.png", good[1][0], "empty.png", "bomb.png", "passwd", good[0][0],
+        "tiny.png", "huge.bmp", "cell.tif"]
+    ok = [results[i] for i in (0, 3, 6, 10)]
+    classes = engine.state.classes()
+    for r in ok:
+        assert r["error"] is None and r["label"] in classes and r["model_version"] == 0
+        assert set(r["probabilities"]) == set(classes) and abs(sum(r["probabilities"].values()) - 1) < 1e-4
+        assert r["label"] == max(r["probabilities"], key=r["probabilities"].get)
+    errors = {r["filename"]: r["error"] for r in results if r["error"]}
+    assert "not an image" in errors["notes.txt"] and "truncated" in errors["truncated.png"]
+    assert errors["empty.png"] == "empty file" and "decompression bomb" in errors["bomb.png"]
+    assert "too small" in errors["tiny.png"] and "larger than the" in errors["huge.bmp"]
+    assert f"identical to cell {results[0]['id']}" in results[7]["error"] and results[7]["id"] == results[0]["id"]
+    for r in results:
+        assert r["error"] is None or ("\n" not in r["error"] and r["label"] is None)
+    again = client.post("/api/predict", files=multipart([good[1]])).json()["results"][0]
+    assert again["label"] is None and f"identical to cell {results[3]['id']}" in again["error"]
+    stored = sorted(p.name for p in (engine.data / "images").rglob("*.*"))
+    assert len(stored) == 4 and all(len(name.split(".")[0]) == 64 for name in stored)  # content-addressed only
+    assert engine.state.rejects()[0]["reason"].startswith("not an image")
+
+    assert client.post("/api/predict", files=multipart(cell_files(21, start=3))).status_code == 400
+    assert "at most 20 files" in client.post("/api/predict", files=multipart(cell_files(21, 3))).json()["detail"]
+    assert client.post("/api/predict", data={"x": "1"}).json()["detail"].startswith("no files")
+
+
+def test_token_rule_and_request_guards(client_for, cell_files):
+    token = "s3cret-token-for-tests"
+    client, _ = client_for(token=token)
+    assert client.get("/health").status_code == 200  # monitoring needs no token
+    files = multipart(cell_files(1))
+    assert client.post("/api/predict", files=files).status_code == 401
+    assert client.get("/api/model").status_code == 401
+    assert client.get("/api/cells", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.get("/api/cells", headers={"Authorization": token}).status_code == 401
+    auth = {"Authorization": f"Bearer {token}"}
+    assert client.post("/api/predict", files=files, headers=auth).json()["results"][0]["error"] is None
+    assert client.get("/api/model", headers=auth).status_code == 200
+    # a page on another site cannot drive the API, nor can a rebound DNS name reach a loopback server
+    cross = client.post("/api/batches", json={"name": "x"}, headers={**auth, "Origin": "http://evil.example"})
+    assert cross.status_code == 403
+    assert client.get("/health", headers={"Host": "evil.example"}).status_code == 403
+    # no client path reaches the filesystem: rows and ids are numbers, checked against the store
+    assert client.get("/api/reference/99999/image", headers=auth).status_code == 400
+    assert client.get("/api/reference/..%2F..%2Fetc%2Fpasswd/image", headers=auth).status_code in (404, 422)
+    assert client.get("/api/cells/424242/image", headers=auth).status_code == 404
+    docs = client.get("/docs").text
+    assert "/static-offline-docs/swagger-ui-bundle.js" in docs and "cdn" not in docs.lower()
+    assert "/api/predict" in client.get("/openapi.json").json()["paths"]
+
+
+def test_review_loop_upload_detail_correct_new_class_retrain_export(client_for, cell_files, reference_files):
+    client, engine = client_for()
+    batch = client.post("/api/batches", json={"name": "smear 1"}).json()["id"]
+    files = cell_files(9)
+    for name, data in cell_files(3, start=40):  # smudge cells: nothing like them in the reference
+        smudge = Image.fromarray(255 - np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))[:, :, ::-1])
+        files.append((f"smudge_{name}", png_bytes(smudge)))
+    uploaded = client.post(f"/api/batches/{batch}/files", files=multipart(files)).json()["results"]
+    assert all(r["error"] is None for r in uploaded)
+    cells = wait_until(lambda: (c := client.get("/api/cells", params={"batch": batch}).json())
+                       and all(x["status"] == "done" for x in c) and c)
+    assert len(cells) == 12 and all(c["version"] == 0 for c in cells)
+    first = cells[0]["id"]
+    detail = client.get(f"/api/cells/{first}").json()
+    assert len(detail["neighbours"]) == 10 and detail["map_x"] is not None
+    distances = [n["distance"] for n in detail["neighbours"]]
+    assert distances == sorted(distances) and distances[0] < 1e-4  # the same image is in the reference
+    assert [p for _, p in detail["ranked"]] == sorted((p for _, p in detail["ranked"]), reverse=True)
+    neighbour = client.get(f"/api/reference/{detail['neighbours'][0]['row']}/image")
+    assert neighbour.status_code == 200 and neighbour.headers["content-type"] == "image/png"
+    gradcam = client.get(f"/api/cells/{first}/gradcam")
+    assert gradcam.status_code == 200 and Image.open(io.BytesIO(gradcam.content)).size == (32, 32)
+    points = client.get("/api/map").json()
+    assert points["available"] and len(points["x"]) == 80
+
+    bad = client.post(f"/api/cells/{first}/correction", json={"label": "platelet"})
+    assert bad.status_code == 400 and "not a class" in bad.json()["detail"]
+    truth = {f"{p.parent.name}_{p.name}": p.parent.name for p in reference_files.cells.glob("*/*.png")}
+    by_name = {c["filename"]: c["id"] for c in cells}
+    for name, cell in list(by_name.items())[:6]:  # six reviewed (some confirmed, some changed)
+        assert client.post(f"/api/cells/{cell}/correction",
+                           json={"label": truth[name], "reviewer": "dr x", "seconds": 2.5}).status_code == 200
+    assert client.post("/api/classes", json={"name": "neutrophil"}).status_code == 400
+    assert client.post("/api/classes", json={"name": "smudge cell"}).json()[-1] == "smudge cell"
+    smudges = [cell for name, cell in by_name.items() if name.startswith("smudge_")]
+    for cell in smudges:
+        client.post(f"/api/cells/{cell}/correction", json={"label": "smudge cell", "reviewer": "dr x"})
+    status = client.get("/api/model").json()
+    assert status["pending_corrections"] == 9 and status["version"] == 0
+
+    assert client.post("/api/retrain").json()["version"] == 1
+    assert client.post("/api/retrain").status_code == 400  # one at a time
+    wait_until(lambda: client.get("/health").json()["model_version"] == 1, timeout=300)
+    status = client.get("/api/model").json()
+    latest = status["versions"][-1]
+    assert latest["status"] == "ready" and latest["n_corrections"] == 9 and status["pending_corrections"] == 0
+    assert latest["n_labels"] == 80 + 9
+    refreshed = client.get("/api/cells", params={"batch": batch}).json()
+    assert all(c["version"] == 1 for c in refreshed)
+    assert all("smudge cell" in c["probabilities"] for c in refreshed)
+    assert all(c["label"] == "smudge cell" for c in refreshed if c["id"] in smudges)  # learnt from 3 cells
+
+    summary = client.get(f"/api/batches/{batch}/summary").json()
+    assert summary["classified"] == 12 and summary["reviewed"] == 9
+    assert sum(row["count"] for row in summary["classes"]) == 12
+    assert abs(sum(row["percent"] for row in summary["classes"]) - 100) < 0.1
+    export = client.get(f"/api/batches/{batch}/export.csv")
+    rows = list(csv.DictReader(io.StringIO(export.text)))
+    assert export.headers["content-type"].startswith("text/csv") and len(rows) == 12
+    assert {"filename", "predicted_label", "corrected_label", "review_seconds", "p_smudge cell"} <= set(rows[0])
+    corrected = [r for r in rows if r["corrected_label"]]
+    assert len(corrected) == 9 and all(r["reviewer"] == "dr x" for r in corrected)
+    assert sum(r["review_seconds"] == "2.5" for r in corrected) == 6
+
+
+def test_restart_loses_nothing_and_finishes_interrupted_work(make_engine, cell_files, tmp_path):
+    first = make_engine(start=False)  # no worker: the uploads stay queued, as after a crash mid-upload
+    batch = first.state.new_batch("b")
+    results = first.ingest(cell_files(5), batch)
+    ids = [r["id"] for r in results]
+    assert all(c["status"] == "queued" for c in first.state.cells(ids))
+    interrupted = first.state.start_version()  # and a retrain that never finished
+    first.state.correct(ids[0], "lymphocyte", "r", 1.0)
+    second = make_engine()  # same data folder
+    wait_until(lambda: all(c["status"] == "done" for c in second.state.cells(ids)))
+    wait_until(lambda: second.training is None, timeout=300)
+    assert second.state.versions()[-1]["status"] == "ready" and second.classifier.version == interrupted
+    assert second.state.cells([ids[0]])[0]["corrected"] == "lymphocyte"
+    assert len(second.query_store) == 5
+    second.stop()
+    third = make_engine()
+    assert third.classifier.version == interrupted and len(third.state.cells()) == 5
+    assert third.ingest(cell_files(1), batch)[0]["error"].startswith("duplicate")
+
+
+def test_cli_refuses_a_public_address_without_token_and_other_stores(cli, reference_files, tmp_path):
+    base = ["serve", "--store", reference_files.store, "--model", reference_files.svm, "--data", tmp_path / "d"]
+    result = cli(*base, "--host", "0.0.0.0")
+    assert result.exit_code == 2 and "--token" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    result = cli(*base, "--token", "short")
+    assert result.exit_code == 2 and "16 characters" in result.stderr
+
+
+def test_data_folder_belongs_to_one_store(make_engine, loaded, tmp_path):
+    from hemoembed.app.engine import Engine
+    from hemoembed.errors import MismatchError
+
+    make_engine().stop()
+    reference, model, record = loaded
+    bound = reference.store.fingerprint
+    try:
+        reference.store.header.fingerprint = "0" * 64
+        with pytest.raises(MismatchError, match="belongs to a store of encoder"):
+            Engine(reference, model, record, tmp_path / "data")
+    finally:
+        reference.store.header.fingerprint = bound
