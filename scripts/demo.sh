@@ -50,3 +50,4 @@ hemoembed adapt --source "$OUT/pretrain" --target "$OUT/cells/site1.csv" \
 hemoembed predict "$OUT/adapt" --store "$OUT/adapt/store" --out "$OUT/adapt_predictions.csv" --overwrite
 
 echo; echo "demo finished: outputs in $OUT/"
+echo "review app on these outputs: hemoembed serve --store $OUT/store --model $OUT/svm --column label --map $OUT/tsne --data $OUT/review"
