@@ -40,7 +40,7 @@ def load_data(args) -> tuple[np.ndarray, np.ndarray, str]:
         store = EmbeddingStore.open(args.store)
         X, y = store.embeddings(), np.asarray([str(v) for v in store.column(args.column)])
         return X, y, f"store {args.store} ({store.fingerprint[:12]}), column {args.column}"
-    from hemoembed.tasks.active import structured_embeddings
+    from hemoembed.data.synthetic_embeddings import structured_embeddings
 
     X, y = structured_embeddings(args.n, dim=1280, n_classes=8, seed=args.seed, hard_fraction=0.3)
     return X, y, f"synthetic structured embeddings ({args.n} × 1280, 8 classes, 30% hard)"
@@ -134,7 +134,7 @@ def main() -> None:
     warnings.filterwarnings("ignore")
 
     from hemoembed.tasks.active import pool_standardiser, standardise
-    from hemoembed.tasks.support import stratified_test_split
+    from hemoembed.tasks.common import stratified_test_split
 
     started = time.time()
     X, y, source = load_data(args)

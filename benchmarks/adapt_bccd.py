@@ -21,17 +21,8 @@ PRETRAINED = Path("/work/runs/pbc64/encoder.keras")
 
 def main() -> None:
     from hemoembed.cli.common import number_list
-    from hemoembed.tasks.ablation import (
-        CONDITIONS,
-        CURVE_SHOTS,
-        AdaptConfig,
-        ablation_table,
-        curve_table,
-        prepare,
-        run_ablation,
-        shot_curve,
-        write_study,
-    )
+    from hemoembed.tasks.adapt import CONDITIONS, CURVE_SHOTS, AdaptConfig, prepare
+    from hemoembed.tasks.adapt.study import ablation_table, curve_table, run_ablation, shot_curve, write_study
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", default=str(PRETRAINED if PRETRAINED.is_file() else "/work/runs/random64"))

@@ -36,7 +36,7 @@ def synthetic(seed: int = 0, dim: int = 1280) -> tuple[np.ndarray, np.ndarray]:
 
 def from_store(store_dir: str, labels: str, column: str) -> tuple[np.ndarray, np.ndarray]:
     from hemoembed.store.store import EmbeddingStore
-    from hemoembed.tasks.labels import load_labelled
+    from hemoembed.tasks.common import load_labelled
 
     data = load_labelled(EmbeddingStore.open(store_dir), [labels], "path", [column])
     return data.rows_with(column)[:2]
@@ -49,7 +49,7 @@ def raw_pixels_wbcatt(data: str, size: int, components: int, seed: int) -> dict:
     from sklearn.decomposition import PCA
 
     from hemoembed.data.imageio import load_images
-    from hemoembed.tasks.evaluation import evaluate
+    from hemoembed.tasks.common import evaluate
 
     def rows(split: str) -> list[dict]:
         return list(csv.DictReader(open(f"{data}/wbcatt/pbc_attr_v1_{split}.csv")))
@@ -89,7 +89,7 @@ def main() -> None:
         print(json.dumps(raw_pixels_wbcatt(args.raw_pixels_wbcatt, 32, 256, args.seed), indent=2))
         return
 
-    from hemoembed.tasks.support import macro_f1, stratified_test_split
+    from hemoembed.tasks.common import macro_f1, stratified_test_split
     from hemoembed.tasks.svm import EmbeddingSVM
 
     X, y = from_store(args.store, args.labels, args.column) if args.store else synthetic(args.seed)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 
 def main() -> None:
-    from hemoembed.tasks.ablation import plot_study
+    from hemoembed.tasks.adapt.study import plot_study
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", type=Path, help="ablation.json written by hemoembed adapt --ablation")

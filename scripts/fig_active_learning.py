@@ -15,7 +15,7 @@ import numpy as np
 
 from hemoembed.plotting import pyplot, save_figure
 from hemoembed.tasks.active import read_tidy_csv
-from hemoembed.tasks.learning_curve import MACRO, compare_rates, fit_curves, plot_curves
+from hemoembed.tasks.active.power_law import MACRO, compare_rates, fit_curves, plot_curves
 
 
 def rates_figure(fits: list[dict], path: Path) -> Path:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from hemoembed.plotting import pyplot, save_figure
-from hemoembed.tasks.support import neg_log_error
+from hemoembed.tasks.common import neg_log_error
 
 TICKS = np.array([0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.98, 0.99, 0.995])
 

@@ -17,8 +17,8 @@ from ..model.encoder import fingerprint, load_encoder
 from ..store.embed import CONFIG_FILE as EMBED_CONFIG
 from ..store.embed import UNDECODABLE, embed_images
 from ..store.store import EmbeddingStore, make_part_table, short
-from ..tasks.labels import load_labelled
-from ..tasks.session import LabellingSession, SessionConfig
+from ..tasks.active import LabellingSession, SessionConfig
+from ..tasks.common import load_labelled
 from ..tasks.svm import column_folder, load_svm, read_meta
 
 __all__ = [

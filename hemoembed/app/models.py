@@ -1,7 +1,7 @@
 """Model versions: the ``--model`` SVM is version 0; retraining runs the labelling session.
 
 Retraining is the active-learning loop of ``hemoembed active-learn --session`` with the same code: one
-:class:`~hemoembed.tasks.session.LabellingSession` lives in ``DATA/session`` over a pool that holds the
+:class:`~hemoembed.tasks.active.LabellingSession` lives in ``DATA/session`` over a pool that holds the
 reference store's rows and the uploaded cells (:class:`ReviewPool`); its labels are the reference labels
 plus the reviewers' corrections, taught with ``teach_labels`` (labels file first, then the model, then the
 history), and a version's predictions come from ``LabellingSession.predict_proba``. New classes are added

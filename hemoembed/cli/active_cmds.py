@@ -80,7 +80,7 @@ def _labelled(store, csv_path: Path, column: str, key: str):
     """(embeddings, labels, keys) of the rows of ``csv_path`` (or a folder per class) with a non-empty ``column``."""
     import numpy as np
 
-    from ..tasks.labels import join_labels
+    from ..tasks.common import join_labels
 
     X, cols, keys = join_labels(store, csv_path, key=key, columns=[column])
     y = np.asarray([v.strip() for v in cols[column]])
@@ -91,10 +91,8 @@ def _labelled(store, csv_path: Path, column: str, key: str):
 def _simulate(store, labels: Path, test_csv: Path | None, column: str, key: str, config, out: Path) -> None:
     from ..config import atomic_write_text, save_config
     from ..errors import InputError
-    from ..tasks.active import n_iterations, simulate, tidy_csv_text
-    from ..tasks.learning_curve import analyse
-    from ..tasks.support import stratified_test_split
-    from ..tasks.svm import check_trainable
+    from ..tasks.active import analyse, n_iterations, simulate, tidy_csv_text
+    from ..tasks.common import check_trainable, stratified_test_split
 
     X, y, keys = _labelled(store, labels, column, key)
     check_trainable(y, column)
@@ -128,7 +126,7 @@ def _simulate(store, labels: Path, test_csv: Path | None, column: str, key: str,
 def _session(store, store_path: Path, folder: Path | None, query: bool, teach: Path | None, classes: str,
              column: str, batch: int, strategies: tuple[str, ...], C: float, seed: int, overwrite: bool) -> None:
     from ..errors import InputError
-    from ..tasks.session import LabellingSession, SessionConfig
+    from ..tasks.active import LabellingSession, SessionConfig
 
     if folder is None:
         raise InputError("--query, --teach and --status need --session DIR")

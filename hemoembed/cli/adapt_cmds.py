@@ -65,7 +65,8 @@ def adapt(source: Path, target: Path, image_root: Path | None, labels: Path | No
         --ablation --repeats 10 --curve 10,20,30,45,60,75,90,100 --out adapt_bccd
     """
     from ..errors import InputError
-    from ..tasks.ablation import CONDITIONS, AdaptConfig, run_adapt
+    from ..tasks.adapt import CONDITIONS, AdaptConfig
+    from ..tasks.adapt import run as run_adapt
 
     if shots < 2 or min_per_class < 1 or repeats < 1 or bootstrap < 1 or source_support < 0:
         raise InputError("--shots ≥ 2, --min-per-class ≥ 1, --repeats ≥ 1, --bootstrap ≥ 1, --source-support ≥ 0")

@@ -61,9 +61,7 @@ def fit_svm(store: Path, labels: tuple[Path, ...], columns: str, key: str, test_
       hemoembed fit-svm stores/demo --columns label --test-fraction 0.1 --out svm_demo
     """
     from ..errors import InputError
-    from ..tasks.fit_svm import FitSVMConfig
-    from ..tasks.fit_svm import fit_svm as run
-    from ..tasks.support import parse_sizes
+    from ..tasks.svm import FitSVMConfig, parse_sizes, run
 
     if repeats < 1 or bootstrap < 1:
         raise InputError("--repeats and --bootstrap must be at least 1")
@@ -108,9 +106,8 @@ def predict(model_dir: Path, images: Path | None, store: Path | None, encoder: P
       hemoembed predict svm_demo --store stores/demo --out predictions.csv
       hemoembed predict svm_demo --encoder encoder.keras new_cells/ --out predictions.csv
     """
-    from ..config import atomic_write_text
+    from ..config import atomic_write_text, csv_text
     from ..errors import InputError
-    from ..tasks.evaluation import csv_text
     from ..tasks.svm import model_folders, prediction_table, read_meta
 
     if (store is None) == (encoder is None):
@@ -187,8 +184,8 @@ def baseline(manifest, labels: Path | None, column: str, test_csv: Path | None, 
       hemoembed baseline cells --image-size 64 --head-epochs 2 --out baseline_demo
     """
     from ..data.manifest import read_manifest_csv
-    from ..model.baseline import BaselineConfig, schedule, train_baseline
-    from ..tasks.support import stratified_test_split
+    from ..tasks.baseline import BaselineConfig, schedule, train_baseline
+    from ..tasks.common import stratified_test_split
 
     config = BaselineConfig(images=str(manifest.source), labels=str(labels or ""), column=column,
                             test=str(test_csv or ""), test_fraction=test_fraction, weights=weights,

@@ -31,7 +31,8 @@ def reference_files(tmp_path_factory) -> Built:
     from hemoembed.model.encoder import build_encoder, save_encoder
     from hemoembed.store.embed import EmbedConfig, run_embed
     from hemoembed.store.store import EmbeddingStore
-    from hemoembed.tasks.fit_svm import FitSVMConfig, fit_svm
+    from hemoembed.tasks.svm import FitSVMConfig
+    from hemoembed.tasks.svm import run as fit_svm
 
     root = tmp_path_factory.mktemp("review_reference")
     make_synthetic_dataset(root / "cells", n_per_class=16, sites=1, size=48, seed=0)

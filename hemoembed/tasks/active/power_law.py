@@ -1,0 +1,218 @@
+"""Learning-curve analysis of active-learning runs: power-law fits, labels needed, rate comparison.
+
+Each curve (a strategy, a class or the macro average, the mean over repeats) is fitted with
+``P(n) = Pmax − k / (n − n0)^r``: ``Pmax`` is the F1 the strategy tends to, ``r`` how fast it gets there.
+Strategies are compared by their per-class rates with a one-sided Wilcoxon signed-rank test, and by the
+labels needed to come within 0.5 F1 points of the score with every pool label.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..common.metrics import neg_log_error
+from .simulation import ALL_LABELS
+
+MACRO = "macro"
+TOLERANCE = 0.005  # 0.5 F1 points
+FIT_COLUMNS = ("strategy", "class", "pmax", "k", "n0", "r", "rmse", "flat", "n_points", "final_f1",
+               "full_label_f1", "labels_needed")
+
+
+def power_law(n: np.ndarray, pmax: float, k: float, n0: float, r: float) -> np.ndarray:
+    """``Pmax − k / (n − n0)^r`` (n0 < min n)."""
+    return pmax - k / np.power(np.asarray(n, dtype=np.float64) - n0, r)
+
+
+@dataclass
+class PowerLawFit:
+    """Fitted parameters; ``flat`` curves (no visible trend) get ``k = 0`` and an undefined rate."""
+
+    pmax: float
+    k: float
+    n0: float
+    r: float
+    rmse: float
+    flat: bool
+    n_points: int
+
+    def __call__(self, n: np.ndarray) -> np.ndarray:
+        if self.flat:
+            return np.full(np.shape(n), self.pmax)
+        return power_law(n, self.pmax, self.k, self.n0, self.r)
+
+
+def fit_power_law(n: Sequence[float], p: Sequence[float], *, flat_range: float = 2e-3) -> PowerLawFit:
+    """Bounded robust least squares (soft-L1) from several starts; flat or short curves do not fail."""
+    from scipy.optimize import least_squares
+
+    n, p = np.asarray(n, dtype=np.float64), np.asarray(p, dtype=np.float64)
+    order = np.argsort(n)
+    n, p = n[order], p[order]
+    if len(n) < 4 or np.ptp(p) < flat_range:
+        level = float(np.mean(p)) if len(p) else float("nan")
+        return PowerLawFit(level, 0.0, 0.0, float("nan"), float(np.std(p)) if len(p) else float("nan"), True, len(n))
+    n_min, n_max = float(n[0]), float(n[-1])
+    upper_p = max(1.0, float(p.max()) + 1e-6)
+    lower = [float(p.min()), 0.0, -10.0 * n_max, 1e-3]
+    upper = [upper_p, np.inf, n_min - 1e-3 * max(1.0, n_min), 5.0]
+
+    def residuals(theta: np.ndarray) -> np.ndarray:
+        return power_law(n, *theta) - p
+
+    best = None
+    for r0 in (0.3, 0.8, 1.5):
+        for n0_0 in (0.0, n_min / 2.0, -n_min):
+            pmax0 = min(upper_p - 1e-6, float(p.max()) + 0.3 * np.ptp(p))
+            n0_0 = min(n0_0, upper[2] - 1e-6)
+            k0 = max(1e-9, (pmax0 - p[0]) * (n_min - n0_0) ** r0)
+            start = np.clip([pmax0, k0, n0_0, r0], lower, [u - 1e-9 if np.isfinite(u) else 1e12 for u in upper])
+            try:
+                result = least_squares(residuals, start, bounds=(lower, upper), loss="soft_l1",
+                                       f_scale=max(1e-3, 0.1 * np.ptp(p)), max_nfev=2000)
+            except ValueError:
+                continue
+            if best is None or result.cost < best.cost:
+                best = result
+    if best is None:
+        return PowerLawFit(float(np.mean(p)), 0.0, 0.0, float("nan"), float(np.std(p)), True, len(n))
+    pmax, k, n0, r = (float(v) for v in best.x)
+    rmse = float(np.sqrt(np.mean(residuals(best.x) ** 2)))
+    return PowerLawFit(pmax, k, n0, r, rmse, False, len(n))
+
+
+def labels_to_reach(n: Sequence[float], p: Sequence[float], target: float,
+                    tolerance: float = TOLERANCE) -> int | None:
+    """Fewest labels from which the curve stays within ``tolerance`` of ``target`` (None: never)."""
+    n, p = np.asarray(n), np.asarray(p, dtype=np.float64)
+    order = np.argsort(n)
+    n, p = n[order], p[order]
+    ok = p >= target - tolerance
+    if len(ok) == 0 or not ok[-1]:
+        return None
+    bad = np.flatnonzero(~ok)
+    first = 0 if len(bad) == 0 else int(bad[-1]) + 1
+    return int(n[first])
+
+
+def mean_curves(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
+    """(strategy, class) → (n_labels, F1 averaged over repeats); class ``macro`` is the macro-F1."""
+    groups: dict[tuple[str, str], dict[int, list[float]]] = {}
+    for row in rows:
+        cls = MACRO if row["metric"] == "macro_f1" else str(row["class"])
+        groups.setdefault((str(row["strategy"]), cls), {}).setdefault(int(row["n_labels"]), []).append(
+            float(row["value"]))
+    out = {}
+    for key, by_n in groups.items():
+        ns = np.array(sorted(by_n))
+        out[key] = ns, np.array([np.mean(by_n[n]) for n in ns])
+    return out
+
+
+def fit_curves(rows: Sequence[dict[str, Any]], tolerance: float = TOLERANCE) -> list[dict[str, Any]]:
+    """One fit per strategy and class (and macro), with final F1, full-label F1 and labels needed."""
+    curves = mean_curves(rows)
+    out = []
+    for (strategy, cls), (n, p) in sorted(curves.items()):
+        if strategy == ALL_LABELS:
+            continue
+        full = curves.get((ALL_LABELS, cls))
+        full_f1 = float(full[1][-1]) if full is not None else float(p[-1])
+        fit = fit_power_law(n, p)
+        out.append({"strategy": strategy, "class": cls, **asdict(fit), "final_f1": float(p[-1]),
+                    "full_label_f1": full_f1, "labels_needed": labels_to_reach(n, p, full_f1, tolerance)})
+    return out
+
+
+def compare_rates(fits: Sequence[dict[str, Any]], better: str = "uncertainty",
+                  baseline: str = "random") -> dict[str, Any]:
+    """One-sided Wilcoxon signed-rank test that ``better`` learns faster (larger r) than ``baseline``
+    across classes (macro excluded; classes with a flat curve under either strategy are dropped)."""
+    from scipy.stats import wilcoxon
+
+    rate = {(f["strategy"], f["class"]): f["r"] for f in fits if f["class"] != MACRO and not f["flat"]}
+    classes = sorted(c for s, c in rate if s == better and (baseline, c) in rate)
+    a = np.array([rate[(better, c)] for c in classes])
+    b = np.array([rate[(baseline, c)] for c in classes])
+    result: dict[str, Any] = {"better": better, "baseline": baseline, "classes": classes,
+                              "r_better": a.tolist(), "r_baseline": b.tolist(), "statistic": None, "p_value": None}
+    if len(classes) < 2 or np.all(a == b):
+        result["note"] = f"{len(classes)} class(es) with a fitted rate under both strategies: no test"
+        return result
+    test = wilcoxon(a, b, alternative="greater")
+    result.update(statistic=float(test.statistic), p_value=float(test.pvalue),
+                  median_rate_ratio=float(np.median(a / np.maximum(b, 1e-12))))
+    return result
+
+
+def analyse(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike | None = None,
+            tolerance: float = TOLERANCE) -> dict[str, Any]:
+    """Fits, labels needed and the rate test; with ``out_dir`` writes ``curve_fits.csv``,
+    ``analysis.json`` and ``learning_curves.png``."""
+    fits = fit_curves(rows, tolerance)
+    strategies = sorted({f["strategy"] for f in fits})
+    summary: dict[str, Any] = {
+        "tolerance": tolerance,
+        "labels_needed": {f["strategy"]: f["labels_needed"] for f in fits if f["class"] == MACRO},
+        "full_label_macro_f1": next((f["full_label_f1"] for f in fits if f["class"] == MACRO), None),
+        "macro_fits": {f["strategy"]: {k: f[k] for k in ("pmax", "k", "n0", "r", "rmse", "flat")}
+                       for f in fits if f["class"] == MACRO},
+    }
+    for name in ("uncertainty", "margin", "entropy"):
+        if name in strategies and "random" in strategies:
+            summary[f"rate_test_{name}_vs_random"] = compare_rates(fits, name, "random")
+    if out_dir is not None:
+        from ...config import atomic_write_text, csv_text
+
+        out = Path(out_dir)
+        table = [list(FIT_COLUMNS)] + [["" if f[c] is None else f[c] for c in FIT_COLUMNS] for f in fits]
+        atomic_write_text(out / "curve_fits.csv", csv_text(table))
+        atomic_write_text(out / "analysis.json", json.dumps(_finite(summary), indent=2) + "\n")
+        plot_curves(rows, fits, out / "learning_curves.png")
+    return {"fits": fits, **summary}
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def plot_curves(rows: Sequence[dict[str, Any]], fits: Sequence[dict[str, Any]], path: Path,
+                classes: Sequence[str] = (MACRO,)) -> Path:
+    """Mean curves and power-law fits on the paper's axis −log(1 − F1), one panel per class."""
+    from ...plotting import pyplot, save_figure
+
+    plt = pyplot()
+    curves = mean_curves(rows)
+    fig, axes = plt.subplots(1, len(classes), figsize=(5.5 * len(classes), 4), squeeze=False)
+    by_key = {(f["strategy"], f["class"]): f for f in fits}
+    for ax, cls in zip(axes[0], classes):
+        for (strategy, c), (n, p) in sorted(curves.items()):
+            if c != cls or strategy == ALL_LABELS:
+                continue
+            line = ax.plot(n, neg_log_error(p), ".", ms=3, label=strategy)[0]
+            fit = by_key.get((strategy, c))
+            if fit is not None and not fit["flat"]:
+                grid = np.linspace(n.min(), n.max(), 200)
+                model = power_law(grid, fit["pmax"], fit["k"], fit["n0"], fit["r"])
+                ax.plot(grid, neg_log_error(model), "-", color=line.get_color(), lw=1)
+        full = curves.get((ALL_LABELS, cls))
+        if full is not None:
+            ax.axhline(float(neg_log_error(full[1][-1])), color="k", ls="--", lw=1, label="all labels")
+        ax.set_xlabel("labelled images")
+        ax.set_ylabel("−log(1 − F1)")
+        ax.set_title("macro-F1" if cls == MACRO else cls)
+        ax.legend(fontsize=8)
+    save_figure(fig, path)
+    return path

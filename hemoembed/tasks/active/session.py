@@ -1,0 +1,305 @@
+"""The real labelling loop: query a batch, let an expert label it, teach, repeat; never lose a label.
+
+A session is a folder bound to one embedding store (by fingerprint):
+
+- ``session.json``: :class:`SessionConfig` (classes, batch, strategy, C, the store);
+- ``labels.csv``: every label taught so far, ``path,label``; the single source of truth, replaced
+  atomically *before* anything else is written, so a crash at any point keeps every taught label;
+- ``model.npz``: the fitted SVM (plain arrays, no pickle) and the hash of the ``labels.csv`` it was
+  trained on: a stale model (crash after the labels were saved) is simply retrained;
+- ``history.json``: one entry per teach (new and relabelled counts, cross-validated macro-F1);
+- ``to_label.csv``: the current query, ``path,prediction,probability,uncertainty,label``;
+- ``standardiser.npz``: the feature mean and scale of the store when the session started, so a store that
+  grows later (the review app appends uploaded cells) never shifts the features a saved model reads.
+
+Labels are taught from a filled CSV (:meth:`LabellingSession.teach`) or from a mapping
+(:meth:`LabellingSession.teach_labels`, used by ``hemoembed serve``); both run the same validation and
+retraining. A class can be added after the start (:meth:`LabellingSession.add_class`): it is never
+predicted until it has labels.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...config import atomic_write_bytes, atomic_write_text, load_config, save_config
+from ...errors import InputError, MismatchError
+from .estimator import IncrementalLinearSVM, pool_standardiser, standardise
+from .strategies import STRATEGIES, initial_indices, query_strategy
+
+CONFIG, LABELS, MODEL, HISTORY, QUERY = "session.json", "labels.csv", "model.npz", "history.json", "to_label.csv"
+STANDARDISER = "standardiser.npz"
+
+
+@dataclass
+class SessionConfig:
+    """Settings fixed when a session is created."""
+
+    store: str = ""
+    store_fingerprint: str = ""
+    classes: list[str] = field(default_factory=list)
+    column: str = "label"
+    batch: int = 90
+    strategy: str = "uncertainty"
+    C: float = 1.0
+    cv: int = 5
+    seed: int = 0
+
+
+class LabellingSession:
+    """One session folder over one store (``embeddings()``, ``paths``, ``fingerprint``)."""
+
+    def __init__(self, directory: Path, store: Any, config: SessionConfig) -> None:
+        self.directory = directory
+        self.store = store
+        self.config = config
+        self._index = {p: i for i, p in enumerate(store.paths)}
+        self._X: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def open(cls, directory: str | Path, store: Any, new: SessionConfig | None = None) -> LabellingSession:
+        """Open the session in ``directory``; create it from ``new`` when there is none yet."""
+        directory = Path(directory)
+        if (directory / CONFIG).is_file():
+            config = load_config(SessionConfig, directory / CONFIG)
+            if config.store_fingerprint != store.fingerprint:
+                raise MismatchError(f"{directory}: session was started on store fingerprint "
+                                    f"{config.store_fingerprint[:16]}…, this store has {store.fingerprint[:16]}…")
+            return cls(directory, store, config)
+        if new is None or not new.classes:
+            raise InputError(f"{directory}: no labelling session here yet; start one with --classes A,B,C")
+        if len(set(new.classes)) != len(new.classes) or len(new.classes) < 2 or any(not c for c in new.classes):
+            raise InputError(f"--classes {','.join(new.classes)}: need at least 2 distinct, non-empty class names")
+        if new.strategy not in STRATEGIES:
+            raise InputError(f"unknown strategy {new.strategy!r} (choose from {', '.join(STRATEGIES)})")
+        new.store_fingerprint = store.fingerprint
+        save_config(new, directory / CONFIG)
+        session = cls(directory, store, new)
+        session.standardiser()  # fixed now, over the store as it is at the start
+        return session
+
+    # ------------------------------------------------------------------ labels
+    def labels(self) -> dict[str, str]:
+        """Every label taught so far (path → class), in teaching order."""
+        from ...data.manifest import read_csv_rows
+
+        path = self.directory / LABELS
+        if not path.is_file():
+            return {}
+        header, rows = read_csv_rows(path)
+        return {row[0]: row[1] for row in rows}
+
+    def _labels_text(self, labels: dict[str, str]) -> str:
+        from ...config import csv_text
+
+        return csv_text([["path", self.config.column], *([p, c] for p, c in labels.items())])
+
+    def read_labelled_file(self, csv_path: str | Path) -> dict[str, str]:
+        """Validate a filled ``to_label.csv`` completely (nothing is taught when any row is wrong)."""
+        from ...data.manifest import read_csv_rows
+
+        header, rows = read_csv_rows(csv_path)
+        column = self.config.column
+        for needed in ("path", column):
+            if needed not in header:
+                raise InputError(f"{csv_path}: no {needed!r} column (columns: {', '.join(header)})")
+        if not rows:
+            raise InputError(f"{csv_path}: no rows to teach")
+        p_col, l_col = header.index("path"), header.index(column)
+        out: dict[str, str] = {}
+        for line, row in enumerate(rows, start=2):
+            path, label = row[p_col].strip(), row[l_col].strip()
+            self._check_label(path, label, f"{csv_path}:{line}")
+            if out.get(path, label) != label:
+                raise InputError(f"{csv_path}:{line}: {path} is labelled both {out[path]!r} and {label!r}")
+            out[path] = label
+        return out
+
+    def _check_label(self, path: str, label: str, where: str) -> None:
+        """One label to teach: a stored path and one of the session's classes."""
+        if path not in self._index:
+            raise InputError(f"{where}: path {path!r} is not in the store {self.config.store}")
+        if not label:
+            raise InputError(f"{where}: empty {self.config.column!r} for {path} (fill it in or delete the row); "
+                             "nothing was taught")
+        if label not in self.config.classes:
+            raise InputError(f"{where}: label {label!r} for {path} is not one of the session's "
+                             f"classes ({', '.join(self.config.classes)}); nothing was taught")
+
+    def teach(self, csv_path: str | Path) -> dict[str, Any]:
+        """Ingest a labelled file all-or-nothing, save the labels first, then retrain and record."""
+        return self.teach_labels(self.read_labelled_file(csv_path), str(csv_path))
+
+    def teach_labels(self, new: dict[str, str], source: str = "labels") -> dict[str, Any]:
+        """Teach ``path → class`` labels all-or-nothing (validated like a filled CSV); ``source`` is recorded.
+
+        The labels file is replaced first, so a crash during retraining loses no label."""
+        for path, label in new.items():
+            self._check_label(str(path).strip(), str(label).strip(), source)
+        new = {str(p).strip(): str(c).strip() for p, c in new.items()}
+        labels = self.labels()
+        relabelled = sum(1 for p, c in new.items() if p in labels and labels[p] != c)
+        added = sum(1 for p in new if p not in labels)
+        labels.update(new)
+        atomic_write_text(self.directory / LABELS, self._labels_text(labels))  # from here on nothing is lost
+        model = self._retrain(labels)
+        event = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "file": source, "added": added,
+                 "relabelled": relabelled, "n_labels": len(labels), "cv_macro_f1": model["cv_macro_f1"]}
+        history = self.history() + [event]
+        atomic_write_text(self.directory / HISTORY, json.dumps(history, indent=2) + "\n")
+        return event
+
+    def add_class(self, name: str) -> None:
+        """Define a new class after the start (saved at once); it is predicted once it has labels."""
+        name = str(name).strip()
+        if not name or "," in name or name != " ".join(name.split()):
+            raise InputError(f"new class {name!r}: a class name must be non-empty, without commas or "
+                             "leading/trailing/double spaces")
+        if name in self.config.classes:
+            raise InputError(f"class {name!r} already exists ({', '.join(self.config.classes)})")
+        self.config.classes = [*self.config.classes, name]
+        save_config(self.config, self.directory / CONFIG)
+
+    def history(self) -> list[dict[str, Any]]:
+        path = self.directory / HISTORY
+        return json.loads(path.read_text()) if path.is_file() else []
+
+    # ------------------------------------------------------------------ model
+    def _features(self) -> np.ndarray:
+        if self._X is None:
+            self._X = standardise(np.asarray(self.store.embeddings(), dtype=np.float32), *self.standardiser())
+        return self._X
+
+    def standardiser(self) -> tuple[np.ndarray, np.ndarray]:
+        """Feature mean and scale, fixed when first needed (the whole store then) and kept in the session."""
+        path = self.directory / STANDARDISER
+        if path.is_file():
+            with np.load(path, allow_pickle=False) as data:
+                return data["mean"], data["scale"]
+        mean, scale = pool_standardiser(np.asarray(self.store.embeddings(), dtype=np.float32))
+        buffer = io.BytesIO()
+        np.savez(buffer, mean=mean, scale=scale)
+        atomic_write_bytes(path, buffer.getvalue())
+        return mean, scale
+
+    def predict_proba(self, vectors: np.ndarray, current: dict[str, Any] | None = None
+                      ) -> tuple[list[str], np.ndarray] | None:
+        """Class probabilities of raw embedding ``vectors`` (stored or not) from ``current`` (a
+        :meth:`model` result, loaded again when None): (classes, (N, K) probabilities), or None untaught."""
+        current = current or self.model()
+        if current is None:
+            return None
+        model = current["model"]
+        proba = model.predict_proba(standardise(np.asarray(vectors, np.float32), *self.standardiser()))
+        return [str(c) for c in model.classes_], proba
+
+    def _labels_hash(self, labels: dict[str, str]) -> str:
+        return hashlib.sha256(self._labels_text(labels).encode()).hexdigest()
+
+    def _retrain(self, labels: dict[str, str]) -> dict[str, Any]:
+        """Fit on every label, estimate macro-F1 by stratified cross-validation, save ``model.npz``."""
+        from ..common.metrics import macro_f1
+        from ..common.splits import cv_splits
+
+        X = self._features()
+        idx = np.array([self._index[p] for p in labels], dtype=np.int64)
+        y = np.array(list(labels.values()))
+        classes = self.config.classes
+        model = IncrementalLinearSVM(classes=classes, C=self.config.C).fit(X[idx], y)
+        scores = []
+        if len(set(y)) >= 2:
+            for train, test in cv_splits(y, self.config.cv, seed=self.config.seed):
+                fold = IncrementalLinearSVM(classes=classes, C=self.config.C).fit(X[idx[train]], y[train])
+                seen = sorted(set(y))
+                scores.append(macro_f1(y[test], fold.predict(X[idx[test]]), seen))
+        cv = float(np.mean(scores)) if scores else None
+        buffer = io.BytesIO()
+        np.savez(buffer, **model.state(), labels_sha256=np.asarray(self._labels_hash(labels)),
+                 cv_macro_f1=np.asarray(np.nan if cv is None else cv), cv_folds=np.asarray(len(scores)))
+        atomic_write_bytes(self.directory / MODEL, buffer.getvalue())
+        return {"model": model, "cv_macro_f1": cv, "cv_folds": len(scores)}
+
+    def model(self) -> dict[str, Any] | None:
+        """The current model (retrained when ``model.npz`` is missing or older than ``labels.csv``)."""
+        labels = self.labels()
+        if not labels:
+            return None
+        path = self.directory / MODEL
+        if path.is_file():
+            with np.load(path, allow_pickle=False) as data:
+                state = {k: data[k] for k in data.files}
+            if str(state["labels_sha256"]) == self._labels_hash(labels):
+                cv = float(state["cv_macro_f1"])
+                return {"model": IncrementalLinearSVM.from_state(state, C=self.config.C),
+                        "cv_macro_f1": None if np.isnan(cv) else cv, "cv_folds": int(state["cv_folds"])}
+        return self._retrain(labels)
+
+    # ------------------------------------------------------------------ query / status
+    def query(self, batch: int | None = None, overwrite: bool = False) -> Path:
+        """Write ``to_label.csv``: the next ``batch`` unlabelled images, most informative first."""
+        from ...config import csv_text
+
+        target = self.directory / QUERY
+        pending = self._pending_filled(target)
+        if pending and not overwrite:
+            raise InputError(f"{target}: {pending} filled label(s) not taught yet; run --teach {target} first "
+                             "(or --overwrite to discard them)")
+        batch = int(batch or self.config.batch)
+        labels = self.labels()
+        pool = np.array([i for p, i in self._index.items() if p not in labels], dtype=np.int64)
+        if len(pool) == 0:
+            raise InputError(f"{self.directory}: every image of the store is labelled; nothing to query")
+        X = self._features()[pool]
+        current = self.model()
+        take = min(batch, len(pool))
+        rng = np.random.default_rng([self.config.seed, len(labels)])
+        if current is None or len(set(labels.values())) < 2:
+            chosen = initial_indices(X, None, take, "kmeans", self.config.seed)  # cold start: cover the space
+            rows = [[self.store.paths[pool[i]], "", "", "", ""] for i in chosen]
+        else:
+            model = current["model"]
+            np.random.seed(self.config.seed)
+            chosen, _ = query_strategy(self.config.strategy, rng)(model, X, n_instances=take)
+            proba = model.predict_proba(X[np.asarray(chosen)])
+            uncertainty = 1.0 - proba.max(axis=1)
+            order = np.argsort(-uncertainty, kind="stable")
+            rows = [[self.store.paths[pool[chosen[o]]], model.classes_[proba[o].argmax()],
+                     f"{proba[o].max():.4f}", f"{uncertainty[o]:.4f}", ""] for o in order]
+        atomic_write_text(target, csv_text([["path", "prediction", "probability", "uncertainty",
+                                             self.config.column], *rows]))
+        return target
+
+    def _pending_filled(self, target: Path) -> int:
+        """Rows of an existing ``to_label.csv`` with a label that was never taught."""
+        if not target.is_file():
+            return 0
+        from ...data.manifest import read_csv_rows
+
+        header, rows = read_csv_rows(target)
+        if self.config.column not in header:
+            return 0
+        labels = self.labels()
+        p, c = header.index("path"), header.index(self.config.column)
+        return sum(1 for row in rows if row[c].strip() and labels.get(row[p].strip()) != row[c].strip())
+
+    def status(self) -> dict[str, Any]:
+        """Progress: labels per class, images left, teach rounds and the cross-validated macro-F1."""
+        labels = self.labels()
+        current = self.model()
+        counts = Counter(labels.values())
+        return {"session": str(self.directory), "store": self.config.store, "n_images": len(self._index),
+                "n_labelled": len(labels), "n_unlabelled": len(self._index) - len(labels),
+                "per_class": {c: counts.get(c, 0) for c in self.config.classes},
+                "teach_rounds": len(self.history()),
+                "cv_macro_f1": None if current is None else current["cv_macro_f1"],
+                "cv_folds": 0 if current is None else current["cv_folds"],
+                "pending_query": str(self.directory / QUERY) if (self.directory / QUERY).is_file() else None}

@@ -1,0 +1,5 @@
+"""The supervised baseline (``baseline``): the same encoder with a softmax head, trained on the labels."""
+from .model import MODEL_FILE, BaselineConfig, balanced_class_weights, build_classifier, schedule, train_baseline
+
+__all__ = ["MODEL_FILE", "BaselineConfig", "balanced_class_weights", "build_classifier", "schedule",
+           "train_baseline"]

@@ -1,0 +1,22 @@
+"""What every task shares: label joining and checks, splits, class-balanced sampling, metrics, reports."""
+from .labels import Labelled, check_trainable, join_labels, load_labelled
+from .metrics import (
+    bootstrap_intervals,
+    confusion,
+    encode_labels,
+    evaluate,
+    macro_f1,
+    neg_log_error,
+    scores_from_confusion,
+    top_two,
+)
+from .reports import per_class_rows, summarize, write_json, write_report, write_summary
+from .sampling import ALL, nested_support_sets, select_shots
+from .splits import cv_splits, stratified_test_split
+
+__all__ = [
+    "ALL", "Labelled", "bootstrap_intervals", "check_trainable", "confusion", "cv_splits", "encode_labels",
+    "evaluate", "join_labels", "load_labelled", "macro_f1", "neg_log_error", "nested_support_sets",
+    "per_class_rows", "scores_from_confusion", "select_shots", "stratified_test_split", "summarize", "top_two",
+    "write_json", "write_report", "write_summary",
+]

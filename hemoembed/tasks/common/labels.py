@@ -1,0 +1,69 @@
+"""Labels joined to an embedding store (label CSVs or class-per-folder trees, several concatenated), and
+the check that a label column can be trained on."""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import InputError
+
+
+@dataclass
+class Labelled:
+    """Embeddings with aligned label columns and join keys; ``""`` means no label for that column."""
+
+    X: np.ndarray
+    columns: dict[str, list[str]]
+    keys: list[str]
+
+    def take(self, idx: np.ndarray) -> Labelled:
+        return Labelled(self.X[idx], {c: [v[i] for i in idx] for c, v in self.columns.items()},
+                        [self.keys[i] for i in idx])
+
+    def rows_with(self, column: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """(embeddings, labels, keys) of the rows that have a value for ``column``."""
+        values = np.asarray([str(v).strip() for v in self.columns[column]])
+        keep = values != ""
+        return self.X[keep], values[keep], [k for k, ok in zip(self.keys, keep) if ok]
+
+
+def load_labelled(store, labels: Sequence[str], key: str, columns: Sequence[str] | None) -> Labelled:
+    """Join label CSVs or class folders with the store (several are concatenated), or use its metadata."""
+    if not labels:
+        wanted = list(store.metadata_columns) if columns is None else list(columns)
+        return Labelled(store.embeddings(), {c: [str(v) for v in store.column(c)] for c in wanted},
+                        [str(v) for v in store.column(key)])
+    parts = [join_labels(store, path, key, columns) for path in labels]
+    names = list(parts[0][1])
+    return Labelled(np.concatenate([p[0] for p in parts]), {c: [v for p in parts for v in p[1][c]] for c in names},
+                    [k for p in parts for k in p[2]])
+
+
+def join_labels(store, labels: str | Path, key: str = "path", columns: Sequence[str] | None = None):
+    """``store.join`` on a CSV, or on a folder-per-class tree (column ``label`` = folder name)."""
+    if not Path(labels).is_dir():
+        return store.join(labels, key=key, columns=columns)
+    import tempfile
+
+    from ...data.manifest import scan_folder
+
+    with tempfile.TemporaryDirectory() as tmp:
+        scan_folder(Path(labels)).write_csv(Path(tmp) / "labels.csv")
+        return store.join(Path(tmp) / "labels.csv", key=key, columns=columns)
+
+
+def check_trainable(labels: Sequence[str], column: str, min_per_class: int = 2) -> None:
+    """Refuse a column with fewer than two classes or a class with fewer than ``min_per_class`` images."""
+    counts = Counter(map(str, labels))
+    if len(counts) < 2:
+        raise InputError(f"column {column!r}: needs at least 2 classes to train, found "
+                         f"{', '.join(map(repr, counts)) or 'none'}")
+    small = sorted((n, c) for c, n in counts.items() if n < min_per_class)
+    if small:
+        n, cls = small[0]
+        raise InputError(f"column {column!r}: class {cls!r} has {n} labelled image{'s' * (n != 1)} for training; "
+                         f"each class needs at least {min_per_class} (drop or merge the class)")

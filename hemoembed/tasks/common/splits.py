@@ -1,0 +1,53 @@
+"""Who trains on what: test splits and cross-validation folds.
+
+Test rows are chosen first and never seen again until the final evaluation; folds and support sets are
+drawn from the training rows only.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ...errors import InputError
+
+
+def stratified_test_split(labels: Sequence[str], fraction: float, *, seed: int = 0,
+                          groups: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, test indices): stratified by label, and by group when ``groups`` is given."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedShuffleSplit
+
+    if not 0.0 < fraction < 1.0:
+        raise InputError(f"--test-fraction {fraction} must be between 0 and 1")
+    y = np.asarray([str(v) for v in labels])
+    if groups is None:
+        splitter = StratifiedShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
+        train, test = next(splitter.split(np.zeros(len(y)), y))
+    else:
+        n_splits = max(2, round(1.0 / fraction))
+        if len(set(groups)) < n_splits:
+            raise InputError(f"--group-column: {len(set(groups))} groups cannot give a {fraction:g} test "
+                             f"fraction (need at least {n_splits})")
+        splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        train, test = next(splitter.split(np.zeros(len(y)), y, np.asarray(groups)))
+    return np.sort(train), np.sort(test)
+
+
+def cv_splits(labels: Sequence[str], n_folds: int, *, seed: int = 0,
+              groups: Sequence[str] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified (group-aware) folds; fewer (or none) when the smallest class or the groups are too few."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    y = np.asarray([str(v) for v in labels])
+    smallest = min(np.unique(y, return_counts=True)[1])
+    n = min(int(n_folds), int(smallest) // 2)  # every training fold keeps ≥ 2 images of each class
+    if groups is not None:
+        n = min(n, len(set(groups)))
+    if n < 2:
+        return []
+    if groups is None:
+        return list(StratifiedKFold(n, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
+    return list(StratifiedGroupKFold(n, shuffle=True, random_state=seed).split(np.zeros(len(y)), y,
+                                                                                 np.asarray(groups)))
+
+

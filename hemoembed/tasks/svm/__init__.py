@@ -1,0 +1,20 @@
+"""Linear SVMs on the embedding (``fit-svm``, ``predict``): the estimator, its saved form, the run."""
+from .estimator import (
+    DEFAULT_SOLVER,
+    SOLVERS,
+    EmbeddingSVM,
+    check_fingerprint,
+    column_folder,
+    load_svm,
+    model_folders,
+    read_meta,
+)
+from .predict import prediction_table
+from .support_curve import learning_curve, parse_sizes, summarize_curve, write_learning_curve
+from .workflow import FitSVMConfig, fit_column, run, split_data
+
+__all__ = [
+    "DEFAULT_SOLVER", "EmbeddingSVM", "FitSVMConfig", "SOLVERS", "check_fingerprint", "column_folder",
+    "fit_column", "learning_curve", "load_svm", "model_folders", "parse_sizes", "prediction_table", "read_meta",
+    "run", "split_data", "summarize_curve", "write_learning_curve",
+]

@@ -1,0 +1,219 @@
+"""``hemoembed pretrain``: a real run on synthetic cells, kill + resume, two-device equivalence, bad input."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from hemoembed.cli import main
+from hemoembed.data.manifest import load_manifest
+from hemoembed.data.synthetic import make_synthetic_dataset
+from hemoembed.model.pretrain import PretrainConfig, pretrain, resolve_config
+
+ROOT = Path(__file__).parents[2]
+# scratch preset, but a higher constant-start LR so that 12 steps visibly lower the loss
+ARGS = ["--weights", "none", "--image-size", "32", "--epochs", "3", "--batch-size", "8", "--lr", "3e-3",
+        "--warmup-epochs", "0", "--val-fraction", "0.2", "--seed", "3"]
+
+
+@pytest.fixture(scope="module")
+def cells(tmp_path_factory) -> Path:
+    """40 synthetic cells plus one corrupt file that must be skipped and listed."""
+    root = tmp_path_factory.mktemp("cells")
+    make_synthetic_dataset(root, n_per_class=8, sites=1, size=40, seed=1)
+    (root / "neutrophil" / "broken.png").write_bytes(b"this is not an image")
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(cells, tmp_path_factory) -> Path:
+    """An uninterrupted run through the library, with the same settings as the CLI runs below."""
+    out = tmp_path_factory.mktemp("reference")
+    config = resolve_config(weights="none", image_size=32, epochs=3, batch_size=8, lr=3e-3, warmup_epochs=0.0,
+                            val_fraction=0.2, seed=3)
+    pretrain(load_manifest(cells), out, config, log=lambda _: None)
+    return out
+
+
+def _history(run: Path) -> list[dict[str, float]]:
+    with open(run / "history.csv") as handle:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+def _weights(run: Path) -> list[np.ndarray]:
+    from hemoembed.model.encoder import load_encoder
+
+    return [np.array(w) for w in load_encoder(run / "encoder.keras")[0].weights]
+
+
+@pytest.mark.slow
+def test_run_writes_its_outputs_and_the_loss_falls(reference, cells):
+    from hemoembed.model.encoder import load_encoder
+
+    saved = json.loads((reference / "config.json").read_text())
+    assert saved["preset"] == "scratch" and saved["freeze_bn"] is False and saved["lr_decay"] == "cosine"
+    assert saved["image_size"] == 32 and saved["augment"]["rotation"] == 0.25
+    history = _history(reference)
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    assert all(np.isfinite(row["loss"]) and np.isfinite(row["val_loss"]) for row in history)
+    assert history[-1]["loss"] < history[0]["loss"] - 0.01, history
+    assert json.loads((reference / "checkpoints" / "checkpoint.json").read_text())["epoch"] == 3
+    assert len(list((reference / "checkpoints").glob("epoch-*.npz"))) == 2  # keep_checkpoints
+    skipped = (reference / "skipped.csv").read_text()
+    assert "broken.png" in skipped and skipped.count("\n") == 2
+    from hemoembed.data.colour import ReinhardReference
+    from hemoembed.data.imageio import load_image
+
+    kept = ReinhardReference.from_json(reference / "colour_reference.json")  # the source style for `adapt`
+    raw = [load_image(p) for p in load_manifest(cells).absolute() if not p.endswith("broken.png")]
+    assert kept.mean == pytest.approx(ReinhardReference.from_images(raw).mean, abs=0.02)  # raw pixels, training
+    assert kept != ReinhardReference.from_images(raw)  # ... images only (the 20% held out are not in it)
+    model, record = load_encoder(reference / "encoder.keras")
+    assert record.image_size == 32 and record.colour == "grayworld"
+    out = model(np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")).numpy()
+    assert out.shape == (3, 1280)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+
+
+def _cli(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.Popen([sys.executable, "-m", "hemoembed", "pretrain", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_equals_uninterrupted(reference, cells, tmp_path):
+    run = tmp_path / "run"
+    proc = _cli(str(cells), "--out", str(run), *ARGS)
+    pointer = run / "checkpoints" / "checkpoint.json"
+    deadline = time.time() + 600
+    while not pointer.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stdout.read()[-2000:]  # still training when the first epoch is saved
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert json.loads(pointer.read_text())["epoch"] < 3 and not (run / "encoder.keras").exists()
+    (run / "colour_reference.json").unlink()  # a run from before the reference was kept: resuming adds it
+    resumed = _cli(str(cells), "--out", str(run), *ARGS, "--resume")
+    output = resumed.communicate(timeout=600)[0]
+    assert resumed.returncode == 0, output[-2000:]
+    got, want = _history(run), _history(reference)
+    assert [r["epoch"] for r in got] == [1, 2, 3]
+    assert (run / "colour_reference.json").read_text() == (reference / "colour_reference.json").read_text()
+    for column in ("loss", "val_loss", "lr"):
+        np.testing.assert_allclose([r[column] for r in got], [r[column] for r in want], rtol=1e-4, atol=1e-6)
+    for a, b in zip(_weights(run), _weights(reference)):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
+def test_resume_with_a_different_config_is_refused(reference, cells):
+    result = CliRunner().invoke(main, ["pretrain", str(cells), "--out", str(reference), *ARGS, "--resume",
+                                       "--margin", "0.3"])
+    assert result.exit_code == 2
+    assert "cannot resume with a different config" in result.output and "margin" in result.output
+    result = CliRunner().invoke(main, ["pretrain", str(cells), "--out", str(reference), *ARGS, "--resume",
+                                       "--resolution", "0.5"])  # the degradation option reaches the config
+    assert result.exit_code == 2 and "augment" in result.output and "resolution" in result.output
+
+
+def test_bad_input_is_one_line_and_exit_2(cells, tmp_path):
+    runner = CliRunner()
+    few = runner.invoke(main, ["pretrain", str(cells), "--out", str(tmp_path / "a"), *ARGS, "--batch-size", "64"])
+    assert few.exit_code == 2 and "fewer than one batch of 64" in few.output
+    strict = runner.invoke(main, ["pretrain", str(cells), "--out", str(tmp_path / "b"), *ARGS, "--strict"])
+    assert strict.exit_code == 2 and "broken.png" in strict.output and "not an image" in strict.output
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "keep.txt").write_text("x")
+    exists = runner.invoke(main, ["pretrain", str(cells), "--out", str(tmp_path / "c"), *ARGS])
+    assert exists.exit_code == 2 and "--overwrite" in exists.output
+    nothing = runner.invoke(main, ["pretrain", str(cells), "--out", str(tmp_path / "d"), *ARGS, "--resume"])
+    assert nothing.exit_code == 2 and "nothing to resume" in nothing.output
+    blur = runner.invoke(main, ["pretrain", str(cells), "--out", str(tmp_path / "e"), *ARGS, "--resolution", "1.5"])
+    assert blur.exit_code == 2 and "augmentation resolution 1.5 is outside [0, 1)" in blur.output
+    assert not (tmp_path / "e").exists()
+    for result in (few, strict, exists, nothing, blur):
+        assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_a_failed_start_writes_nothing_so_the_rerun_is_not_refused(cells, tmp_path):
+    """Bad weights or options are refused before config.json, colour_reference.json or skipped.csv exist."""
+    (tmp_path / "garbage.keras").write_text("not a keras file")
+    runner = CliRunner()
+    for extra in (["--weights", str(tmp_path / "missing.keras")], ["--weights", str(tmp_path / "garbage.keras")],
+                  ["--margin", "-1"], ["--warmup-epochs", "-1"], ["--early-stopping", "-2"]):
+        out = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
+        result = runner.invoke(main, ["pretrain", str(cells), "--out", str(out), *ARGS, *extra])
+        assert result.exit_code == 2, (extra, result.output)
+        assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1, result.output
+        assert not out.exists() or not any(out.iterdir()), (extra, sorted(p.name for p in out.iterdir()))
+
+
+def test_presets_and_overrides():
+    assert resolve_config(weights="none").lr == 1e-3
+    paper = resolve_config()
+    assert (paper.weights, paper.lr, paper.freeze_bn) == ("imagenet", 1e-5, True)
+    assert (paper.epochs, paper.batch_size, paper.lr_decay) == (30, 100, "constant")
+    mixed = resolve_config(PretrainConfig(preset="scratch", lr=5e-4), epochs=7)
+    assert (mixed.weights, mixed.lr, mixed.epochs, mixed.freeze_bn) == ("none", 5e-4, 7, False)
+
+
+TWO_DEVICES = r"""
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras, numpy as np
+from hemoembed.model.distribute import make_strategy
+from hemoembed.model.encoder import _all_layers
+from hemoembed.model.pretrain import _make_trainer, resolve_config
+
+config = resolve_config(weights="none", image_size=32, batch_size=4, epochs=1, freeze_bn=True, dropout=0.0,
+                        eager=True)
+views = tf.constant(np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32"))
+labels = tf.constant([0, 0, 1, 1, 2, 2, 3, 3], tf.int64)
+result = {}
+for name in ("one", "mirrored"):
+    strategy = make_strategy(name)
+    trainer = _make_trainer(config, strategy, steps_per_epoch=1)
+    for layer in _all_layers(trainer.model):
+        if isinstance(layer, keras.layers.Dropout):
+            layer.rate = 0.0  # stochastic depth off: both runs must see the same forward pass
+    with strategy.scope():  # plain SGD with lr 1: the weight change is exactly minus the gradient
+        trainer.optimizer = keras.optimizers.SGD(1.0)
+        trainer.optimizer.build(trainer.model.trainable_variables)
+    before = [np.array(w) for w in trainer.model.trainable_weights]
+    eval_loss = trainer.eval_batch(views, labels)
+    train_loss = trainer.train_batch(views, labels)
+    grads = [b - np.array(w) for b, w in zip(before, trainer.model.trainable_weights)]
+    result[name] = {"replicas": strategy.num_replicas_in_sync, "eval": eval_loss, "train": train_loss,
+                    "grad_norm": float(np.sqrt(sum((g.astype("float64") ** 2).sum() for g in grads)))}
+    np.save(sys.argv[1] + f"/{name}.npy", np.concatenate([g.ravel() for g in grads]))
+print("RESULT", json.dumps(result))
+"""
+
+
+@pytest.mark.slow
+def test_mirrored_on_two_devices_equals_one_device(tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    run = subprocess.run([sys.executable, "-c", TWO_DEVICES, str(tmp_path)], capture_output=True, text=True,
+                         env=env, timeout=600, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout.split("RESULT", 1)[1])
+    one, two = result["one"], result["mirrored"]
+    assert (one["replicas"], two["replicas"]) == (1, 2)
+    assert one["eval"] > 0.1
+    assert two["eval"] == pytest.approx(one["eval"], abs=1e-5)
+    assert two["train"] == pytest.approx(one["train"], abs=1e-5)
+    # the gradient is the single-device one: neither doubled nor halved by the replica count
+    assert two["grad_norm"] == pytest.approx(one["grad_norm"], rel=1e-3)
+    g1, g2 = np.load(tmp_path / "one.npy"), np.load(tmp_path / "mirrored.npy")
+    assert np.abs(g1 - g2).max() <= 1e-3 * np.abs(g1).max()

@@ -1,0 +1,153 @@
+"""Active-learning simulation: the incremental SVM is libsvm's SVM, uncertainty beats random, CLI outputs."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from helpers import write_store
+
+from hemoembed.data.synthetic_embeddings import structured_embeddings
+from hemoembed.errors import InputError
+from hemoembed.tasks.active import (
+    ALL_LABELS,
+    TIDY_COLUMNS,
+    ActiveConfig,
+    IncrementalLinearSVM,
+    initial_indices,
+    n_iterations,
+    read_tidy_csv,
+    simulate,
+    tidy_csv_text,
+)
+from hemoembed.tasks.common import stratified_test_split
+
+
+def test_incremental_svm_is_libsvm_linear_svm():
+    from sklearn.svm import SVC
+
+    X, y = structured_embeddings(400, dim=24, n_classes=4, seed=2, hard_fraction=0.3)
+    X = X.astype(np.float64) * 5
+    model = IncrementalLinearSVM(classes=sorted(set(y)))
+    shuffled = np.random.default_rng(0).permutation(len(X))
+    # grows by new rows in place (45), with a larger buffer (130, 400); a different set (shuffled) starts over
+    for rows in (np.arange(40), np.arange(45), np.arange(130), np.arange(400), shuffled[:200], shuffled[:290]):
+        model.fit(X[rows], y[rows])
+        np.testing.assert_allclose(model._gram, X[rows] @ X[rows].T, rtol=1e-12, atol=1e-12)
+        assert model._gram.flags.c_contiguous
+        ref = SVC(kernel="linear", decision_function_shape="ovo").fit(X[rows], y[rows])
+        np.testing.assert_allclose(model.pairwise_decision(X), ref.decision_function(X), atol=1e-6)
+        assert (model.predict(X) == ref.predict(X)).all()
+    proba = model.predict_proba(X)
+    assert np.allclose(proba.sum(axis=1), 1.0) and (model.classes_[proba.argmax(1)] == model.predict(X)).mean() > 0.97
+    restored = IncrementalLinearSVM.from_state(model.state())
+    np.testing.assert_allclose(restored.predict_proba(X), proba)
+    partial = IncrementalLinearSVM(classes=[*sorted(set(y)), "unseen"]).fit(X[:60], y[:60])
+    assert partial.predict_proba(X)[:, -1].max() == 0.0  # a class never labelled is never proposed
+    with pytest.raises(InputError, match="not among the classes"):
+        IncrementalLinearSVM(classes=["class0", "class1"]).fit(X[:60], y[:60])
+
+
+def test_gram_is_computed_in_row_blocks(monkeypatch):
+    """A fresh Gram matrix is built block by block (one X @ X.T crashes OpenBLAS at 16,000 rows)."""
+    import hemoembed.tasks.active.estimator as active
+
+    monkeypatch.setattr(active, "GRAM_BLOCK", 64)
+    X, y = structured_embeddings(300, dim=16, n_classes=3, seed=4)
+    model = IncrementalLinearSVM().fit(X, y)
+    np.testing.assert_allclose(model._gram, X.astype(np.float64) @ X.T.astype(np.float64), rtol=1e-12)
+
+
+def test_uncertainty_beats_random_on_structured_embeddings():
+    X, y = structured_embeddings(1500, dim=32, n_classes=5, seed=3, hard_fraction=0.2)
+    pool, test = stratified_test_split(y, 0.3, seed=0)
+    config = ActiveConfig(strategies=("uncertainty", "random"), batch=15, init=15, repeats=2, max_labels=300)
+    rows = simulate(X[pool], y[pool], X[test], y[test], config)
+    macro = [r for r in rows if r["metric"] == "macro_f1"]
+    assert len([r for r in macro if r["strategy"] != ALL_LABELS]) == 2 * 2 * n_iterations(len(pool), config)
+
+    def area(strategy: str) -> float:  # mean area under the learning curve over repeats
+        values = [[r["value"] for r in macro if r["strategy"] == strategy and r["repeat"] == k] for k in range(2)]
+        return float(np.mean([np.mean(v) for v in values]))
+
+    full = next(r["value"] for r in macro if r["strategy"] == ALL_LABELS)
+    assert area("uncertainty") > area("random") + 0.004  # measured: +0.009
+    late_unc = [r["value"] for r in macro if r["strategy"] == "uncertainty" and r["n_labels"] == 300]
+    assert np.mean(late_unc) > full - 0.01  # reaches the all-label score with 300 of 1050 labels
+    assert {r["n_labels"] for r in macro if r["strategy"] == "random"} == set(range(15, 301, 15))
+
+
+def test_tidy_csv_round_trip_and_init_strategies(tmp_path):
+    X, y = structured_embeddings(300, dim=16, n_classes=3, seed=4)
+    rows = simulate(X[:240], y[:240], X[240:], y[240:],
+                    ActiveConfig(strategies=("margin", "entropy"), batch=40, init=30, init_strategy="kmeans"))
+    (tmp_path / "r.csv").write_text(tidy_csv_text(rows))
+    back = read_tidy_csv(str(tmp_path / "r.csv"))
+    assert list(back[0]) == list(TIDY_COLUMNS) and len(back) == len(rows)
+    assert [r["n_labels"] for r in back if r["strategy"] == "margin" and r["metric"] == "macro_f1"] == \
+        [30, 70, 110, 150, 190, 230, 240]
+    chosen = initial_indices(X, y, 30, "stratified", seed=0)
+    assert len(set(chosen)) == 30 and len(set(y[chosen])) == 3
+    medoids = initial_indices(X, None, 12, "kmeans", seed=0)
+    assert len(set(medoids)) == 12 and len(set(y[medoids])) == 3
+    with pytest.raises(InputError, match="unknown strategy 'greedy'"):
+        simulate(X, y, X, y, ActiveConfig(strategies=("greedy",)))
+
+
+def test_cli_simulation_and_session(cli, tmp_path):
+    X, y = structured_embeddings(500, dim=32, n_classes=4, seed=6, hard_fraction=0.3)
+    store = write_store(tmp_path / "store", X, y)
+    with open(tmp_path / "labels.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label"])
+        writer.writerows([p, c] for p, c in zip(store.paths[:400], y[:400]))
+        writer.writerow([store.paths[400], ""])  # unlabelled rows are left out of the pool
+    with open(tmp_path / "test.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([["path", "label"], *([p, c] for p, c in zip(store.paths[401:], y[401:]))])
+    out = tmp_path / "study"
+    args = ["active-learn", tmp_path / "store", "--simulate", "--labels", tmp_path / "labels.csv",
+            "--test", tmp_path / "test.csv", "--batch", "40", "--init", "40", "--strategy", "uncertainty,random",
+            "--repeats", "2", "--max-labels", "200", "--out", out]
+    res = cli(*args)
+    assert res.exit_code == 0, res
+    assert "labels to come within 0.5 F1 points" in res.stdout
+    rows = read_tidy_csv(str(out / "results.csv"))
+    assert {r["strategy"] for r in rows} == {"uncertainty", "random", ALL_LABELS}
+    assert max(r["n_labels"] for r in rows if r["strategy"] == ALL_LABELS) == 400
+    assert max(r["repeat"] for r in rows) == 1
+    assert json.loads((out / "active_config.json").read_text())["batch"] == 40
+    analysis = json.loads((out / "analysis.json").read_text())
+    assert set(analysis["labels_needed"]) == {"uncertainty", "random"}
+    assert (out / "learning_curves.png").is_file() and (out / "curve_fits.csv").is_file()
+
+    # further calls in-process (same click group, same exit codes; saves a TensorFlow import per call)
+    from click.testing import CliRunner
+
+    from hemoembed.cli import main
+
+    def run(*argv):
+        return CliRunner().invoke(main, [str(a) for a in argv])
+
+    again = run(*args)
+    assert again.exit_code == 2 and "--overwrite" in again.stderr
+    session_args = ["active-learn", tmp_path / "store", "--session", tmp_path / "lab", "--batch", "10"]
+    bad = run(*session_args, "--query", "--teach", tmp_path / "labels.csv")
+    assert bad.exit_code == 2 and "exactly one of" in bad.stderr
+    no_classes = run(*session_args, "--status")
+    assert no_classes.exit_code == 2 and "--classes" in no_classes.stderr
+    session = run(*session_args, "--query", "--classes", "class0,class1,class2,class3")
+    assert session.exit_code == 0, session.output
+    query = list(csv.DictReader(open(tmp_path / "lab" / "to_label.csv")))
+    assert len(query) == 10 and all(r["label"] == "" for r in query)
+    truth = dict(zip(store.paths, y))
+    for row in query:
+        row["label"] = truth[row["path"]]
+    with open(tmp_path / "filled.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(query[0]))
+        writer.writeheader()
+        writer.writerows(query)
+    taught = run(*session_args, "--teach", tmp_path / "filled.csv")
+    assert taught.exit_code == 0 and "taught 10 new" in taught.output, taught.output
+    status = run(*session_args, "--status")
+    assert "10 of 500 images labelled in 1 round(s)" in status.output

@@ -1,0 +1,78 @@
+"""Power-law learning-curve fits, labels needed, and the Wilcoxon rate comparison."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from hemoembed.tasks.active import ALL_LABELS
+from hemoembed.tasks.active.power_law import MACRO, analyse, compare_rates, fit_power_law, labels_to_reach, power_law
+
+N = np.arange(90, 9000, 180, dtype=float)
+
+
+@pytest.mark.parametrize("pmax,k,n0,r", [(0.96, 2.0, 40.0, 0.6), (0.90, 30.0, -100.0, 1.0),
+                                         (0.99, 0.8, 0.0, 0.4)])
+def test_fit_recovers_known_parameters(pmax, k, n0, r):
+    rng = np.random.default_rng(0)
+    p = power_law(N, pmax, k, n0, r) + rng.normal(0.0, 5e-4, len(N))
+    fit = fit_power_law(N, p)
+    assert not fit.flat
+    assert fit.pmax == pytest.approx(pmax, abs=0.01)
+    assert fit.r == pytest.approx(r, rel=0.25)
+    assert fit.rmse < 2e-3
+    assert np.max(np.abs(fit(N) - power_law(N, pmax, k, n0, r))) < 0.005
+
+
+def test_fit_is_robust_to_outliers_and_flat_curves():
+    p = power_law(N, 0.95, 3.0, 0.0, 0.7)
+    p[[5, 40]] -= 0.2  # two bad evaluations
+    fit = fit_power_law(N, p)
+    assert fit.pmax == pytest.approx(0.95, abs=0.01) and fit.r == pytest.approx(0.7, rel=0.25)
+    flat = fit_power_law(N, np.full(len(N), 0.97) + np.random.default_rng(1).normal(0, 1e-4, len(N)))
+    assert flat.flat and np.isnan(flat.r) and flat.pmax == pytest.approx(0.97, abs=1e-3)
+    assert fit_power_law([90, 180], [0.5, 0.6]).flat  # too short to fit: no exception
+
+
+def test_labels_to_reach_requires_staying_within_tolerance():
+    n = [90, 180, 270, 360, 450]
+    assert labels_to_reach(n, [0.80, 0.956, 0.94, 0.957, 0.958], target=0.96) == 360  # dip at 270 resets
+    assert labels_to_reach(n, [0.80, 0.90, 0.92, 0.93, 0.94], target=0.96) is None
+    assert labels_to_reach(n, [0.97, 0.97, 0.97, 0.97, 0.97], target=0.96) == 90
+
+
+def _tidy(curves: dict[str, dict[str, tuple]], full: dict[str, float]) -> list[dict]:
+    rows = []
+    for strategy, per_class in curves.items():
+        for cls, (pmax, k, r) in per_class.items():
+            values = power_law(N, pmax, k, 0.0, r)
+            for i, (n, v) in enumerate(zip(N, values)):
+                metric, name = ("macro_f1", "") if cls == MACRO else ("f1", cls)
+                rows.append({"strategy": strategy, "repeat": 0, "iteration": i, "n_labels": int(n),
+                             "metric": metric, "class": name, "value": float(v)})
+    for cls, value in full.items():
+        metric, name = ("macro_f1", "") if cls == MACRO else ("f1", cls)
+        rows.append({"strategy": ALL_LABELS, "repeat": 0, "iteration": 0, "n_labels": int(N[-1]),
+                     "metric": metric, "class": name, "value": value})
+    return rows
+
+
+def test_analysis_compares_rates_and_labels_needed(tmp_path):
+    classes = [f"c{i}" for i in range(6)]
+    fast = {c: (0.97, 2.0, 1.0 + 0.1 * i) for i, c in enumerate(classes)} | {MACRO: (0.97, 2.0, 1.2)}
+    slow = {c: (0.97, 2.0, 0.7 + 0.03 * i) for i, c in enumerate(classes)} | {MACRO: (0.97, 2.0, 0.75)}
+    rows = _tidy({"uncertainty": fast, "random": slow}, {c: 0.97 for c in [*classes, MACRO]})
+    result = analyse(rows, tmp_path)
+    test = result["rate_test_uncertainty_vs_random"]
+    assert test["classes"] == classes
+    assert test["p_value"] == pytest.approx(1 / 64)  # all six rates larger: the smallest one-sided p
+    reverse = compare_rates(result["fits"], "random", "uncertainty")
+    assert reverse["p_value"] > 0.9
+    needed = result["labels_needed"]
+    assert needed["uncertainty"] is not None and needed["random"] is not None
+    assert needed["uncertainty"] < needed["random"]
+    saved = json.loads((tmp_path / "analysis.json").read_text())
+    assert saved["labels_needed"] == needed
+    assert (tmp_path / "curve_fits.csv").read_text().splitlines()[0].startswith("strategy,class,pmax")
+    assert (tmp_path / "learning_curves.png").stat().st_size > 5000

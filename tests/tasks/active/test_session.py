@@ -1,0 +1,203 @@
+"""The real labelling loop: query, teach (all-or-nothing), status, resume after a crash."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import write_store
+
+from hemoembed.data.synthetic_embeddings import structured_embeddings
+from hemoembed.errors import InputError, MismatchError
+from hemoembed.tasks.active.session import LABELS, MODEL, LabellingSession, SessionConfig
+
+CLASSES = [f"class{i}" for i in range(4)]
+
+
+@pytest.fixture
+def store(tmp_path):
+    X, y = structured_embeddings(400, dim=32, n_classes=4, seed=5)
+    return write_store(tmp_path / "store", X, y)
+
+
+def truth(store) -> dict[str, str]:
+    return dict(zip(store.paths, store.column("label")))
+
+
+def fill(query: Path, answers: dict[str, str], out: Path, blank: int | None = None) -> Path:
+    """The expert: fill the ``label`` column of a ``to_label.csv`` (optionally leaving row ``blank`` empty)."""
+    rows = list(csv.DictReader(open(query)))
+    for i, row in enumerate(rows):
+        row["label"] = "" if i == blank else answers[row["path"]]
+    with open(out, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return out
+
+
+def new_session(tmp_path, store, batch=20):
+    return LabellingSession.open(tmp_path / "session", store,
+                                 SessionConfig(store="store", classes=CLASSES, batch=batch, cv=3))
+
+
+def test_query_teach_status_loop_improves_and_reports(tmp_path, store):
+    session = new_session(tmp_path, store)
+    answers = truth(store)
+    first = session.query()
+    rows = list(csv.DictReader(open(first)))
+    assert len(rows) == 20 and list(rows[0]) == ["path", "prediction", "probability", "uncertainty", "label"]
+    assert len({r["path"] for r in rows}) == 20
+    session.teach(fill(first, answers, tmp_path / "l1.csv"))
+    second = list(csv.DictReader(open(session.query())))
+    assert not {r["path"] for r in second} & {r["path"] for r in rows}  # never asks twice
+    probs = [float(r["probability"]) for r in second]
+    unc = [float(r["uncertainty"]) for r in second]
+    assert all(r["prediction"] in CLASSES for r in second)
+    assert np.allclose(np.add(probs, unc), 1.0, atol=1e-3) and unc == sorted(unc, reverse=True)
+    event = session.teach(fill(tmp_path / "session" / "to_label.csv", answers, tmp_path / "l2.csv"))
+    assert event["added"] == 20 and event["n_labels"] == 40
+    assert 0.5 < event["cv_macro_f1"] <= 1.0  # (estimated on hard, actively chosen images: pessimistic)
+    model = session.model()["model"]
+    accuracy = np.mean(model.predict(session._features()) == np.asarray(store.column("label")))
+    assert accuracy > 0.9
+
+    reopened = LabellingSession.open(tmp_path / "session", store)
+    status = reopened.status()
+    assert status["n_labelled"] == 40 and status["n_unlabelled"] == 360 and status["teach_rounds"] == 2
+    assert sum(status["per_class"].values()) == 40
+    assert status["cv_macro_f1"] == pytest.approx(event["cv_macro_f1"])
+    assert reopened.labels() == {p: answers[p] for p in reopened.labels()}
+
+
+def test_bad_label_files_teach_nothing(tmp_path, store):
+    session = new_session(tmp_path, store)
+    answers = truth(store)
+    query = session.query()
+    good = fill(query, answers, tmp_path / "good.csv")
+    session.teach(good)
+    before = (tmp_path / "session" / LABELS).read_bytes()
+    query = session.query()
+
+    empty = fill(query, answers, tmp_path / "empty.csv", blank=3)
+    with pytest.raises(InputError, match=r"empty.csv:5: empty 'label'"):
+        session.teach(empty)
+    text = fill(query, answers, tmp_path / "unknown.csv").read_text()
+    (tmp_path / "unknown_class.csv").write_text(text.replace(",class1\n", ",platelet\n", 1))
+    with pytest.raises(InputError, match="'platelet'.*not one of the session's classes"):
+        session.teach(tmp_path / "unknown_class.csv")
+    (tmp_path / "unknown_path.csv").write_text(text + "nowhere/img.png,,,,class0\n")
+    with pytest.raises(InputError, match="'nowhere/img.png' is not in the store"):
+        session.teach(tmp_path / "unknown_path.csv")
+    (tmp_path / "nolabel.csv").write_text("path,guess\nclass0/img_0000.png,class0\n")
+    with pytest.raises(InputError, match="no 'label' column"):
+        session.teach(tmp_path / "nolabel.csv")
+    assert (tmp_path / "session" / LABELS).read_bytes() == before  # nothing ingested partially
+    assert len(session.history()) == 1
+    fill(query, answers, query)  # the expert filled the query in place but has not taught it yet
+    with pytest.raises(InputError, match="not taught yet"):
+        session.query()
+
+
+def taught_once(tmp_path, store):
+    """A session after one query-and-teach round of 20 correct labels, and the expert's answers."""
+    session = new_session(tmp_path, store)
+    answers = truth(store)
+    session.teach(fill(session.query(), answers, tmp_path / "l1.csv"))
+    return session, answers
+
+
+def test_crash_after_labels_saved_loses_nothing_and_resumes(tmp_path, store, monkeypatch):
+    session, answers = taught_once(tmp_path, store)
+    model_before = (tmp_path / "session" / MODEL).read_bytes()
+    labelled = fill(session.query(), answers, tmp_path / "l2.csv")
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("power cut while retraining")
+
+    monkeypatch.setattr(LabellingSession, "_retrain", crash)
+    with pytest.raises(KeyboardInterrupt):
+        session.teach(labelled)
+    monkeypatch.undo()
+    assert (tmp_path / "session" / MODEL).read_bytes() == model_before  # stale model, labels already saved
+
+    resumed = LabellingSession.open(tmp_path / "session", store)
+    assert len(resumed.labels()) == 40  # the 20 new labels survived the crash
+    status = resumed.status()  # notices the stale model and retrains on all 40
+    assert status["n_labelled"] == 40 and status["cv_macro_f1"] is not None
+    assert (tmp_path / "session" / MODEL).read_bytes() != model_before
+    event = resumed.teach(labelled)  # teaching the same file again is harmless
+    assert event["added"] == 0 and event["relabelled"] == 0 and event["n_labels"] == 40
+
+
+def test_crash_while_writing_labels_keeps_the_old_file(tmp_path, store, monkeypatch):
+    import hemoembed.tasks.active.session as session_module
+
+    session, answers = taught_once(tmp_path, store)
+    before = (tmp_path / "session" / LABELS).read_text()
+    labelled = fill(session.query(), answers, tmp_path / "l2.csv")
+    real_write = session_module.atomic_write_text
+
+    def dying_write(path, text):  # the process dies half-way through writing the temporary file
+        tmp = Path(path).with_name(f".{Path(path).name}.tmp-crash")
+        tmp.write_text(text[: len(text) // 2])
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(session_module, "atomic_write_text", dying_write)
+    with pytest.raises(KeyboardInterrupt):
+        session.teach(labelled)
+    monkeypatch.setattr(session_module, "atomic_write_text", real_write)
+    resumed = LabellingSession.open(tmp_path / "session", store)
+    assert (tmp_path / "session" / LABELS).read_text() == before and len(resumed.labels()) == 20
+    assert resumed.teach(labelled)["n_labels"] == 40  # rerun the same teach: complete
+
+
+def test_session_refuses_other_store_and_needs_classes(tmp_path, store):
+    with pytest.raises(InputError, match="--classes"):
+        LabellingSession.open(tmp_path / "s", store)
+    new_session(tmp_path, store)
+    X, y = structured_embeddings(50, dim=32, n_classes=4, seed=1)
+    other = write_store(tmp_path / "other", X, y, fingerprint="e" * 64)
+    with pytest.raises(MismatchError, match="fingerprint"):
+        LabellingSession.open(tmp_path / "session", other)
+    saved = json.loads((tmp_path / "session" / "session.json").read_text())
+    assert saved["classes"] == CLASSES and saved["store_fingerprint"] == "f" * 64
+
+
+def test_teach_labels_from_a_mapping_new_class_and_a_growing_store(tmp_path, store):
+    """What ``hemoembed serve`` relies on: teach a mapping, add a class later, predict vectors of a store
+    that grew after the start with the standardiser fixed at the start."""
+    session = new_session(tmp_path, store)
+    answers = truth(store)
+    first = dict(list(answers.items())[:60])
+    with pytest.raises(InputError, match="'platelet'.*not one of the session's classes"):
+        session.teach_labels({**first, store.paths[70]: "platelet"}, "review app")
+    assert session.labels() == {}  # all-or-nothing
+    event = session.teach_labels(first, "review app")
+    assert event["added"] == 60 and event["file"] == "review app"
+    classes, proba = session.predict_proba(store.embeddings())
+    assert classes == CLASSES and proba.shape == (400, 4) and np.allclose(proba.sum(axis=1), 1.0)
+    accuracy = np.mean(np.asarray(classes)[proba.argmax(axis=1)] == np.asarray(store.column("label")))
+    assert accuracy > 0.85
+
+    with pytest.raises(InputError, match="already exists"):
+        session.add_class("class1")
+    with pytest.raises(InputError, match="non-empty"):
+        session.add_class(" ")
+    session.add_class("smudge")
+    # the store grows (new cells): the new class is taught on five of them; old features do not move
+    mean, scale = session.standardiser()
+    X_new = structured_embeddings(5, dim=32, n_classes=2, seed=9)[0][:, ::-1] * 3.0  # far from the others
+    grown = write_store(tmp_path / "grown", np.concatenate([store.embeddings(), X_new]),
+                        np.array(list(store.column("label")) + ["new"] * 5))
+    reopened = LabellingSession.open(tmp_path / "session", grown)
+    assert reopened.config.classes == [*CLASSES, "smudge"]
+    np.testing.assert_array_equal(reopened.standardiser()[0], mean)
+    new_paths = [p for p in grown.paths if p.startswith("new/")]
+    event = reopened.teach_labels(dict.fromkeys(new_paths, "smudge"), "review app")
+    assert event["added"] == 5 and event["n_labels"] == 65
+    classes, proba = reopened.predict_proba(X_new)
+    assert classes[-1] == "smudge" and (proba.argmax(axis=1) == 4).all()
+    assert len(reopened.history()) == 2
