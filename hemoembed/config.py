@@ -134,3 +134,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def safe_name(text: str, keep: str = "-_") -> str:
+    """``text`` usable as (part of) a file name: every character but letters, digits and ``keep`` becomes ``_``."""
+    return "".join(ch if ch.isalnum() or ch in keep else "_" for ch in text)

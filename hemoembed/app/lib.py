@@ -9,9 +9,10 @@ from __future__ import annotations
 from ..config import atomic_write_bytes, csv_text, save_config
 from ..data.imageio import MAX_PIXELS, probe
 from ..data.imageio import load_image as decode_image
+from ..data.preprocess import load_inputs
 from ..errors import HemoembedError, InputError, MismatchError, one_line
 from ..explain.gallery import store_image_root
-from ..explain.gradcam import LinearDecision, explain_class, load_inputs, overlay
+from ..explain.gradcam import LinearDecision, explain_class, overlay
 from ..explain.tsne import TsneMap
 from ..model.encoder import fingerprint, load_encoder
 from ..store.embed import CONFIG_FILE as EMBED_CONFIG

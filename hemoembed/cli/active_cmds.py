@@ -52,7 +52,6 @@ def active_learn(store: Path, simulate: bool, labels: Path | None, column: str, 
       hemoembed active-learn store --session lab --status
     """
     from ..errors import InputError
-    from ..store.store import EmbeddingStore
 
     modes = [name for name, on in (("--simulate", simulate), ("--query", query), ("--teach", teach is not None),
                                    ("--status", status)) if on]
@@ -60,59 +59,31 @@ def active_learn(store: Path, simulate: bool, labels: Path | None, column: str, 
         raise InputError("choose exactly one of --simulate, --query, --teach FILE, --status "
                          f"(got {', '.join(modes) or 'none'})")
     strategies = tuple(s.strip() for s in strategy.split(",") if s.strip())
-    embeddings = EmbeddingStore.open(store)
     if simulate:
         if labels is None or out is None:
             raise InputError("--simulate needs --labels CSV and --out DIR")
-        from ..tasks.active import ActiveConfig
+        from ..tasks.active import ActiveConfig, run
 
+        source = {"store": str(store), "labels": str(labels), "column": column, "test": str(test_csv or "")}
+        if key != "path":
+            source["key"] = key
         config = ActiveConfig(strategies=strategies, batch=batch, init=init, init_strategy=init_strategy,
                               repeats=repeats, max_labels=max_labels, test_fraction=test_fraction, C=C, seed=seed,
-                              source={"store": str(store), "labels": str(labels), "column": column,
-                                      "test": str(test_csv or ""), "store_fingerprint": embeddings.fingerprint})
+                              source=source)
         config.validate()
-        _simulate(embeddings, labels, test_csv, column, key, config, prepare_output_dir(out, overwrite))
+        out = prepare_output_dir(out, overwrite)
+        summary = run(config, out, progress=progress)
+        _echo_study(summary, out)
         return
-    _session(embeddings, store, session, query, teach, classes, column, batch, strategies, C, seed, overwrite)
+    from ..store.store import EmbeddingStore
+
+    _session(EmbeddingStore.open(store), store, session, query, teach, classes, column, batch, strategies, C, seed,
+             overwrite)
 
 
-def _labelled(store, csv_path: Path, column: str, key: str):
-    """(embeddings, labels, keys) of the rows of ``csv_path`` (or a folder per class) with a non-empty ``column``."""
-    import numpy as np
-
-    from ..tasks.common import join_labels
-
-    X, cols, keys = join_labels(store, csv_path, key=key, columns=[column])
-    y = np.asarray([v.strip() for v in cols[column]])
-    keep = y != ""
-    return X[keep], y[keep], [k for k, ok in zip(keys, keep) if ok]
-
-
-def _simulate(store, labels: Path, test_csv: Path | None, column: str, key: str, config, out: Path) -> None:
-    from ..config import atomic_write_text, save_config
-    from ..errors import InputError
-    from ..tasks.active import analyse, n_iterations, simulate, tidy_csv_text
-    from ..tasks.common import check_trainable, stratified_test_split
-
-    X, y, keys = _labelled(store, labels, column, key)
-    check_trainable(y, column)
-    if test_csv is not None:
-        X_test, y_test, test_keys = _labelled(store, test_csv, column, key)
-        overlap = set(keys) & set(test_keys)
-        if overlap:
-            raise InputError(f"{test_csv}: {len(overlap)} image(s) are also in --labels, e.g. {min(overlap)} "
-                             "(the test set must stay out of the pool)")
-        X_pool, y_pool = X, y
-    else:
-        pool, test = stratified_test_split(y, config.test_fraction, seed=config.seed)
-        X_pool, y_pool, X_test, y_test = X[pool], y[pool], X[test], y[test]
-    save_config(config, out / "active_config.json")
-    total = config.repeats * len(config.strategies) * n_iterations(len(y_pool), config)
-    with progress(total, "querying") as advance:
-        rows = simulate(X_pool, y_pool, X_test, y_test, config, progress=advance)
-    atomic_write_text(out / "results.csv", tidy_csv_text(rows))
-    summary = analyse(rows, out)
-    echo(f"pool {len(y_pool)}, test {len(y_test)}, all-label macro-F1 {summary['full_label_macro_f1']:.4f}")
+def _echo_study(summary: dict, out: Path) -> None:
+    echo(f"pool {summary['n_pool']}, test {summary['n_test']}, "
+         f"all-label macro-F1 {summary['full_label_macro_f1']:.4f}")
     for name, needed in summary["labels_needed"].items():
         fit = summary["macro_fits"][name]
         echo(f"{name:12s} labels to come within 0.5 F1 points: {needed if needed is not None else 'not reached'}; "

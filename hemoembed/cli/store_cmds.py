@@ -41,19 +41,11 @@ def embed(encoder: Path, manifest, store_dir: Path, batch_size: int, part_size: 
       hemoembed embed runs/pbc64/encoder.keras ../shared/data/pbc256 --store stores/pbc64
       hemoembed embed enc.keras manifest.csv --image-root images --store stores/demo --batch-size 32
     """
-    from ..model.encoder import load_encoder
-    from ..store.embed import EmbedConfig, default_metadata_columns, embed_to_store
+    from ..store.build import build
 
-    model, _ = load_encoder(encoder)
-    if metadata is None:
-        columns = default_metadata_columns(manifest)
-    else:
-        columns = [c.strip() for c in metadata.split(",") if c.strip()]
-    config = EmbedConfig(encoder=str(encoder), images=manifest.source, image_root=str(manifest.root),
-                         batch_size=batch_size, part_size=part_size, strict=strict, metadata_columns=columns)
-    store, result = embed_to_store(model, manifest, store_dir, overwrite=overwrite, batch_size=batch_size,
-                                   part_size=part_size, strict=strict, metadata=columns, config=config,
-                                   progress=progress)
+    columns = None if metadata is None else [c.strip() for c in metadata.split(",") if c.strip()]
+    store, result = build(encoder, manifest, store_dir, batch_size=batch_size, part_size=part_size, metadata=columns,
+                          strict=strict, overwrite=overwrite, progress=progress)
     echo(result.summary())
     if result.rejected:
         echo(f"rejected files and reasons: {store_dir / 'rejects.csv'}")
@@ -117,73 +109,23 @@ def neighbors(store_dir: Path, stored_paths: tuple[str, ...], encoder: Path | No
       hemoembed neighbors stores/pbc64 --encoder runs/pbc64/encoder.keras --image cell.jpg --out nn.csv
     """
     from ..config import atomic_write_text, csv_text
-    from ..errors import InputError
+    from ..explain.neighbours import find_neighbours
     from ..store.store import EmbeddingStore
 
-    if bool(stored_paths) == bool(images):
-        raise InputError("give either --path STORED_PATH or --encoder ENC --image FILE (not both, not neither)")
     if out is not None:
         prepare_output_file(out, overwrite)
     store = EmbeddingStore.open(store_dir)
-    if stored_paths:
-        queries, vectors, exclude = _stored_queries(store, stored_paths)
-    else:
-        queries, vectors = _image_queries(store, encoder, images)
-        exclude = None
-    indices, distances = store.neighbors(vectors, k, metric=metric, exclude=exclude)
-    paths, metadata = store.paths, store.metadata_columns
-    meta = {c: store.column(c) for c in metadata}
-    rows = [["query", "rank", "neighbor", "distance", *metadata]]
-    for q, query in enumerate(queries):
-        for rank, (i, d) in enumerate(zip(indices[q], distances[q]), start=1):
-            rows.append([query, str(rank), paths[i], f"{d:.6f}", *(meta[c][i] for c in metadata)])
+    found = find_neighbours(store, paths=stored_paths, encoder=encoder, images=images, k=k, metric=metric)
+    rows = found.rows(store)
     if out is not None:
         atomic_write_text(out, csv_text(rows))
-        echo(f"{len(rows) - 1} neighbours of {len(queries)} queries written to {out}")
+        echo(f"{len(rows) - 1} neighbours of {len(found.queries)} queries written to {out}")
     else:
         for row in rows[1:]:
             echo("  ".join(row))
     if gallery is not None:
         from ..explain.gallery import gallery_for_store
 
-        png = gallery_for_store(store, queries, indices, distances, gallery, image_root, metric, overwrite)
+        png = gallery_for_store(store, found.queries, found.indices, found.distances, gallery, image_root, metric,
+                                overwrite)
         echo(f"gallery: {png}")
-
-
-def _stored_queries(store, stored_paths):
-    import numpy as np
-
-    from ..errors import InputError
-    from ..store.store import _normalise_key
-
-    index = {p: i for i, p in enumerate(store.paths)}
-    rows = []
-    for path in stored_paths:
-        key = _normalise_key(path, "path")
-        if key not in index:
-            example = f", e.g. {store.paths[0]!r}" if len(store) else ", and the store is empty"
-            raise InputError(f"{store.directory}: path {path!r} is not in the store "
-                             f"(paths are relative to the image root{example})")
-        rows.append(index[key])
-    rows = np.asarray(rows, np.int64)
-    return list(stored_paths), store.embeddings()[rows], rows
-
-
-def _image_queries(store, encoder, images):
-    from ..errors import InputError
-    from ..model.encoder import fingerprint, load_encoder
-    from ..store.embed import embed_images
-
-    if encoder is None:
-        raise InputError("--image needs --encoder ENC (the encoder that built the store)")
-    model, record = load_encoder(encoder)
-    store.check_encoder(fingerprint(model), record)
-    for image in images:
-        if not image.is_file():
-            raise InputError(f"{image}: image file not found")
-    vectors, ok = embed_images(model, record, [str(p) for p in images], batch_size=32)
-    failed = sorted(set(range(len(images))) - set(ok.tolist()))
-    if failed:
-        raise InputError(f"{images[failed[0]]}: cannot decode image "
-                         f"({len(failed)} of {len(images)} query images failed)")
-    return [str(p) for p in images], vectors

@@ -106,49 +106,19 @@ def predict(model_dir: Path, images: Path | None, store: Path | None, encoder: P
       hemoembed predict svm_demo --store stores/demo --out predictions.csv
       hemoembed predict svm_demo --encoder encoder.keras new_cells/ --out predictions.csv
     """
-    from ..config import atomic_write_text, csv_text
     from ..errors import InputError
-    from ..tasks.svm import model_folders, prediction_table, read_meta
+    from ..tasks.svm import PredictConfig, run_predict
 
     if (store is None) == (encoder is None):
         raise InputError("give exactly one of --store STORE or --encoder ENCODER IMAGES")
-    folders = model_folders(model_dir)
+    config = PredictConfig(model=str(model_dir), store=str(store or ""), encoder=str(encoder or ""),
+                           images=str(images or ""), image_root=str(image_root or ""), batch_size=batch_size)
     prepare_output_file(out, overwrite)
-    if store is not None:
-        from ..store.store import EmbeddingStore
-
-        if images is not None:
-            raise InputError(f"{images}: IMAGES goes with --encoder; with --store every stored image is predicted")
-        opened = EmbeddingStore.open(store)
-        X, keys, fp, where = opened.embeddings(), opened.paths, opened.fingerprint, f"store {store}"
-    else:
-        X, keys, fp, where = _embed_for_predict(encoder, images, image_root, batch_size, read_meta(folders[0]))
-    rows = prediction_table(folders, X, keys, fp, where)
-    atomic_write_text(out, csv_text(rows))
-    echo(f"{len(rows) - 1} images, {len(folders)} column(s) predicted -> {out}")
-
-
-def _embed_for_predict(encoder: Path, images: Path | None, image_root: Path | None, batch_size: int, meta: dict):
-    """Embed IMAGES with ENCODER after checking the encoder is the one the models were trained on."""
-    from ..data.manifest import load_manifest
-    from ..errors import InputError
-    from ..model.encoder import fingerprint, load_encoder
-    from ..store.embed import embed_images
-    from ..tasks.svm import check_fingerprint
-
-    if images is None:
-        raise InputError("--encoder needs IMAGES (a folder or CSV manifest) to embed")
-    manifest = load_manifest(images, image_root)
-    model, record = load_encoder(encoder)
-    fp = fingerprint(model)
-    check_fingerprint(meta, fp, f"encoder {encoder}")
-    with progress(len(manifest), "embedding") as advance:
-        X, ok = embed_images(model, record, manifest.absolute(), batch_size, progress=advance)
-    if len(ok) < len(manifest):
-        missing = sorted(set(range(len(manifest))) - set(ok.tolist()))
-        echo(f"warning: {len(missing)} image(s) could not be decoded and are not predicted, "
-             f"e.g. {manifest.paths[missing[0]]}")
-    return X, [manifest.paths[i] for i in ok], fp, f"encoder {encoder}"
+    done = run_predict(config, out, progress=progress)
+    if done.skipped:
+        echo(f"warning: {len(done.skipped)} image(s) could not be decoded and are not predicted, "
+             f"e.g. {done.skipped[0]}")
+    echo(f"{done.n_images} images, {done.n_columns} column(s) predicted -> {out}")
 
 
 @main.command()
@@ -183,33 +153,16 @@ def baseline(manifest, labels: Path | None, column: str, test_csv: Path | None, 
         --test ../shared/data/wbcatt/pbc_attr_v1_test.csv --weights encoder.keras --out baseline_run
       hemoembed baseline cells --image-size 64 --head-epochs 2 --out baseline_demo
     """
-    from ..data.manifest import read_manifest_csv
-    from ..tasks.baseline import BaselineConfig, schedule, train_baseline
-    from ..tasks.common import stratified_test_split
+    from ..tasks.baseline import BaselineConfig, run
 
     config = BaselineConfig(images=str(manifest.source), labels=str(labels or ""), column=column,
                             test=str(test_csv or ""), test_fraction=test_fraction, weights=weights,
                             image_size=image_size, batch_size=batch_size, head_epochs=head_epochs,
                             finetune_epochs=finetune_epochs, small_head_epochs=small_head_epochs,
                             n_bootstrap=bootstrap, seed=seed)
-    if labels is not None:
-        table = read_manifest_csv(labels, manifest.root)
-        by_path = dict(zip(table.paths, table.column(column)))
-        manifest = manifest.subset([i for i, p in enumerate(manifest.paths) if by_path.get(p, "").strip()])
-        manifest.columns[column] = [by_path[p] for p in manifest.paths]
-    values = manifest.column(column)
-    if test_csv is not None:
-        test = read_manifest_csv(test_csv, manifest.root)
-        held = set(test.paths)
-        train = manifest.subset([i for i, p in enumerate(manifest.paths) if p not in held])
-    else:
-        train_idx, test_idx = stratified_test_split(values, test_fraction, seed=seed)
-        train, test = manifest.subset(train_idx), manifest.subset(test_idx)
     prepare_output_dir(out, overwrite)
-    total = sum(epochs for _, epochs, _ in schedule(len(train), config))
-    with progress(total, "training") as advance:
-        report = train_baseline(config, train, train.column(column), test, test.column(column), out,
-                                on_epoch=lambda stage, epoch, logs: advance(1))
+    report = run(config, out, manifest=manifest, progress=progress)
     echo(f"{column}: macro-F1 {report['macro']['f1']:.4f} [{report['bootstrap']['macro_f1_ci'][0]:.4f}, "
          f"{report['bootstrap']['macro_f1_ci'][1]:.4f}]  accuracy {report['accuracy']:.4f}  "
-         f"(n_train {len(train)}, n_test {report['n_test']}, stages {', '.join(config.stages)}) -> {out}")
+         f"(n_train {report['model']['n_train']}, n_test {report['n_test']}, stages {', '.join(config.stages)}) "
+         f"-> {out}")

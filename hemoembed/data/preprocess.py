@@ -7,6 +7,8 @@ is seen the same way everywhere.
 """
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -73,3 +75,29 @@ def preprocess_tf(image, record: PreprocessingRecord, *, crop: bool = True):
         image = tf.image.resize(image, (record.image_size, record.image_size), method="bilinear", antialias=True)
         image = tf.clip_by_value(image, 0.0, 255.0)
     return image
+
+
+def load_inputs(paths: Sequence[str | os.PathLike], record: PreprocessingRecord, batch_size: int = 64):
+    """Image files → one float32 (N, S, S, 3) array of encoder inputs, in order.
+
+    The checked way to hold preprocessed images in memory (the adapter's shots, GradCAM's images): the
+    pipeline's one decoding path (:func:`~hemoembed.data.pipeline.inference_dataset`), and a file that
+    cannot be decoded is an error that names it and why, never a silently shorter array.
+    """
+    import numpy as np
+
+    from .imageio import probe
+    from .pipeline import inference_dataset
+
+    paths = [str(p) for p in paths]
+    chunks, seen = [np.zeros((0, record.image_size, record.image_size, 3), np.float32)], []
+    if paths:
+        for images, indices in inference_dataset(paths, record, batch_size):
+            chunks.append(images.numpy())
+            seen.extend(indices.numpy().tolist())
+    if len(seen) != len(paths):
+        bad = paths[min(set(range(len(paths))) - set(seen))]
+        info = probe(bad)
+        raise InputError(f"{bad}: {info.error if not info.ok else 'cannot decode image'} "
+                         "(check the images with hemoembed check)")
+    return np.concatenate(chunks)

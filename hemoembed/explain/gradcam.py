@@ -6,8 +6,8 @@ The map is taken on the backbone's last convolutional activation (EfficientNetV2
     makes them differ), one map per image;
   * a triplet: the margin d(a, n) − d(a, p), one map per image of the triplet;
   * a class: a linear SVM's decision value on the (scaled) embedding, one map per image.
-Images are decoded and preprocessed exactly as for embedding (``load_image`` → ``preprocess_tf`` with the
-encoder's record). GradCAM++ (Chattopadhay et al. 2018) weights channel k by
+Images are decoded and preprocessed exactly as for embedding (:func:`hemoembed.data.preprocess.load_inputs`
+with the encoder's record). GradCAM++ (Chattopadhay et al. 2018) weights channel k by
 Σ_ij α_kij·relu(∂Y/∂A_kij) with α = g² / (2g² + Σ_ab A_kab·g³) and the map is relu(Σ_k w_k·A_k).
 """
 from __future__ import annotations
@@ -20,8 +20,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ..data.imageio import load_image
-from ..data.preprocess import PreprocessingRecord, preprocess_tf
 from ..errors import InputError, MismatchError
 from ..model.encoder import backbone_of
 
@@ -116,11 +114,6 @@ class LinearDecision:
         if self.mean is not None:
             x = (x - tf.constant(self.mean, tf.float32)) / tf.constant(self.scale, tf.float32)
         return sign * (tf.linalg.matvec(x, tf.constant(w, tf.float32)) + b)
-
-
-def load_inputs(paths: Sequence[str | os.PathLike], record: PreprocessingRecord) -> np.ndarray:
-    """(n, S, S, 3) float32 encoder inputs through the project's one decoding and preprocessing path."""
-    return np.stack([preprocess_tf(load_image(p), record).numpy() for p in paths])
 
 
 def _split(model: keras.Model) -> tuple[list, keras.Model, list]:

@@ -13,7 +13,6 @@ writing to), a run that fails before its first part leaves no store bound to the
 """
 from __future__ import annotations
 
-import contextlib
 import shutil
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -27,13 +26,13 @@ from ..data.imageio import ImageInfo, probe_many
 from ..data.manifest import Manifest, ensure_apart
 from ..data.preprocess import PreprocessingRecord
 from ..errors import InputError
+from ..progress import ProgressFactory, no_progress
 from .lock import LOCK_FILE, writer_lock
 from .store import BASE_COLUMNS, STORE_FILE, EmbeddingStore, make_part_table
 
 REJECTS_FILE = "rejects.csv"
 CONFIG_FILE = "embed_config.json"
 UNDECODABLE = "cannot decode image (corrupt or truncated)"
-ProgressFactory = Callable[[int, str], contextlib.AbstractContextManager]
 _FORWARDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -274,7 +273,7 @@ def run_embed(model, record: PreprocessingRecord, store: EmbeddingStore, manifes
 def _run_embed(model, record: PreprocessingRecord, store: EmbeddingStore, manifest: Manifest, batch_size: int,
                part_size: int, strict: bool, metadata: list[str], config: EmbedConfig | None,
                progress: ProgressFactory | None) -> EmbedResult:
-    progress = progress or _no_progress
+    progress = progress or no_progress
     store.remove_stale_temporaries()
 
     with progress(len(manifest), "hashing") as advance:
@@ -320,7 +319,3 @@ def _refuse_if_strict(strict: bool, rejects: Sequence[tuple[str, str]], total: i
         raise InputError(f"{path}: {reason} ({len(rejects)} of {total} images rejected; --strict stops here, "
                          "drop --strict to embed the rest and list rejects in rejects.csv)")
 
-
-@contextlib.contextmanager
-def _no_progress(length: int, label: str) -> Iterator[Callable[[int], None]]:
-    yield lambda n: None

@@ -232,7 +232,7 @@ class EmbeddingStore:
         if absent:
             raise InputError(f"{labels_csv}: no column(s) {', '.join(absent)} (columns: {', '.join(header)})")
         k = header.index(key)
-        csv_keys = [_normalise_key(row[k], key) for row in rows]
+        csv_keys = [normalise_key(row[k], key) for row in rows]
         stored = {value: i for i, value in enumerate(self.column(key))}
         if len(stored) != len(self) and key != "path":
             raise InputError(f"{self.directory}: store column {key!r} is not unique; join on 'path'")
@@ -350,7 +350,8 @@ class EmbeddingStore:
         return removed
 
 
-def _normalise_key(value: str, key: str) -> str:
+def normalise_key(value: str, key: str) -> str:
+    """A join key as the store holds it: stripped; a path with forward slashes and no ``.``/``..`` parts."""
     value = value.strip(CELL_SPACE)
     if key == "path":
         value = PurePosixPath(os.path.normpath(value.replace("\\", "/"))).as_posix()

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from hemoembed.data.imageio import save_png
-from hemoembed.data.preprocess import PreprocessingRecord
+from hemoembed.data.preprocess import PreprocessingRecord, load_inputs
 from hemoembed.data.synthetic import render_cell, site_style
 from hemoembed.errors import InputError
 from hemoembed.explain.gradcam import (
@@ -17,7 +17,6 @@ from hemoembed.explain.gradcam import (
     explain_pair,
     explain_triplet,
     gradcam_plus_plus,
-    load_inputs,
     overlay,
 )
 from hemoembed.model.encoder import build_encoder

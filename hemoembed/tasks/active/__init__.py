@@ -15,10 +15,12 @@ from .simulation import (
     tidy_csv_text,
 )
 from .strategies import INIT_STRATEGIES, STRATEGIES, initial_indices, make_learner, query_strategy
+from .workflow import labelled_rows, run
 
 __all__ = [
-    "ALL_LABELS", "INIT_STRATEGIES", "STRATEGIES", "TIDY_COLUMNS", "ActiveConfig", "IncrementalLinearSVM",
-    "LabellingSession", "PowerLawFit", "SessionConfig", "analyse", "compare_rates", "f1_rows", "fit_curves",
-    "fit_power_law", "initial_indices", "labels_to_reach", "make_learner", "n_iterations", "pool_standardiser",
-    "query_strategy", "read_tidy_csv", "simulate", "simulate_curve", "standardise", "tidy_csv_text",
+    "ALL_LABELS", "ActiveConfig", "INIT_STRATEGIES", "IncrementalLinearSVM", "LabellingSession", "PowerLawFit",
+    "STRATEGIES", "SessionConfig", "TIDY_COLUMNS", "analyse", "compare_rates", "f1_rows", "fit_curves",
+    "fit_power_law", "initial_indices", "labelled_rows", "labels_to_reach", "make_learner", "n_iterations",
+    "pool_standardiser", "query_strategy", "read_tidy_csv", "run", "simulate", "simulate_curve", "standardise",
+    "tidy_csv_text",
 ]

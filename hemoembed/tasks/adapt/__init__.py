@@ -2,13 +2,13 @@
 softmax head or fine-tuning on class-balanced shots; the ablation study and the shot-count curve."""
 from .adapter import MODES, FinetuneParams, Outcome, SiteAdapter, adapted_encoder, choose_params, finetune, fit_head
 from .prepare import CONDITIONS, CURVE_SHOTS, AdaptConfig, Prepared, prepare
-from .site import match_classes, read_class_map, resolve_source, source_reference, target_labels
+from .site import match_classes, read_class_map, resolve_source, source_reference
 from .study import ablation_table, domain_separability, run_ablation, shot_curve, write_study
 from .workflow import run
 
 __all__ = [
-    "CONDITIONS", "CURVE_SHOTS", "MODES", "AdaptConfig", "FinetuneParams", "Outcome", "Prepared", "SiteAdapter",
+    "AdaptConfig", "CONDITIONS", "CURVE_SHOTS", "FinetuneParams", "MODES", "Outcome", "Prepared", "SiteAdapter",
     "ablation_table", "adapted_encoder", "choose_params", "domain_separability", "finetune", "fit_head",
     "match_classes", "prepare", "read_class_map", "resolve_source", "run", "run_ablation", "shot_curve",
-    "source_reference", "target_labels", "write_study",
+    "source_reference", "write_study",
 ]

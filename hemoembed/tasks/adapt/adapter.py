@@ -51,21 +51,6 @@ def adapted_encoder(source: keras.Model, record: PreprocessingRecord,
     return keras.Model(inputs, source(x), name="hemoembed_adapted_encoder"), new_record
 
 
-# ------------------------------------------------------------------------------------ images and heads
-def load_inputs(paths: Sequence[str], record: PreprocessingRecord, batch_size: int = 64) -> np.ndarray:
-    """Decode and preprocess images into one float32 (N, S, S, 3) array; an undecodable file is an error."""
-    from ...data.pipeline import inference_dataset
-
-    chunks, seen = [], []
-    for images, indices in inference_dataset(list(paths), record, batch_size):
-        chunks.append(images.numpy())
-        seen.extend(indices.numpy().tolist())
-    if len(seen) != len(paths):
-        bad = min(set(range(len(paths))) - set(seen))
-        raise InputError(f"{paths[bad]}: cannot decode image (check the target with hemoembed check)")
-    return np.concatenate(chunks)
-
-
 def embed_arrays(model: keras.Model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Embeddings (N, D) of preprocessed images with the model in inference mode."""
     from ...store.embed import make_forward

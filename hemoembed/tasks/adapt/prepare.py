@@ -2,17 +2,18 @@
 target site's images with labels mapped to source class names, and labelled source embeddings."""
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ...data.manifest import Manifest
-from ...data.preprocess import PreprocessingRecord
+from ...data.preprocess import PreprocessingRecord, load_inputs
 from ...errors import InputError
-from .adapter import SiteAdapter, load_inputs
-from .site import match_classes, read_class_map, resolve_source, source_reference, target_labels, usable_classes
+from ...progress import ProgressFactory, stage
+from ..common.labels import manifest_labels
+from .adapter import SiteAdapter
+from .site import match_classes, read_class_map, resolve_source, source_reference, usable_classes
 
 # name → (mode, colour transform, source pretraining, source support); "no_adaptation" is the source SVM
 CONDITIONS: dict[str, tuple[str, bool, bool, bool]] = {
@@ -74,17 +75,16 @@ class Prepared:
     support: tuple[np.ndarray, np.ndarray] | None = None
 
 
-def prepare(config: AdaptConfig, progress: Any = None) -> Prepared:
+def prepare(config: AdaptConfig, progress: ProgressFactory | None = None) -> Prepared:
     """Load source encoder, colour reference, target images and labels, and source support embeddings."""
     from ...data.manifest import load_manifest
     from ...model.encoder import load_encoder
     from ...store.embed import embed_images
 
-    progress = progress or (lambda n, label: contextlib.nullcontext(lambda k=1: None))
     encoder_path, run_dir = resolve_source(config.source)
     source, record = load_encoder(encoder_path)
     target = load_manifest(config.target, config.image_root or None)
-    raw = target_labels(target, config.labels, config.label_column)
+    raw = manifest_labels(target, config.labels, config.label_column)
     src = load_manifest(config.source_images) if config.source_images else None
     src_labels = src.labels if src is not None else None
     mapping = read_class_map(config.class_map) if config.class_map else None
@@ -99,7 +99,7 @@ def prepare(config: AdaptConfig, progress: Any = None) -> Prepared:
     need_ref = config.colour_transform or config.ablation
     reference, origin = source_reference(run_dir, src, seed=config.seed) if need_ref else (None, "")
     new_record = PreprocessingRecord(record.image_size, record.crop_fraction, "none")
-    with progress(len(target), "reading target") as advance:
+    with stage(progress, len(target), "reading target") as advance:
         images = load_inputs(target.absolute(), new_record, config.embed_batch_size)
         advance(len(target))
     adapter = SiteAdapter(source, record, reference, images, mapped, batch_size=config.embed_batch_size)
@@ -112,7 +112,7 @@ def prepare(config: AdaptConfig, progress: Any = None) -> Prepared:
         wanted = set(usable.values())
         idx = np.concatenate([rng.permutation([i for i, v in enumerate(src_labels) if v == c])[:config.source_per_class]
                               for c in sorted(wanted)]).astype(int)
-        with progress(len(idx), "embedding source") as advance:
+        with stage(progress, len(idx), "embedding source") as advance:
             X, ok = embed_images(source, record, [src.absolute()[i] for i in idx], config.embed_batch_size, advance)
         support = (X, np.asarray([src_labels[idx[i]] for i in ok]))
     return Prepared(adapter, target, new_record, mapped, notes, support)

@@ -72,18 +72,6 @@ def match_classes(target: Sequence[str], source: Sequence[str] | None,
     return usable, missing
 
 
-def target_labels(manifest: Manifest, labels_csv: str | os.PathLike | None, column: str = "label") -> list[str]:
-    """Label of every manifest row: folder names / manifest column, or joined from ``labels_csv`` on ``path``
-    (``""`` for an image the CSV does not label)."""
-    if not labels_csv:
-        return [str(v) for v in manifest.column(column)]
-    from ...data.manifest import read_manifest_csv
-
-    table = read_manifest_csv(Path(labels_csv), manifest.root)
-    by_path = dict(zip(table.paths, table.column(column), strict=True))
-    return [by_path.get(p, "") for p in manifest.paths]
-
-
 def usable_classes(labels: Sequence[str], min_count: int = 3) -> tuple[np.ndarray, list[str]]:
     """Rows of classes with at least ``min_count`` images (two shots and one test image) and the dropped
     class names; an empty label means unlabelled and is dropped too."""

@@ -7,7 +7,6 @@ the one above it.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 
 from ...config import atomic_write_text, csv_text
 from ...errors import InputError
+from ...progress import ProgressFactory, stage
 from ..common.metrics import confusion, encode_labels, scores_from_confusion
 from ..common.reports import write_json
 from ..common.sampling import select_shots
@@ -51,15 +51,15 @@ def scores(y_true: Sequence[str], proba: np.ndarray, classes: Sequence[str]) -> 
             "recall": {c: float(r) for c, r, p in zip(classes, s["recall"], present, strict=True) if p}}
 
 
-def run_ablation(prep: Prepared, config: AdaptConfig, progress: Any = None) -> list[dict[str, Any]]:
+def run_ablation(prep: Prepared, config: AdaptConfig,
+                 progress: ProgressFactory | None = None) -> list[dict[str, Any]]:
     """Every condition × ``repeats`` on shared shot/test splits; one row per (repeat, condition)."""
-    progress = progress or (lambda n, label: contextlib.nullcontext(lambda k=1: None))
     unknown = sorted(set(config.conditions) - set(CONDITIONS))
     if unknown:
         raise InputError(f"--conditions: unknown {', '.join(unknown)} (known: {', '.join(CONDITIONS)})")
     labels = np.asarray(prep.labels)
     rows = []
-    with progress(config.repeats * len(config.conditions), "ablation") as advance:
+    with stage(progress, config.repeats * len(config.conditions), "ablation") as advance:
         for repeat in range(config.repeats):
             seed = config.seed * 1000 + repeat
             shots, test = select_shots(labels, config.shots, config.min_per_class, seed)
@@ -71,13 +71,13 @@ def run_ablation(prep: Prepared, config: AdaptConfig, progress: Any = None) -> l
     return rows
 
 
-def shot_curve(prep: Prepared, config: AdaptConfig, progress: Any = None) -> list[dict[str, Any]]:
+def shot_curve(prep: Prepared, config: AdaptConfig,
+               progress: ProgressFactory | None = None) -> list[dict[str, Any]]:
     """Accuracy and per-class recall against the number of shots (``config.curve_mode``, ``repeats`` each)."""
-    progress = progress or (lambda n, label: contextlib.nullcontext(lambda k=1: None))
     labels = np.asarray(prep.labels)
     k = len(set(prep.labels))
     rows = []
-    with progress(len(config.curve_shots) * config.repeats, "shot curve") as advance:
+    with stage(progress, len(config.curve_shots) * config.repeats, "shot curve") as advance:
         for n in config.curve_shots:
             for repeat in range(config.repeats):
                 seed = config.seed * 1000 + repeat

@@ -10,6 +10,7 @@ import numpy as np
 
 from ...config import atomic_write_text, csv_text, save_config
 from ...errors import InputError
+from ...progress import ProgressFactory
 from ..common.metrics import evaluate
 from ..common.reports import write_json, write_report
 from ..common.sampling import select_shots
@@ -17,7 +18,8 @@ from .prepare import AdaptConfig, finetune_grid, prepare, support_subset
 from .study import domain_separability, run_ablation, shot_curve, write_study
 
 
-def run(config: AdaptConfig, out_dir: str | os.PathLike, progress: Any = None) -> dict[str, Any]:
+def run(config: AdaptConfig, out_dir: str | os.PathLike,
+        progress: ProgressFactory | None = None) -> dict[str, Any]:
     """``hemoembed adapt``: shots.csv, the adapted encoder and target store, a ``predict``-ready SVM, the
     evaluation reports (and, with ``config.ablation``/``curve_shots``, the study); returns the report."""
     from ...model.encoder import save_encoder

@@ -1,7 +1,8 @@
-"""Labels joined to an embedding store (label CSVs or class-per-folder trees, several concatenated), and
-the check that a label column can be trained on."""
+"""Labels joined to an embedding store (label CSVs or class-per-folder trees, several concatenated) or to
+a manifest's images, and the check that a label column can be trained on."""
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...data.manifest import Manifest
 from ...errors import InputError
 
 
@@ -67,3 +69,15 @@ def check_trainable(labels: Sequence[str], column: str, min_per_class: int = 2) 
         n, cls = small[0]
         raise InputError(f"column {column!r}: class {cls!r} has {n} labelled image{'s' * (n != 1)} for training; "
                          f"each class needs at least {min_per_class} (drop or merge the class)")
+
+
+def manifest_labels(manifest: Manifest, labels_csv: str | os.PathLike | None, column: str = "label") -> list[str]:
+    """Label of every manifest row: folder names / manifest column, or joined from ``labels_csv`` on ``path``
+    (``""`` for an image the CSV does not label): the one join of labels to images by path."""
+    if not labels_csv:
+        return [str(v) for v in manifest.column(column)]
+    from ...data.manifest import read_manifest_csv
+
+    table = read_manifest_csv(Path(labels_csv), manifest.root)
+    by_path = dict(zip(table.paths, table.column(column), strict=True))
+    return [by_path.get(p, "") for p in manifest.paths]

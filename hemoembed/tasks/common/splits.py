@@ -51,3 +51,11 @@ def cv_splits(labels: Sequence[str], n_folds: int, *, seed: int = 0,
                                                                                  np.asarray(groups)))
 
 
+
+
+def refuse_overlap(train_keys: Sequence[str], test_keys: Sequence[str], test_source: str, key: str = "path") -> None:
+    """Refuse a test set that shares any image (``key`` value) with the training data."""
+    overlap = set(test_keys) & set(train_keys)
+    if overlap:
+        raise InputError(f"{test_source}: {len(overlap)} {key} value(s) are also in the training labels, "
+                         f"e.g. {min(overlap)} (test images must never be trained on)")

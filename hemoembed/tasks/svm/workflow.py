@@ -1,7 +1,6 @@
 """``hemoembed fit-svm``: cross-validated linear SVMs per label column, evaluated, saved, with learning curves."""
 from __future__ import annotations
 
-import contextlib
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -11,8 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from ...config import atomic_write_text, csv_text
+from ...config import atomic_write_text, csv_text, safe_name
 from ...errors import InputError
+from ...progress import ProgressFactory, stage
 from ..common.labels import Labelled, check_trainable, load_labelled
 from ..common.metrics import macro_f1, top_two
 from .estimator import DEFAULT_SOLVER, EmbeddingSVM
@@ -42,14 +42,11 @@ class FitSVMConfig:
 
 def split_data(config: FitSVMConfig, store, data: Labelled) -> tuple[Labelled, Labelled]:
     """(train, test): the ``--test`` CSV (refusing overlap) or a stratified ``--test-fraction`` split."""
-    from ..common.splits import stratified_test_split
+    from ..common.splits import refuse_overlap, stratified_test_split
 
     if config.test:
         test = load_labelled(store, [config.test], config.key, list(data.columns))
-        overlap = set(test.keys) & set(data.keys)
-        if overlap:
-            raise InputError(f"{config.test}: {len(overlap)} {config.key} value(s) are also in the training labels, "
-                             f"e.g. {min(overlap)} (test images must never be trained on)")
+        refuse_overlap(data.keys, test.keys, config.test, config.key)
         return data, test
     first = config.columns[0]
     check_trainable([v for v in data.columns[first] if v.strip()], first)
@@ -106,7 +103,8 @@ def fit_column(config: FitSVMConfig, train: Labelled, test: Labelled, column: st
     return report
 
 
-def run(config: FitSVMConfig, out_dir: str | os.PathLike, progress=None) -> dict[str, Any]:
+def run(config: FitSVMConfig, out_dir: str | os.PathLike,
+        progress: ProgressFactory | None = None) -> dict[str, Any]:
     """Run ``fit-svm``: one model folder per column under ``out_dir`` plus ``summary.{json,csv}``."""
     from ...config import save_config
     from ...store.store import EmbeddingStore
@@ -129,11 +127,11 @@ def run(config: FitSVMConfig, out_dir: str | os.PathLike, progress=None) -> dict
     train, test = split_data(config, store, data)
     save_config(config, out / "fit_svm_config.json")
     steps = len(config.columns) * (1 + len(config.C) * max(config.cv, 0) + len(config.support) * config.repeats)
-    progress = progress or (lambda n, label: contextlib.nullcontext(lambda k: None))
     reports = {}
-    with progress(steps, "fitting") as advance:
+    with stage(progress, steps, "fitting") as advance:
         for column in config.columns:
-            reports[column] = fit_column(config, train, test, column, out / _safe(column), advance)
+            folder = out / (safe_name(column, "-_.") or "column")
+            reports[column] = fit_column(config, train, test, column, folder, advance)
     summary = summarize(reports, main_column=config.columns[0])
     write_summary(summary, out)
     return summary
@@ -143,6 +141,3 @@ def _identifier(values: Sequence[str]) -> bool:
     """A column whose every value differs (an image name): never a label."""
     return len(values) > 20 and len(set(values)) == len(values)
 
-
-def _safe(column: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in column) or "column"

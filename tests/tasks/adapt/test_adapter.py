@@ -61,9 +61,10 @@ def test_colour_reference_round_trips_and_adapted_encoder_loads_in_safe_mode(sit
     from hemoembed.data.colour import ReinhardReference, reinhard_normalize
     from hemoembed.data.imageio import load_image
     from hemoembed.data.manifest import load_manifest
+    from hemoembed.data.preprocess import load_inputs
     from hemoembed.model.encoder import fingerprint, load_encoder, save_encoder
     from hemoembed.tasks.adapt import adapted_encoder, source_reference
-    from hemoembed.tasks.adapt.adapter import embed_arrays, load_inputs
+    from hemoembed.tasks.adapt.adapter import embed_arrays
 
     source = load_manifest(sites["site0"])
     with pytest.raises(InputError, match="keeps no colour_reference.json; give --source-images"):
@@ -115,10 +116,9 @@ def test_finetune_cv_never_sees_test_images(sites):
     """Test pixels are poisoned with NaN: CV scores and the chosen hyper-parameters stay finite, the folds
     index only shots, and only the final prediction of the test images is NaN."""
     from hemoembed.data.manifest import load_manifest
-    from hemoembed.data.preprocess import PreprocessingRecord
+    from hemoembed.data.preprocess import PreprocessingRecord, load_inputs
     from hemoembed.model.encoder import load_encoder
     from hemoembed.tasks.adapt import SiteAdapter
-    from hemoembed.tasks.adapt.adapter import load_inputs
 
     model, record = load_encoder(sites["run"] / "encoder.keras")
     manifest = load_manifest(sites["site1"])
