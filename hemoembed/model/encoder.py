@@ -76,17 +76,18 @@ def _load_weights_from_path(model: keras.Model, backbone: keras.Model, path: Pat
 def set_batchnorm_trainable(model: keras.Model, trainable: bool) -> int:
     """Freeze (inference-mode, no statistics updates) or unfreeze every BatchNormalization layer."""
     count = 0
-    for layer in _all_layers(model):
+    for layer in all_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = trainable
             count += 1
     return count
 
 
-def _all_layers(model: keras.Model):
+def all_layers(model: keras.Model):
+    """Every layer of ``model``, nested models (the backbone) expanded."""
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
+            yield from all_layers(layer)
         else:
             yield layer
 

@@ -11,7 +11,6 @@ resumed equals an uninterrupted one.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
@@ -34,6 +33,7 @@ from ..data.colour import RUN_REFERENCE_FILE, ReinhardReference
 from ..data.manifest import Manifest
 from ..data.preprocess import PreprocessingRecord
 from ..errors import InputError
+from ..progress import ProgressFactory, stage
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper: ImageNet initialisation, BatchNorm frozen, Adam 1e-5 constant, 30 epochs, batch 100.
@@ -145,9 +145,6 @@ class PretrainResult:
     stopped_early: bool = False
 
 
-ProgressFactory = Callable[[int, str], Any]  # (steps, label) -> context manager yielding advance(n)
-
-
 def pretrain(manifest: Manifest, out: str | Path, config: PretrainConfig, *, resume: bool = False,
              progress: ProgressFactory | None = None, log: Callable[[str], None] = print) -> PretrainResult:
     """Train the triplet encoder on ``manifest``'s images (labels unused) and write the run into ``out``."""
@@ -249,9 +246,9 @@ def _make_trainer(config: PretrainConfig, strategy: Any, steps_per_epoch: int):
 def _synchronise_batchnorm(model: Any, on: bool) -> None:
     import keras
 
-    from .encoder import _all_layers
+    from .encoder import all_layers
 
-    for layer in _all_layers(model):
+    for layer in all_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.synchronized = on
 
@@ -264,7 +261,7 @@ class _Data:
 
         self.config, self.train, self.val, self.cache = config, train, val, None
         if config.cache:
-            with _bar(progress, len(train), "caching") as advance:
+            with stage(progress, len(train), "caching") as advance:
                 self.cache, kept = cache_training_images(train, config.record, progress=advance)
             self.train = [train[i] for i in kept]
         self.val_batch = min(config.batch_size, len(val))
@@ -319,7 +316,7 @@ class _Loop:
                 break
             start, lr = time.perf_counter(), trainer.learning_rate
             steps = len(data.train) // c.batch_size
-            with _bar(progress, steps, f"epoch {epoch}/{c.epochs}") as advance:
+            with stage(progress, steps, f"epoch {epoch}/{c.epochs}") as advance:
                 loss, steps = trainer.run_epoch(data.epoch(epoch), train=True, progress=advance)
             val_loss = trainer.run_epoch(val_ds, train=False)[0] if val_ds is not None else math.nan
             seconds = time.perf_counter() - start
@@ -377,14 +374,6 @@ def _write_scalars(writer: Any, row: dict[str, float]) -> None:
             tf.summary.scalar(key, row[key], step=int(row["epoch"]))
     writer.flush()
 
-
-@contextlib.contextmanager
-def _bar(progress: ProgressFactory | None, steps: int, label: str):
-    if progress is None:
-        yield None
-    else:
-        with progress(steps, label) as advance:
-            yield advance
 
 
 def _export_encoder(config: PretrainConfig, model: Any, path: Path) -> str:

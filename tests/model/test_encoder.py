@@ -60,9 +60,9 @@ def _bn_statistics(model) -> list[np.ndarray]:
 
 
 def _bn_layers(model):
-    from hemoembed.model.encoder import _all_layers
+    from hemoembed.model.encoder import all_layers
 
-    return [layer for layer in _all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    return [layer for layer in all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
 
 
 @pytest.mark.parametrize("freeze", [True, False])

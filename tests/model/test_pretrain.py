@@ -173,7 +173,7 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras, numpy as np
 from hemoembed.model.distribute import make_strategy
-from hemoembed.model.encoder import _all_layers
+from hemoembed.model.encoder import all_layers
 from hemoembed.model.pretrain import _make_trainer, resolve_config
 
 config = resolve_config(weights="none", image_size=32, batch_size=4, epochs=1, freeze_bn=True, dropout=0.0,
@@ -184,7 +184,7 @@ result = {}
 for name in ("one", "mirrored"):
     strategy = make_strategy(name)
     trainer = _make_trainer(config, strategy, steps_per_epoch=1)
-    for layer in _all_layers(trainer.model):
+    for layer in all_layers(trainer.model):
         if isinstance(layer, keras.layers.Dropout):
             layer.rate = 0.0  # stochastic depth off: both runs must see the same forward pass
     with strategy.scope():  # plain SGD with lr 1: the weight change is exactly minus the gradient
