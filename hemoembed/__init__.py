@@ -1,44 +1,59 @@
 """hemoembed: self-supervised leukocyte embeddings and few-label tasks on them.
 
-Importing the package registers its Keras layers and losses, so a saved encoder loads with
-``keras.saving.load_model(path, safe_mode=True)`` after ``import hemoembed``.
+``import hemoembed`` is light: every name below loads its module (and TensorFlow, scikit-learn, openTSNE...)
+on first use. Keras layers and losses are registered as soon as Keras loads, so a saved encoder loads with
+``keras.saving.load_model(path, safe_mode=True)`` after ``import hemoembed`` (see :mod:`hemoembed._quiet`).
+The README's "Python API" section shows a whole workflow.
 """
-from ._quiet import import_tensorflow_quietly as _import_tf
 from ._version import __version__
-
-_import_tf()
-from .data.colour import ReinhardReference, gray_world, reinhard_normalize
-from .data.imageio import load_image, load_images
-from .data.manifest import Manifest, load_manifest
-from .data.preprocess import PreprocessingRecord
 from .errors import HemoembedError, InputError, MismatchError
-from .model import layers as _layers  # noqa: F401  (registers serialisable layers)
-from .model.encoder import build_encoder, load_encoder, save_encoder
-from .model.losses import TripletHardLoss, TripletSemiHardLoss, triplet_hard_loss, triplet_semihard_loss
 
-# Heavier parts (pyarrow, scikit-learn, openTSNE, modAL) load on first use of their names.
+# name -> module that defines it; the module is imported on first use of the name.
 _LAZY = {
-    "EmbeddingStore": "hemoembed.store.store",
-    "embed_images": "hemoembed.store.embed",
-    "knn": "hemoembed.store.neighbors",
-    "PretrainConfig": "hemoembed.model.pretrain",
-    "pretrain": "hemoembed.model.pretrain",
+    # images, manifests, colour
+    "Manifest": "hemoembed.data.manifest",
+    "load_manifest": "hemoembed.data.manifest",
+    "load_image": "hemoembed.data.imageio",
+    "load_images": "hemoembed.data.imageio",
+    "PreprocessingRecord": "hemoembed.data.preprocess",
+    "load_inputs": "hemoembed.data.preprocess",
+    "ReinhardReference": "hemoembed.data.colour",
+    "gray_world": "hemoembed.data.colour",
+    "reinhard_normalize": "hemoembed.data.colour",
     "AugmentConfig": "hemoembed.data.augment",
     "two_view_dataset": "hemoembed.data.pipeline",
     "inference_dataset": "hemoembed.data.pipeline",
     "make_synthetic_dataset": "hemoembed.data.synthetic",
+    "structured_embeddings": "hemoembed.data.synthetic_embeddings",
+    # the encoder and its training
+    "build_encoder": "hemoembed.model.encoder",
+    "load_encoder": "hemoembed.model.encoder",
+    "save_encoder": "hemoembed.model.encoder",
+    "TripletHardLoss": "hemoembed.model.losses",
+    "TripletSemiHardLoss": "hemoembed.model.losses",
+    "triplet_hard_loss": "hemoembed.model.losses",
+    "triplet_semihard_loss": "hemoembed.model.losses",
+    "PretrainConfig": "hemoembed.model.pretrain",
+    "pretrain": "hemoembed.model.pretrain",
+    # the store
+    "EmbeddingStore": "hemoembed.store.store",
+    "embed": "hemoembed.store.build",
+    "embed_images": "hemoembed.store.embed",
+    "knn": "hemoembed.store.neighbors",
+    # tasks
     "EmbeddingSVM": "hemoembed.tasks.svm",
     "load_svm": "hemoembed.tasks.svm",
     "evaluate": "hemoembed.tasks.common",
     "nested_support_sets": "hemoembed.tasks.common",
+    "select_shots": "hemoembed.tasks.common",
     "BaselineConfig": "hemoembed.tasks.baseline",
     "train_baseline": "hemoembed.tasks.baseline",
     "IncrementalLinearSVM": "hemoembed.tasks.active",
     "fit_power_law": "hemoembed.tasks.active",
     "LabellingSession": "hemoembed.tasks.active",
     "SiteAdapter": "hemoembed.tasks.adapt",
-    "select_shots": "hemoembed.tasks.common",
     "run_ablation": "hemoembed.tasks.adapt",
+    # explanations
     "TsneMap": "hemoembed.explain.tsne",
     "explain_pair": "hemoembed.explain.gradcam",
     "explain_triplet": "hemoembed.explain.gradcam",
@@ -57,24 +72,12 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'hemoembed' has no attribute {name!r}")
 
 
-__all__ = [*_LAZY,
-    "__version__",
-    "HemoembedError",
-    "InputError",
-    "Manifest",
-    "MismatchError",
-    "PreprocessingRecord",
-    "ReinhardReference",
-    "TripletHardLoss",
-    "TripletSemiHardLoss",
-    "build_encoder",
-    "gray_world",
-    "load_encoder",
-    "load_image",
-    "load_images",
-    "load_manifest",
-    "reinhard_normalize",
-    "save_encoder",
-    "triplet_hard_loss",
-    "triplet_semihard_loss",
-]
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+__all__ = [*_LAZY, "__version__", "HemoembedError", "InputError", "MismatchError"]
+
+from ._quiet import install as _install  # noqa: E402
+
+_install()
