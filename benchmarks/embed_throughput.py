@@ -99,7 +99,7 @@ def store_reading(directory: Path, queries: int = 100, k: int = 10) -> dict:
             matrix = store.embeddings()
         loads.append(load)
     with _Clock() as search:
-        store.neighbors(matrix[:queries], k)
+        store.neighbours(matrix[:queries], k)
     return {"store": str(directory), "rows": int(matrix.shape[0]), "dim": int(matrix.shape[1]),
             "first_load_wall_s": round(loads[0].wall, 3), "first_load_cpu_s": round(loads[0].cpu, 3),
             "load_wall_s": round(loads[1].wall, 3), "load_cpu_s": round(loads[1].cpu, 3),

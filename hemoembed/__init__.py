@@ -34,7 +34,8 @@ _LAZY = {
     "triplet_hard_loss": "hemoembed.model.losses",
     "triplet_semihard_loss": "hemoembed.model.losses",
     "PretrainConfig": "hemoembed.model.pretrain",
-    "pretrain": "hemoembed.model.pretrain",
+    "pretrain": "hemoembed.api",
+    "PretrainResult": "hemoembed.model.pretrain",
     # the store
     "EmbeddingStore": "hemoembed.store.store",
     "embed": "hemoembed.store.build",
@@ -51,10 +52,12 @@ _LAZY = {
     "IncrementalLinearSVM": "hemoembed.tasks.active",
     "fit_power_law": "hemoembed.tasks.active",
     "LabellingSession": "hemoembed.tasks.active",
+    "ActiveLearner": "hemoembed.tasks.active",
     "SiteAdapter": "hemoembed.tasks.adapt",
     "run_ablation": "hemoembed.tasks.adapt",
     # explanations
     "TsneMap": "hemoembed.explain.tsne",
+    "TsneConfig": "hemoembed.explain.tsne",
     "explain_pair": "hemoembed.explain.gradcam",
     "explain_triplet": "hemoembed.explain.gradcam",
     "explain_class": "hemoembed.explain.gradcam",

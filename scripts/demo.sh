@@ -28,13 +28,13 @@ hemoembed predict "$OUT/svm" --store "$OUT/store" --out "$OUT/predictions.csv" -
 python scripts/fig_label_efficiency.py "$OUT/svm" --out "$OUT/fig_label_efficiency.png"
 
 step "5. explanations: t-SNE map by cell type and site, nearest-neighbour gallery, GradCAM++ on a triplet"
-hemoembed tsne "$OUT/store" --labels "$OUT/cells/manifest.csv" --color-by label --color-by site \
+hemoembed tsne "$OUT/store" --labels "$OUT/cells/manifest.csv" --colour-by label --colour-by site \
     --out "$OUT/tsne" --seed 0 --overwrite
 python scripts/fig_tsne.py "$OUT/tsne" --out "$OUT/fig_tsne.png"
 anchor=$(ls "$OUT"/cells/lymphocyte/site0_*.png | head -1)
 positive=$(ls "$OUT"/cells/lymphocyte/site0_*.png | sed -n 2p)
 negative=$(ls "$OUT"/cells/neutrophil/site0_*.png | head -1)
-hemoembed neighbors "$OUT/store" --path "lymphocyte/$(basename "$anchor")" -k 6 --gallery "$OUT/neighbors.png"
+hemoembed neighbours "$OUT/store" --path "lymphocyte/$(basename "$anchor")" -k 6 --gallery "$OUT/neighbours.png"
 hemoembed gradcam "$OUT/pretrain/encoder.keras" "$anchor" --against "$positive" --against "$negative" \
     --out "$OUT/gradcam" --overwrite
 python scripts/fig_gradcam.py "$OUT/gradcam" --out "$OUT/fig_gradcam.png"

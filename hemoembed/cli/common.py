@@ -80,3 +80,37 @@ def number_list(text: str, option: str, kind: type = float) -> list:
     if not values or min(values) <= 0:
         raise InputError(f"{option}: {text!r} must list positive numbers (example: 0.1,1,10)")
     return values
+
+
+def deprecated(old: str, new: str) -> None:
+    """Warn on stderr that the spelling ``old`` is kept one more release only; ``new`` is the name to use."""
+    click.echo(f"warning: {old} is deprecated and goes in the next release; use {new}", err=True)
+
+
+def deprecated_option(old: str, new: str, dest: str) -> Callable:
+    """A hidden ``old`` flag (same values as ``new``) that warns and is merged into ``dest``."""
+
+    def decorate(func: Callable) -> Callable:
+        @click.option(old, "_old_" + dest, multiple=True, hidden=True, help=f"Deprecated spelling of {new}.")
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            values = kwargs.pop("_old_" + dest)
+            if values:
+                deprecated(old, new)
+                kwargs[dest] = tuple(kwargs[dest]) + tuple(values)
+            return func(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def deprecated_command(group: click.Group, command: click.Command, old: str) -> None:
+    """Register a hidden ``old`` name for ``command`` that warns before running it."""
+
+    def callback(**kwargs):
+        deprecated(f"'hemoembed {old}'", f"'hemoembed {command.name}'")
+        return command.callback(**kwargs)
+
+    group.add_command(click.Command(old, callback=callback, params=command.params, help=command.help,
+                                    hidden=True, context_settings=command.context_settings))

@@ -6,14 +6,14 @@ from pathlib import Path
 import click
 
 from . import main
-from .common import echo, overwrite_option, prepare_output_dir, progress, seed_option
+from .common import deprecated_option, echo, overwrite_option, prepare_output_dir, progress, seed_option
 
 
 @main.command()
 @click.argument("store_dir", metavar="STORE", type=click.Path(path_type=Path), required=False)
 @click.option("--labels", type=click.Path(path_type=Path), default=None,
               help="CSV with a 'path' column and label/attribute columns to colour by.")
-@click.option("--color-by", "color_by", multiple=True,
+@click.option("--colour-by", "colour_by", multiple=True,
               help="Column to colour by (labels CSV or store metadata); repeatable, one PNG each. "
                    "Default: label when present.")
 @click.option("--map", "map_dir", type=click.Path(path_type=Path), default=None,
@@ -30,9 +30,10 @@ from .common import echo, overwrite_option, prepare_output_dir, progress, seed_o
 @click.option("--gradient", type=click.Choice(["bh", "fft"]), default="bh", show_default=True,
               help="Repulsive forces: Barnes-Hut (faster and more exact up to ~10^5 cells here) or FFT "
                    "interpolation (scales better for much larger maps).")
+@deprecated_option("--color-by", "--colour-by", "colour_by")
 @seed_option
 @overwrite_option
-def tsne(store_dir: Path | None, labels: Path | None, color_by: tuple[str, ...], map_dir: Path | None,
+def tsne(store_dir: Path | None, labels: Path | None, colour_by: tuple[str, ...], map_dir: Path | None,
          query_dir: Path | None, out: Path, perplexity: float, n_iter: int, early_exaggeration_iter: int,
          pca_dims: int, n_jobs: int, gradient: str, seed: int, overwrite: bool) -> None:
     """Fit an openTSNE map of a STORE, or place new cells onto a saved map.
@@ -44,7 +45,7 @@ def tsne(store_dir: Path | None, labels: Path | None, color_by: tuple[str, ...],
     \b
     Examples:
       hemoembed tsne stores/pbc --labels ../shared/data/wbcatt/pbc_attr_v1_train.csv \\
-          --color-by label --color-by cell_size --out maps/pbc
+          --colour-by label --colour-by cell_size --out maps/pbc
       hemoembed tsne --map maps/pbc --query stores/bccd --out maps/bccd_on_pbc
     """
     from ..errors import InputError
@@ -60,7 +61,7 @@ def tsne(store_dir: Path | None, labels: Path | None, color_by: tuple[str, ...],
         n = place_on_map(map_dir, query_dir, out)
         echo(f"{n} cells placed onto {map_dir} -> {out / 'query_coordinates.csv'}, {out / 'query_map.png'}")
         return
-    written = fit_map(store_dir, out, labels=labels, colour_by=color_by, config=config, progress=progress)
+    written = fit_map(store_dir, out, labels=labels, colour_by=colour_by, config=config, progress=progress)
     echo(f"map of {written[0]} cells ({config.early_exaggeration_iter} + {config.n_iter} iterations) in {out}: "
          f"{', '.join(p.name for p in written[1:])}")
 

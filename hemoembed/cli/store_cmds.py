@@ -1,4 +1,4 @@
-"""Embedding store commands: embed, store info, neighbors."""
+"""Embedding store commands: embed, store info, neighbours."""
 from __future__ import annotations
 
 import json
@@ -8,6 +8,7 @@ import click
 
 from . import main
 from .common import (
+    deprecated_command,
     echo,
     images_argument,
     overwrite_option,
@@ -98,15 +99,15 @@ def store_info(store_dir: Path, as_json: bool) -> None:
 @click.option("--image-root", type=click.Path(path_type=Path), default=None,
               help="Folder the stored paths are relative to (default: the one recorded by embed).")
 @overwrite_option
-def neighbors(store_dir: Path, stored_paths: tuple[str, ...], encoder: Path | None, images: tuple[Path, ...],
+def neighbours(store_dir: Path, stored_paths: tuple[str, ...], encoder: Path | None, images: tuple[Path, ...],
               k: int, metric: str, out: Path | None, overwrite: bool, gallery: Path | None = None,
               image_root: Path | None = None) -> None:
     """Exact nearest stored images of stored paths or of new image files.
 
     \b
     Examples:
-      hemoembed neighbors stores/pbc64 --path PBC_dataset_normal_DIB/basophil/BA_100102.jpg -k 5
-      hemoembed neighbors stores/pbc64 --encoder runs/pbc64/encoder.keras --image cell.jpg --out nn.csv
+      hemoembed neighbours stores/pbc64 --path PBC_dataset_normal_DIB/basophil/BA_100102.jpg -k 5
+      hemoembed neighbours stores/pbc64 --encoder runs/pbc64/encoder.keras --image cell.jpg --out nn.csv
     """
     from ..config import atomic_write_text, csv_text
     from ..explain.neighbours import find_neighbours
@@ -129,3 +130,6 @@ def neighbors(store_dir: Path, stored_paths: tuple[str, ...], encoder: Path | No
         png = gallery_for_store(store, found.queries, found.indices, found.distances, gallery, image_root, metric,
                                 overwrite)
         echo(f"gallery: {png}")
+
+
+deprecated_command(main, neighbours, "neighbors")

@@ -41,7 +41,7 @@ def find_neighbours(store, *, paths: Sequence[str] = (), encoder: str | os.PathL
     else:
         queries, vectors = _image_queries(store, encoder, images)
         exclude = None
-    indices, distances = store.neighbors(vectors, k, metric=metric, exclude=exclude)
+    indices, distances = store.neighbours(vectors, k, metric=metric, exclude=exclude)
     return Neighbours(queries, indices, distances, metric)
 
 

@@ -104,10 +104,12 @@ class TsneMap:
 
     # ------------------------------------------------------------------------------ fitting
     @classmethod
-    def fit(cls, vectors: np.ndarray, keys: Sequence[str], config: TsneConfig = TsneConfig(),
+    def fit(cls, vectors: np.ndarray, keys: Sequence[str] | None = None, config: TsneConfig = TsneConfig(),
             source: dict | None = None, progress: Callable[[int], None] | None = None) -> TsneMap:
-        """Fit a map of ``vectors`` (N, D); ``progress(n)`` is called as iterations complete."""
+        """Fit a map of ``vectors`` (N, D) whose rows are named by ``keys`` (default: their positions);
+        ``progress(n)`` is called as iterations complete."""
         vectors = _as_matrix(vectors, "embeddings")
+        keys = [str(i) for i in range(len(vectors))] if keys is None else keys
         if len(keys) != len(vectors):
             raise InputError(f"{len(keys)} keys for {len(vectors)} embeddings")
         config.validate(len(vectors))

@@ -218,13 +218,12 @@ class EmbeddingStore:
              missing: str = "error") -> tuple[np.ndarray, dict[str, list[str]], list[str]]:
         """Align a labels CSV with the store on ``key``: (embeddings, {column: values}, keys) in CSV order.
 
+        ``labels_csv`` may also be a folder per class (``path`` relative to it, ``label`` its folder name).
         ``missing="error"`` refuses CSV keys absent from the store (listing some); ``"drop"`` skips them.
         """
-        from ..data.manifest import read_csv_rows
-
         if missing not in ("error", "drop"):
             raise InputError(f"missing={missing!r} is not one of error, drop")
-        header, rows = read_csv_rows(labels_csv)
+        header, rows = label_table(labels_csv)
         if key not in header:
             raise InputError(f"{labels_csv}: no key column {key!r} (columns: {', '.join(header)})")
         wanted = [c for c in header if c != key] if columns is None else list(columns)
@@ -250,8 +249,31 @@ class EmbeddingStore:
         labels = {c: [rows[j][header.index(c)] for j in keep] for c in wanted}
         return self.embeddings()[index], labels, [csv_keys[j] for j in keep]
 
-    def neighbors(self, vectors: np.ndarray, k: int = 10, metric: str = "cosine",
-                  exclude: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def labelled(self, labels: str | os.PathLike | None = None, column: str = "label", key: str = "path", *,
+                 return_keys: bool = False):
+        """``(X, y)``: embeddings and labels of the rows with a value in ``column`` (others are left out), from
+        ``labels`` (a CSV or a folder per class, joined on ``key``) or, without it, the store's own column.
+        ``return_keys=True`` adds each row's ``key`` value: ``(X, y, keys)``."""
+        if labels is None:
+            X, values, keys = self.embeddings(), [str(v) for v in self.column(column)], self.column(key)
+        else:
+            X, columns, keys = self.join(labels, key=key, columns=[column])
+            values = columns[column]
+        y = np.asarray([v.strip() for v in values])
+        keep = y != ""
+        kept = [str(k) for k, ok in zip(keys, keep) if ok]
+        return (X[keep], y[keep], kept) if return_keys else (X[keep], y[keep])
+
+    def neighbors(self, *args, **kwargs) -> tuple[np.ndarray, np.ndarray]:
+        """Deprecated spelling of :meth:`neighbours` (kept for one release)."""
+        import warnings
+
+        warnings.warn("EmbeddingStore.neighbors is deprecated; use EmbeddingStore.neighbours", DeprecationWarning,
+                      stacklevel=2)
+        return self.neighbours(*args, **kwargs)
+
+    def neighbours(self, vectors: np.ndarray, k: int = 10, metric: str = "cosine",
+                   exclude: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Exact k nearest stored rows of each vector: (indices (Q, k) int64, distances (Q, k) float32).
 
         ``exclude`` gives, per query, one store row to leave out (the query itself), or -1.
@@ -348,6 +370,17 @@ class EmbeddingStore:
                 tmp.unlink(missing_ok=True)
                 removed += 1
         return removed
+
+
+def label_table(labels: str | os.PathLike) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a labels CSV, or of a folder per class (``path`` relative to it, ``label``)."""
+    from ..data.manifest import read_csv_rows, scan_folder
+
+    if not Path(labels).is_dir():
+        return read_csv_rows(labels)
+    tree = scan_folder(Path(labels))
+    return (["path", *tree.columns],
+            [[p, *(tree.columns[c][i] for c in tree.columns)] for i, p in enumerate(tree.paths)])
 
 
 def normalise_key(value: str, key: str) -> str:

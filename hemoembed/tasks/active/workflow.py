@@ -6,21 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ...progress import ProgressFactory, stage
 from .simulation import ActiveConfig, n_iterations, simulate, tidy_csv_text
-
-
-def labelled_rows(store, labels: str | os.PathLike, column: str, key: str = "path"):
-    """(embeddings, labels, keys) of the rows of ``labels`` (a CSV or a folder per class) with a value in
-    ``column``."""
-    from ..common.labels import join_labels
-
-    X, cols, keys = join_labels(store, labels, key=key, columns=[column])
-    y = np.asarray([v.strip() for v in cols[column]])
-    keep = y != ""
-    return X[keep], y[keep], [k for k, ok in zip(keys, keep) if ok]
 
 
 def run(config: ActiveConfig, out: str | os.PathLike, *, progress: ProgressFactory | None = None) -> dict[str, Any]:
@@ -40,10 +27,10 @@ def run(config: ActiveConfig, out: str | os.PathLike, *, progress: ProgressFacto
     store = EmbeddingStore.open(source["store"])
     source["store_fingerprint"] = store.fingerprint
     column, key = source["column"], source.get("key", "path")
-    X, y, keys = labelled_rows(store, source["labels"], column, key)
+    X, y, keys = store.labelled(source["labels"], column, key, return_keys=True)
     check_trainable(y, column)
     if source.get("test"):
-        X_test, y_test, test_keys = labelled_rows(store, source["test"], column, key)
+        X_test, y_test, test_keys = store.labelled(source["test"], column, key, return_keys=True)
         refuse_overlap(keys, test_keys, source["test"], key)
         X_pool, y_pool = X, y
     else:

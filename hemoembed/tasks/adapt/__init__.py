@@ -1,6 +1,7 @@
 """A new site with few labels (``adapt``): Reinhard colour transfer to the source style, then an SVM, a
 softmax head or fine-tuning on class-balanced shots; the ablation study and the shot-count curve."""
-from .adapter import MODES, FinetuneParams, Outcome, SiteAdapter, adapted_encoder, choose_params, finetune, fit_head
+from .adapter import MODES, FinetuneParams, Outcome, SiteExperiment, adapted_encoder, choose_params, finetune, fit_head
+from .estimator import SiteAdapter
 from .prepare import CONDITIONS, CURVE_SHOTS, AdaptConfig, Prepared, prepare
 from .site import match_classes, read_class_map, resolve_source, source_reference
 from .study import ablation_table, domain_separability, run_ablation, shot_curve, write_study
@@ -8,7 +9,7 @@ from .workflow import run
 
 __all__ = [
     "AdaptConfig", "CONDITIONS", "CURVE_SHOTS", "FinetuneParams", "MODES", "Outcome", "Prepared", "SiteAdapter",
-    "ablation_table", "adapted_encoder", "choose_params", "domain_separability", "finetune", "fit_head",
-    "match_classes", "prepare", "read_class_map", "resolve_source", "run", "run_ablation", "shot_curve",
-    "source_reference", "write_study",
+    "SiteExperiment", "ablation_table", "adapted_encoder", "choose_params", "domain_separability", "finetune",
+    "fit_head", "match_classes", "prepare", "read_class_map", "resolve_source", "run", "run_ablation",
+    "shot_curve", "source_reference", "write_study",
 ]

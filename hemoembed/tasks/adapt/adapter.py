@@ -180,7 +180,7 @@ class Outcome:
     cv: dict[str, Any] = field(default_factory=dict)
 
 
-class SiteAdapter:
+class SiteExperiment:
     """A source encoder and a labelled target site (preprocessed pixels, class names already mapped).
 
     :meth:`run` performs one adaptation on given shot/test indices; frozen embeddings are cached per colour
@@ -213,8 +213,8 @@ class SiteAdapter:
     def run(self, mode: str, shots: np.ndarray, test: np.ndarray, *, colour: bool = True, pretrained: bool = True,
             support: tuple[np.ndarray, Sequence[str]] | None = None, grid: dict[str, Sequence[Any]] | None = None,
             folds: int = 3, smoothing: float = 0.1, head_epochs: int = 200, seed: int = 0) -> Outcome:
-        """Adapt on ``shots`` and predict ``test`` (indices into the site). ``support``: extra source
-        (embeddings, labels) for the SVM. Test rows are only ever passed to prediction."""
+        """Adapt on ``shots`` and predict ``test`` (indices into the site; may be empty). ``support``: extra
+        source (embeddings, labels) for the SVM. Test rows are only ever passed to prediction."""
         from ..svm.estimator import EmbeddingSVM
 
         if mode not in MODES:
@@ -228,7 +228,8 @@ class SiteAdapter:
                                        smoothing=smoothing, seed=seed, bn_trainable=not pretrained)
             model, tuned, _ = finetune(enc, self.images[shots], index(y), len(classes), params, smoothing=smoothing,
                                 seed=seed, bn_trainable=not pretrained)
-            proba = model.predict(self.images[test], batch_size=self.batch_size, verbose=0)
+            proba = (model.predict(self.images[test], batch_size=self.batch_size, verbose=0) if len(test)
+                     else np.zeros((0, len(classes)), np.float32))
             return Outcome(classes, proba, tuned, classifier=model, cv=cv)
         enc, X = self.frozen(colour)
         if mode == "head":
@@ -239,7 +240,8 @@ class SiteAdapter:
         if support is not None:
             X_fit, y_fit = np.concatenate([X_fit, support[0]]), y_fit + [str(v) for v in support[1]]
         svm = EmbeddingSVM(random_state=seed).fit(X_fit, y_fit)
-        return Outcome(svm.classes_.tolist(), svm.predict_proba(X[test]), enc, svm=svm)
+        proba = svm.predict_proba(X[test]) if len(test) else np.zeros((0, len(svm.classes_)))
+        return Outcome(svm.classes_.tolist(), proba, enc, svm=svm)
 
 
 def classes_and_index(y: Sequence[str]) -> tuple[list[str], Callable[[Sequence[str]], np.ndarray]]:

@@ -12,7 +12,7 @@ from ...data.preprocess import PreprocessingRecord, load_inputs
 from ...errors import InputError
 from ...progress import ProgressFactory, stage
 from ..common.labels import manifest_labels
-from .adapter import SiteAdapter
+from .adapter import SiteExperiment
 from .site import match_classes, read_class_map, resolve_source, source_reference, usable_classes
 
 # name → (mode, colour transform, source pretraining, source support); "no_adaptation" is the source SVM
@@ -67,7 +67,7 @@ class AdaptConfig:
 class Prepared:
     """A target site and source ready to adapt (labels mapped to source class names)."""
 
-    adapter: SiteAdapter
+    adapter: SiteExperiment
     manifest: Manifest  # the labelled target images kept (classes with ≥ 3 images after mapping)
     record: PreprocessingRecord  # the adapted encoder's record (colour is done inside the model)
     labels: list[str]
@@ -102,7 +102,7 @@ def prepare(config: AdaptConfig, progress: ProgressFactory | None = None) -> Pre
     with stage(progress, len(target), "reading target") as advance:
         images = load_inputs(target.absolute(), new_record, config.embed_batch_size)
         advance(len(target))
-    adapter = SiteAdapter(source, record, reference, images, mapped, batch_size=config.embed_batch_size)
+    adapter = SiteExperiment(source, record, reference, images, mapped, batch_size=config.embed_batch_size)
     notes = {"class_mapping": usable, "missing_classes": missing, "too_few_images": too_small,
              "colour_reference": None if reference is None else reference.to_dict(), "reference_from": origin,
              "source_encoder": str(encoder_path)}

@@ -1,5 +1,5 @@
 """What every task shares: label joining and checks, splits, class-balanced sampling, metrics, reports."""
-from .labels import Labelled, check_trainable, join_labels, load_labelled, manifest_labels
+from .labels import Labelled, check_trainable, load_labelled, manifest_labels
 from .metrics import (
     bootstrap_intervals,
     confusion,
@@ -16,7 +16,7 @@ from .splits import cv_splits, refuse_overlap, stratified_test_split
 
 __all__ = [
     "ALL", "Labelled", "bootstrap_intervals", "check_trainable", "confusion", "cv_splits", "encode_labels",
-    "evaluate", "join_labels", "load_labelled", "macro_f1", "manifest_labels", "neg_log_error",
-    "nested_support_sets", "per_class_rows", "refuse_overlap", "scores_from_confusion", "select_shots",
-    "stratified_test_split", "summarize", "top_two", "write_json", "write_report", "write_summary",
+    "evaluate", "load_labelled", "macro_f1", "manifest_labels", "neg_log_error", "nested_support_sets",
+    "per_class_rows", "refuse_overlap", "scores_from_confusion", "select_shots", "stratified_test_split",
+    "summarize", "top_two", "write_json", "write_report", "write_summary",
 ]

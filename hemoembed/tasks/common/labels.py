@@ -39,23 +39,12 @@ def load_labelled(store, labels: Sequence[str], key: str, columns: Sequence[str]
         wanted = list(store.metadata_columns) if columns is None else list(columns)
         return Labelled(store.embeddings(), {c: [str(v) for v in store.column(c)] for c in wanted},
                         [str(v) for v in store.column(key)])
-    parts = [join_labels(store, path, key, columns) for path in labels]
+    parts = [store.join(path, key=key, columns=columns) for path in labels]
     names = list(parts[0][1])
     return Labelled(np.concatenate([p[0] for p in parts]), {c: [v for p in parts for v in p[1][c]] for c in names},
                     [k for p in parts for k in p[2]])
 
 
-def join_labels(store, labels: str | Path, key: str = "path", columns: Sequence[str] | None = None):
-    """``store.join`` on a CSV, or on a folder-per-class tree (column ``label`` = folder name)."""
-    if not Path(labels).is_dir():
-        return store.join(labels, key=key, columns=columns)
-    import tempfile
-
-    from ...data.manifest import scan_folder
-
-    with tempfile.TemporaryDirectory() as tmp:
-        scan_folder(Path(labels)).write_csv(Path(tmp) / "labels.csv")
-        return store.join(Path(tmp) / "labels.csv", key=key, columns=columns)
 
 
 def check_trainable(labels: Sequence[str], column: str, min_per_class: int = 2) -> None:

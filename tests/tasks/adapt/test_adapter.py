@@ -118,7 +118,7 @@ def test_finetune_cv_never_sees_test_images(sites):
     from hemoembed.data.manifest import load_manifest
     from hemoembed.data.preprocess import PreprocessingRecord, load_inputs
     from hemoembed.model.encoder import load_encoder
-    from hemoembed.tasks.adapt import SiteAdapter
+    from hemoembed.tasks.adapt import SiteExperiment
 
     model, record = load_encoder(sites["run"] / "encoder.keras")
     manifest = load_manifest(sites["site1"])
@@ -127,7 +127,7 @@ def test_finetune_cv_never_sees_test_images(sites):
     images = load_inputs([manifest.absolute()[i] for i in keep], PreprocessingRecord(SIZE, 0.875, "none"))
     shots, test = select_shots(labels[keep], 8, min_per_class=4, seed=0)
     images[test] = np.nan
-    adapter = SiteAdapter(model, record, None, images, labels[keep])
+    adapter = SiteExperiment(model, record, None, images, labels[keep])
     out = adapter.run("finetune", shots, test, colour=False, grid={"lr": [1e-4, 1e-3], "epochs": [1, 2],
                       "batch_size": [4]}, folds=2, seed=0)
     assert len(out.cv["folds"]) == 2 and len(out.cv["scores"]) == 4

@@ -252,10 +252,9 @@ def test_a_class_per_folder_tree_labels_fit_svm_and_active_learning_alike(tiny_s
 
     from hemoembed.cli import main
     from hemoembed.store.store import EmbeddingStore
-    from hemoembed.tasks.common import join_labels
 
     store = EmbeddingStore.open(tiny_store / "store")
-    X, columns, keys = join_labels(store, tiny_store / "cells")
+    X, columns, keys = store.join(tiny_store / "cells")
     expected = {r["path"]: r["label"] for r in csv.DictReader(open(tiny_store / "labels.csv"))}
     assert len(keys) == 40 and {k: v for k, v in zip(keys, columns["label"])} == expected
     out = tiny_store / "al_folder"

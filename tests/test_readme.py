@@ -1,0 +1,35 @@
+"""The README's Python API example runs as written (on synthetic cells, in a fresh process)."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from helpers import REPO
+
+
+def readme_python_api() -> str:
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Python API", 1)[1].split("\n## ", 1)[0]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_the_example_uses_the_public_api_only():
+    code = readme_python_api()
+    assert "import hemoembed as he" in code and "from hemoembed." not in code
+
+
+@pytest.mark.slow
+def test_the_python_api_example_runs(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    run = subprocess.run([sys.executable, "-c", readme_python_api()], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=900, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = dict(line.split(" ", 1) for line in run.stdout.splitlines() if line.split(" ", 1)[0] in
+                 ("macro-F1", "labels", "new", "placed"))
+    assert set(lines) == {"macro-F1", "labels", "new", "placed"}, run.stdout[-2000:]
+    assert lines["labels"].startswith("used 25 ")  # 10 to start, then 3 queries of 5
+    assert lines["placed"] == "(15, 2)"
+    assert (tmp_path / "runs" / "demo" / "encoder.keras").is_file() and (tmp_path / "stores" / "demo").is_dir()
