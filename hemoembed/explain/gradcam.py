@@ -63,13 +63,10 @@ class LinearDecision:
         from ..tasks.svm import load_svm
 
         model, _ = load_svm(folder, fingerprint, where="the encoder")
-        scaler = model.pipeline_.named_steps["scale"]
-        estimator = model.pipeline_.named_steps["svm"].calibrated_classifiers_[0].estimator
+        mean, scale, coef, intercept, pairwise = model.linear_model()
         classes = tuple(str(c) for c in model.classes_)
-        coef, intercept = np.asarray(estimator.coef_, np.float64), np.asarray(estimator.intercept_, np.float64)
         n = len(classes)
-        mean, scale = np.asarray(scaler.mean_), np.asarray(scaler.scale_)
-        if n > 2 and len(coef) == n * (n - 1) // 2 and type(estimator).__name__ == "SVC":
+        if pairwise:
             pairs = [(first, second) for first in range(n) for second in range(first + 1, n)]
             return cls.from_pairs(classes, pairs, coef, intercept, mean, scale)
         return cls(classes, coef, intercept, mean, scale)

@@ -35,6 +35,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from ..config import atomic_write_bytes, atomic_write_text, from_dict, to_dict
 from ..errors import InputError, MismatchError
+from ..store.store import as_embeddings
 
 MAP_ARRAYS = "map.npz"
 MAP_HEADER = "map.json"
@@ -108,7 +109,7 @@ class TsneMap:
             source: dict | None = None, progress: Callable[[int], None] | None = None) -> TsneMap:
         """Fit a map of ``vectors`` (N, D) whose rows are named by ``keys`` (default: their positions);
         ``progress(n)`` is called as iterations complete."""
-        vectors = _as_matrix(vectors, "embeddings")
+        vectors = as_embeddings(vectors, "embeddings")
         keys = [str(i) for i in range(len(vectors))] if keys is None else keys
         if len(keys) != len(vectors):
             raise InputError(f"{len(keys)} keys for {len(vectors)} embeddings")
@@ -133,7 +134,7 @@ class TsneMap:
     # ------------------------------------------------------------------------------ placing new points
     def project(self, vectors: np.ndarray) -> np.ndarray:
         """New embedding vectors → the map's feature space (the same PCA)."""
-        vectors = _as_matrix(vectors, "query embeddings")
+        vectors = as_embeddings(vectors, "query embeddings")
         if vectors.shape[1] != self.input_dim:
             raise MismatchError(f"query embeddings have dimension {vectors.shape[1]}, the map was fitted on "
                                 f"{self.input_dim}")
@@ -194,14 +195,6 @@ class TsneMap:
                        int(header["input_dim"]), dict(header.get("source") or {}),
                        float(header.get("kl_divergence", np.nan)))
 
-
-def _as_matrix(vectors: np.ndarray, what: str) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float32)
-    if vectors.ndim != 2 or len(vectors) == 0:
-        raise InputError(f"{what}: expected a non-empty (N, D) matrix, got shape {vectors.shape}")
-    if not np.isfinite(vectors).all():
-        raise InputError(f"{what}: contains NaN or infinite values")
-    return vectors
 
 
 def _fit_pca(vectors: np.ndarray, dims: int, seed: int) -> tuple[np.ndarray | None, np.ndarray | None]:

@@ -372,6 +372,16 @@ class EmbeddingStore:
         return removed
 
 
+def as_embeddings(X, what: str = "embeddings") -> np.ndarray:
+    """``X`` as a float32 (N, D) matrix, refusing an empty or non-2-d array and NaN or infinite values."""
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 2 or len(X) == 0:
+        raise InputError(f"{what}: expected a non-empty (N, D) matrix, got shape {X.shape}")
+    if not np.isfinite(X).all():
+        raise InputError(f"{what}: contains NaN or infinite values")
+    return X
+
+
 def label_table(labels: str | os.PathLike) -> tuple[list[str], list[list[str]]]:
     """Header and rows of a labels CSV, or of a folder per class (``path`` relative to it, ``label``)."""
     from ..data.manifest import read_csv_rows, scan_folder

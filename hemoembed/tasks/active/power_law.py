@@ -7,7 +7,6 @@ labels needed to come within 0.5 F1 points of the score with every pool label.
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -169,23 +168,15 @@ def analyse(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike | None = 
             summary[f"rate_test_{name}_vs_random"] = compare_rates(fits, name, "random")
     if out_dir is not None:
         from ...config import atomic_write_text, csv_text
+        from ..common.reports import write_json
 
         out = Path(out_dir)
         table = [list(FIT_COLUMNS)] + [["" if f[c] is None else f[c] for c in FIT_COLUMNS] for f in fits]
         atomic_write_text(out / "curve_fits.csv", csv_text(table))
-        atomic_write_text(out / "analysis.json", json.dumps(_finite(summary), indent=2) + "\n")
+        write_json(out / "analysis.json", summary)
         plot_curves(rows, fits, out / "learning_curves.png")
     return {"fits": fits, **summary}
 
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
 
 
 def plot_curves(rows: Sequence[dict[str, Any]], fits: Sequence[dict[str, Any]], path: Path,

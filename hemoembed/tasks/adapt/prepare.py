@@ -12,6 +12,7 @@ from ...data.preprocess import PreprocessingRecord, load_inputs
 from ...errors import InputError
 from ...progress import ProgressFactory, stage
 from ..common.labels import manifest_labels
+from ..common.sampling import per_class_sample
 from .adapter import SiteExperiment
 from .site import match_classes, read_class_map, resolve_source, source_reference, usable_classes
 
@@ -108,10 +109,8 @@ def prepare(config: AdaptConfig, progress: ProgressFactory | None = None) -> Pre
              "source_encoder": str(encoder_path)}
     support = None
     if src_labels and (config.source_support or config.ablation):
-        rng = np.random.default_rng([config.seed, 5])
-        wanted = set(usable.values())
-        idx = np.concatenate([rng.permutation([i for i, v in enumerate(src_labels) if v == c])[:config.source_per_class]
-                              for c in sorted(wanted)]).astype(int)
+        idx = per_class_sample(src_labels, config.source_per_class, np.random.default_rng([config.seed, 5]),
+                               classes=set(usable.values()))
         with stage(progress, len(idx), "embedding source") as advance:
             X, ok = embed_images(source, record, [src.absolute()[i] for i in idx], config.embed_batch_size, advance)
         support = (X, np.asarray([src_labels[idx[i]] for i in ok]))
@@ -119,8 +118,8 @@ def prepare(config: AdaptConfig, progress: ProgressFactory | None = None) -> Pre
 
 
 def support_subset(support: tuple[np.ndarray, np.ndarray], per_class: int, seed: int):
-    rng = np.random.default_rng([seed, 9])
-    idx = np.concatenate([rng.permutation(np.flatnonzero(support[1] == c))[:per_class] for c in np.unique(support[1])])
+    """``per_class`` labelled source embeddings of each class, drawn with ``seed``."""
+    idx = per_class_sample(support[1], per_class, np.random.default_rng([seed, 9]))
     return support[0][idx], support[1][idx]
 
 

@@ -30,17 +30,18 @@ def _r(value: float) -> float:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Pretty JSON through an atomic write (NaN written as null)."""
-    atomic_write_text(Path(path), json.dumps(_nan_to_none(data), indent=2) + "\n")
+    """Pretty JSON through an atomic write (NaN and infinities written as null: valid JSON)."""
+    atomic_write_text(Path(path), json.dumps(json_safe(data), indent=2) + "\n")
 
 
-def _nan_to_none(value: Any) -> Any:
-    if isinstance(value, float) and np.isnan(value):
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (in dicts, lists, tuples) replaced by ``None``."""
+    if isinstance(value, float) and not np.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_nan_to_none(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 

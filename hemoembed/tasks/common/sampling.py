@@ -1,11 +1,13 @@
-"""Class-balanced sampling: few-shot sets and nested support sets.
+"""Class-balanced sampling, one way everywhere: a random order per class (classes sorted, drawn in turn from
+one generator), then the first ``k`` of each. Few-shot sets, nested support sets and per-class subsets all
+draw through :func:`class_permutations`.
 
 Support sets are nested (the 5-per-class set contains the 2-per-class set) because each repeat draws one
 permutation per class and takes its first ``k`` images.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -14,12 +16,27 @@ from ...errors import InputError
 ALL = "all"
 
 
+def class_permutations(labels: Sequence[str], rng: np.random.Generator,
+                       classes: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Per class (sorted; only ``classes`` when given), its row indices in an order drawn from ``rng``."""
+    y = np.asarray([str(v) for v in labels])
+    return {c: rng.permutation(np.flatnonzero(y == c)) for c in sorted(set(y) if classes is None else classes)}
+
+
+def per_class_sample(labels: Sequence[str], per_class: int | Mapping[str, int], rng: np.random.Generator,
+                     classes: Sequence[str] | None = None) -> np.ndarray:
+    """Row indices of up to ``per_class`` images of each class (a number, or one per class), class after
+    class in sorted order; a smaller class gives all it has."""
+    orders = class_permutations(labels, rng, classes)
+    counts = per_class if isinstance(per_class, Mapping) else dict.fromkeys(orders, per_class)
+    chosen = [order[: int(counts[c])] for c, order in orders.items()]
+    return np.concatenate(chosen).astype(np.int64) if chosen else np.zeros(0, np.int64)
+
+
 def nested_support_sets(labels: Sequence[str], sizes: Sequence[int | str], *,
                         seed: int = 0) -> dict[int | str, np.ndarray]:
     """For each size, indices of ``k`` images per class (all of a smaller class); nested across sizes."""
-    y = np.asarray([str(v) for v in labels])
-    rng = np.random.default_rng(seed)
-    orders = {c: rng.permutation(np.flatnonzero(y == c)) for c in sorted(set(y))}
+    orders = class_permutations(labels, np.random.default_rng(seed))
     out: dict[int | str, np.ndarray] = {}
     for size in sizes:
         chosen = [order if size == ALL else order[: int(size)] for order in orders.values()]
@@ -47,6 +64,5 @@ def select_shots(labels: Sequence[str], shots: int, min_per_class: int = 2, seed
         if not open_:
             break
         count[min(open_, key=lambda c: count[c])] += 1
-    chosen = [rng.permutation(np.flatnonzero(y == c))[:count[c]] for c in classes]
-    shot_idx = np.sort(np.concatenate(chosen)).astype(np.int64)
+    shot_idx = np.sort(per_class_sample(y, count, rng))
     return shot_idx, np.setdiff1d(np.arange(len(y)), shot_idx)

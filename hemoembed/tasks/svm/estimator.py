@@ -25,6 +25,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from ...config import atomic_write_bytes, atomic_write_text
 from ...errors import InputError, MismatchError
+from ...store.store import as_embeddings
 from ..common.labels import check_trainable
 
 Solver = Literal["sgd", "libsvm", "liblinear"]
@@ -105,7 +106,7 @@ class EmbeddingSVM(ClassifierMixin, BaseEstimator):
 
         from sklearn.exceptions import ConvergenceWarning
 
-        X = _as_matrix(X)
+        X = as_embeddings(X)
         y = np.asarray([str(v) for v in y])
         if len(y) != len(X):
             raise InputError(f"column {column!r}: {len(y)} labels for {len(X)} embeddings")
@@ -124,7 +125,7 @@ class EmbeddingSVM(ClassifierMixin, BaseEstimator):
     def _checked(self, X: np.ndarray) -> np.ndarray:
         if not hasattr(self, "pipeline_"):
             raise InputError("EmbeddingSVM is not fitted yet")
-        X = _as_matrix(X)
+        X = as_embeddings(X)
         if X.shape[1] != self.n_features_in_:
             raise MismatchError(f"embeddings have {X.shape[1]} dimensions, the SVM was trained on "
                                 f"{self.n_features_in_}")
@@ -143,7 +144,26 @@ class EmbeddingSVM(ClassifierMixin, BaseEstimator):
         """Raw SVM scores on standardised inputs (one-vs-rest shape)."""
         X = self._checked(X)
         scaled = self.pipeline_.named_steps["scale"].transform(X)
-        return self.pipeline_.named_steps["svm"].calibrated_classifiers_[0].estimator.decision_function(scaled)
+        return self._svm().decision_function(scaled)
+
+    def _svm(self):
+        """The fitted linear SVM inside the calibration (unwrapped when it was frozen for tiny classes)."""
+        from sklearn.frozen import FrozenEstimator
+
+        svm = self.pipeline_.named_steps["svm"].calibrated_classifiers_[0].estimator
+        return svm.estimator if isinstance(svm, FrozenEstimator) else svm
+
+    def linear_model(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
+        """The fitted SVM as arrays ``(mean, scale, coef, intercept, pairwise)``: its scores are
+        ``((x - mean) / scale) @ coef.T + intercept``, one row per class (one-vs-rest), or per class pair
+        (0, 1), (0, 2), ... (1, 2), ... when ``pairwise`` (libsvm's one-vs-one with more than two classes)."""
+        from sklearn.svm import SVC
+
+        if not hasattr(self, "pipeline_"):
+            raise InputError("EmbeddingSVM is not fitted yet")
+        scaler, svm = self.pipeline_.named_steps["scale"], self._svm()
+        return (np.asarray(scaler.mean_), np.asarray(scaler.scale_), np.asarray(svm.coef_, np.float64),
+                np.asarray(svm.intercept_, np.float64), isinstance(svm, SVC) and len(self.classes_) > 2)
 
     def save(self, folder: str | os.PathLike, *, fingerprint: str, column: str,
              extra: dict[str, Any] | None = None) -> Path:
@@ -162,14 +182,6 @@ class EmbeddingSVM(ClassifierMixin, BaseEstimator):
         atomic_write_text(folder / META_FILE, json.dumps(meta, indent=2) + "\n")
         return folder
 
-
-def _as_matrix(X: Any) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float32)
-    if X.ndim != 2 or len(X) == 0:
-        raise InputError(f"embeddings must be a non-empty (N, D) matrix, got shape {X.shape}")
-    if not np.isfinite(X).all():
-        raise InputError("embeddings contain NaN or infinite values")
-    return X
 
 
 def read_meta(folder: str | os.PathLike) -> dict[str, Any]:

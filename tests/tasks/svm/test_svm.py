@@ -263,3 +263,27 @@ def test_a_class_per_folder_tree_labels_fit_svm_and_active_learning_alike(tiny_s
                                     "uncertainty", "--max-labels", "20", "--test-fraction", "0.25", "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert "pool 30, test 10" in res.output
+
+
+@pytest.mark.parametrize("per_class", [5, 20])  # sigmoids on training scores (frozen SVM) / cross-validated
+@pytest.mark.parametrize("solver", ["libsvm", "liblinear", "sgd"])
+def test_linear_model_gives_the_svm_scores(solver, per_class):
+    rng = np.random.default_rng(0)
+    y = np.repeat(list("abc"), per_class)
+    X = rng.normal(size=(len(y), 16)).astype(np.float32)
+    X[y == "b", :3] += 1.5
+    svm = EmbeddingSVM(solver=solver).fit(X, y)
+    mean, scale, coef, intercept, pairwise = svm.linear_model()
+    scores = ((X - mean) / scale) @ coef.T + intercept
+    assert pairwise == (solver == "libsvm")
+    if not pairwise:
+        np.testing.assert_allclose(scores, svm.decision_function(X), rtol=1e-4, atol=1e-4)
+        return
+    votes = np.zeros((len(X), 3))
+    for k, (first, second) in enumerate([(0, 1), (0, 2), (1, 2)]):  # libsvm: positive favours the first class
+        votes[:, first] += scores[:, k] > 0
+        votes[:, second] += scores[:, k] <= 0
+    untied = (np.sort(votes, axis=1)[:, -1] > np.sort(votes, axis=1)[:, -2])
+    scaled = (X - mean) / scale
+    assert untied.sum() > 0.8 * len(X)
+    np.testing.assert_array_equal(svm.classes_[votes.argmax(axis=1)][untied], svm._svm().predict(scaled)[untied])
