@@ -285,3 +285,30 @@ def test_a_writer_never_adds_rows_to_a_store_replaced_underneath_it(tmp_path):
     shutil.rmtree(tmp_path / "store")
     with pytest.raises(MismatchError, match="removed or replaced"):
         store.append(make_part_table(paths, shas, [1, 1], [1, 1], emb))
+def test_labelled_joins_a_csv_a_folder_or_the_stores_own_column(tmp_path):
+    store, paths, emb = _store_with_parts(tmp_path)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,cell\n" + "".join(f"{p},{'' if i % 4 == 0 else 'abc'[i % 3]}\n"
+                                               for i, p in enumerate(reversed(paths))))
+    X, y = store.labelled(labels, column="cell")
+    X3, y3, keys = store.labelled(labels, column="cell", return_keys=True)
+    wanted = [(p, "abc"[i % 3]) for i, p in enumerate(reversed(paths)) if i % 4]
+    assert keys == [p for p, _ in wanted] and y.tolist() == [c for _, c in wanted] == y3.tolist()
+    np.testing.assert_array_equal(X, emb[[paths.index(p) for p in keys]])
+    Xs, ys = store.labelled(column="site")  # the store's own metadata column, every row
+    assert len(ys) == len(paths) and set(ys.tolist()) == {"s0", "s1"}
+    for p in paths[:4]:  # a folder per class: class = folder name, paths relative to the folder
+        (tmp_path / "tree" / p).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "tree" / p).write_bytes(b"\x89PNG")
+    Xf, yf, kf = store.labelled(tmp_path / "tree", return_keys=True)
+    assert kf == paths[:4] and yf.tolist() == [p.split("/")[0] for p in paths[:4]]
+    with pytest.raises(InputError, match="no column"):
+        store.labelled(labels, column="nope")
+
+
+def test_neighbours_is_the_spelling_and_neighbors_warns(tmp_path):
+    store, _, emb = _store_with_parts(tmp_path)
+    expected = store.neighbours(emb[:2], k=3)
+    with pytest.warns(DeprecationWarning, match="use EmbeddingStore.neighbours"):
+        old = store.neighbors(emb[:2], k=3)
+    np.testing.assert_array_equal(old[0], expected[0])

@@ -52,27 +52,31 @@ class ActiveLearner(ClassifierMixin, BaseEstimator):
     def _scaled(self, X: np.ndarray) -> np.ndarray:
         if not hasattr(self, "mean_"):
             raise InputError("ActiveLearner is not fitted yet")
-        return standardise(X, self.mean_, self.scale_)
+        return standardise(np.asarray(X, dtype=np.float32), self.mean_, self.scale_)
 
     @property
     def n_labels_(self) -> int:
         """Labelled rows taught so far."""
+        self._scaled(np.zeros((0, len(getattr(self, "mean_", ())))))
         return len(self.learner_.y_training)
 
     def query(self, X_pool: np.ndarray, n: int | None = None) -> np.ndarray:
         """Indices (into ``X_pool``) of the ``n`` (default ``batch``) rows to label next, most useful first."""
-        take = min(int(n or self.batch), len(X_pool))
-        picked, _ = self.learner_.query(self._scaled(X_pool), n_instances=take)
+        X_pool = self._scaled(X_pool)
+        picked, _ = self.learner_.query(X_pool, n_instances=min(int(n or self.batch), len(X_pool)))
         return np.asarray(picked, dtype=np.int64)
 
     def teach(self, X: np.ndarray, y: Sequence[str]) -> ActiveLearner:
         """Add labelled rows and refit."""
-        self.learner_.teach(self._scaled(np.asarray(X, dtype=np.float32)), np.asarray([str(v) for v in y]))
+        X = self._scaled(X)
+        self.learner_.teach(X, np.asarray([str(v) for v in y]))
         self.classes_ = self.learner_.estimator.classes_
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.learner_.predict(self._scaled(X))
+        X = self._scaled(X)
+        return self.learner_.predict(X)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return self.learner_.predict_proba(self._scaled(X))
+        X = self._scaled(X)
+        return self.learner_.predict_proba(X)

@@ -131,4 +131,5 @@ class SiteAdapter(ClassifierMixin, BaseEstimator):
 
     def predict(self, images) -> np.ndarray:
         """Class names: the argmax of :meth:`predict_proba`."""
-        return self.classes_[self.predict_proba(images).argmax(axis=1)]
+        proba = self.predict_proba(images)
+        return self.classes_[proba.argmax(axis=1)]

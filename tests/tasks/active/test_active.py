@@ -59,23 +59,37 @@ def test_gram_is_computed_in_row_blocks(monkeypatch):
     np.testing.assert_allclose(model._gram, X.astype(np.float64) @ X.T.astype(np.float64), rtol=1e-12)
 
 
-def test_uncertainty_beats_random_on_structured_embeddings():
-    X, y = structured_embeddings(1500, dim=32, n_classes=5, seed=3, hard_fraction=0.2)
+def _curves(seed: int) -> tuple[list[dict], int, ActiveConfig]:
+    X, y = structured_embeddings(1500, dim=32, n_classes=5, seed=seed, hard_fraction=0.2)
     pool, test = stratified_test_split(y, 0.3, seed=0)
     config = ActiveConfig(strategies=("uncertainty", "random"), batch=15, init=15, repeats=2, max_labels=300)
     rows = simulate(X[pool], y[pool], X[test], y[test], config)
-    macro = [r for r in rows if r["metric"] == "macro_f1"]
-    assert len([r for r in macro if r["strategy"] != ALL_LABELS]) == 2 * 2 * n_iterations(len(pool), config)
+    return [r for r in rows if r["metric"] == "macro_f1"], len(pool), config
 
-    def area(strategy: str) -> float:  # mean area under the learning curve over repeats
-        values = [[r["value"] for r in macro if r["strategy"] == strategy and r["repeat"] == k] for k in range(2)]
-        return float(np.mean([np.mean(v) for v in values]))
 
-    full = next(r["value"] for r in macro if r["strategy"] == ALL_LABELS)
-    assert area("uncertainty") > area("random") + 0.004  # measured: +0.009
-    late_unc = [r["value"] for r in macro if r["strategy"] == "uncertainty" and r["n_labels"] == 300]
-    assert np.mean(late_unc) > full - 0.01  # reaches the all-label score with 300 of 1050 labels
-    assert {r["n_labels"] for r in macro if r["strategy"] == "random"} == set(range(15, 301, 15))
+def _area(macro: list[dict], strategy: str) -> float:
+    """Mean area under the learning curve over repeats."""
+    return float(np.mean([np.mean([r["value"] for r in macro if r["strategy"] == strategy and r["repeat"] == k])
+                          for k in range(2)]))
+
+
+def test_uncertainty_beats_random_on_structured_embeddings():
+    """On one data seed the gap is small next to the seed-to-seed spread (sd 0.006), so the claim is made
+    over 20 data seeds: uncertainty's mean area under the curve is larger (measured +0.0047 on seeds 0-19;
+    +0.0036 to +0.0060 on every window of 20 consecutive seeds from 0 to 69) and it wins on most seeds
+    (measured 75-85 %)."""
+    gaps = []
+    for seed in range(20):
+        macro, n_pool, config = _curves(seed)
+        gaps.append(_area(macro, "uncertainty") - _area(macro, "random"))
+        if seed == 3:
+            assert len([r for r in macro if r["strategy"] != ALL_LABELS]) == 2 * 2 * n_iterations(n_pool, config)
+            assert {r["n_labels"] for r in macro if r["strategy"] == "random"} == set(range(15, 301, 15))
+        full = next(r["value"] for r in macro if r["strategy"] == ALL_LABELS)
+        late_unc = [r["value"] for r in macro if r["strategy"] == "uncertainty" and r["n_labels"] == 300]
+        assert np.mean(late_unc) > full - 0.01  # reaches the all-label score with 300 of 1050 labels
+    assert np.mean(gaps) > 0.002, gaps
+    assert np.mean(np.asarray(gaps) > 0) >= 0.6, gaps
 
 
 def test_tidy_csv_round_trip_and_init_strategies(tmp_path):

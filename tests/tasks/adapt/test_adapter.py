@@ -98,17 +98,38 @@ def test_colour_reference_round_trips_and_adapted_encoder_loads_in_safe_mode(sit
     assert ReinhardReference.from_images([layer_out]).mean == pytest.approx(ref.mean, abs=0.02)
 
 
-def test_colour_transform_shrinks_the_site_gap(sites):
+def colour_statistics_encoder(run: Path) -> Path:
+    """A hemoembed encoder whose embedding is each image's per-channel mean and mean square (no random weights):
+    it sees exactly the stain, so whether the colour transform closes the site gap does not depend on how a
+    randomly initialised EfficientNet happens to weigh colour (that held on 3 of 6 encoder seeds)."""
+    import keras
+
+    from hemoembed.data.preprocess import PreprocessingRecord
+    from hemoembed.model.encoder import SPEC_LAYER, save_encoder
+    from hemoembed.model.layers import PreprocessingSpec
+
+    record = PreprocessingRecord(SIZE, 0.875, "none")
+    inputs = keras.Input((SIZE, SIZE, 3), name="image")
+    x = keras.layers.Rescaling(1.0 / 255.0)(PreprocessingSpec(record.to_dict(), name=SPEC_LAYER)(inputs))
+    pool = keras.layers.GlobalAveragePooling2D
+    outputs = keras.layers.Concatenate()([pool()(x), pool()(keras.layers.Multiply()([x, x]))])
+    save_encoder(keras.Model(inputs, outputs, name="colour_statistics"), run / "encoder.keras")
+    return run
+
+
+def test_colour_transform_shrinks_the_site_gap(sites, tmp_path):
     """Synthetic sites differ in stain: after Reinhard the target's embeddings are measurably harder to tell
-    apart from the source's (linear domain classifier accuracy drops)."""
+    apart from the source's (linear domain classifier accuracy drops). Measured without/with the transform:
+    site1 0.89/0.54, site2 0.96/0.49; on synthetic data seeds 1-3 the drop is 0.29 to 0.47."""
     from hemoembed.tasks.adapt import AdaptConfig, domain_separability, prepare
 
+    run = colour_statistics_encoder(tmp_path / "run")
     for site in ("site1", "site2"):
-        config = AdaptConfig(source=str(sites["run"]), target=str(sites[site]), source_images=str(sites["site0"]),
+        config = AdaptConfig(source=str(run), target=str(sites[site]), source_images=str(sites["site0"]),
                              ablation=True, source_per_class=8)
         gap = domain_separability(prepare(config))
-        assert gap["without_colour"] >= 0.7, gap
-        assert gap["with_colour"] <= gap["without_colour"] - 0.1, gap
+        assert gap["without_colour"] >= 0.8, gap
+        assert gap["with_colour"] <= gap["without_colour"] - 0.2, gap
 
 
 # ------------------------------------------------------------------------------------------------ fine-tune
