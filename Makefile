@@ -1,4 +1,4 @@
-# Two entry points: `make demo` (end-to-end on synthetic cells) and `make test`.
+# Two entry points: `make demo` (end-to-end on synthetic cells) and `make test` (`make test-fast` skips slow tests).
 # Each creates .venv and installs what it needs on first use; nothing else has to be set up.
 PYTHON ?= python3
 VENV   ?= .venv
@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.hemoembed-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint venv clean-demo browser
+.PHONY: demo test test-fast lint venv clean-demo browser
 
 $(STAMP): setup.cfg setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ browser:
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	else echo "note: chromium/chromium-driver missing and not root: the review app's browser test will be skipped"; fi
+
+# Everything but the tests marked slow (each over ~20 s on the 2-core machine): the quick check while working.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh demo-run
