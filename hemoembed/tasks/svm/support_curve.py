@@ -1,7 +1,7 @@
 """The ``fit-svm --support`` curve: test macro-F1 against labelled images per class, on nested support sets.
 
 Support sets are drawn from the training rows only (:func:`~hemoembed.tasks.common.sampling.nested_support_sets`),
-so the 5-per-class set contains the 2-per-class set and a curve is monotone in what the model saw.
+so the 5-per-class set contains the 2-per-class set.
 """
 from __future__ import annotations
 
@@ -37,9 +37,9 @@ def parse_sizes(text: str) -> list[int | str]:
     return sorted(set(sizes), key=lambda s: float("inf") if s == ALL else s)
 
 
-def learning_curve(make_model: Callable[[], Any], X_train: np.ndarray, y_train: Sequence[str],
-                   X_test: np.ndarray, y_test: Sequence[str], sizes: Sequence[int | str], *, repeats: int = 3,
-                   seed: int = 0, progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+def support_curve(make_model: Callable[[], Any], X_train: np.ndarray, y_train: Sequence[str],
+                  X_test: np.ndarray, y_test: Sequence[str], sizes: Sequence[int | str], *, repeats: int = 3,
+                  seed: int = 0, progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
     """Test macro-F1 of a model fitted on nested support sets, ``repeats`` seeds per size."""
     classes = sorted(set(map(str, y_train)))
     y_train = np.asarray([str(v) for v in y_train])
@@ -66,8 +66,9 @@ def summarize_curve(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def write_learning_curve(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike, title: str) -> list[Path]:
-    """``learning_curve.csv`` (every repeat), ``learning_curve_summary.csv`` and ``learning_curve.png``."""
+def write_support_curve(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike, title: str) -> list[Path]:
+    """``learning_curve.csv`` (every repeat), ``learning_curve_summary.csv`` and ``learning_curve.png`` (the
+    files keep the name they had when the support curve was called a learning curve)."""
     from ...config import atomic_write_text
     from ...plotting import pyplot, save_figure
 

@@ -61,7 +61,7 @@ def fit_column(config: FitSVMConfig, train: Labelled, test: Labelled, column: st
     from ..common.metrics import evaluate
     from ..common.reports import write_report
     from ..common.splits import cv_splits
-    from .support_curve import learning_curve, write_learning_curve
+    from .support_curve import support_curve, write_support_curve
 
     X, y, _ = train.rows_with(column)
     X_test, y_test, test_keys = test.rows_with(column)
@@ -96,10 +96,10 @@ def fit_column(config: FitSVMConfig, train: Labelled, test: Labelled, column: st
     if config.support:
         from .support_curve import parse_sizes
 
-        rows = learning_curve(lambda: EmbeddingSVM(config.solver, C=best_C, random_state=config.seed),
+        rows = support_curve(lambda: EmbeddingSVM(config.solver, C=best_C, random_state=config.seed),
                               X, y, X_test, y_test, parse_sizes(",".join(config.support)),
                               repeats=config.repeats, seed=config.seed, progress=advance)
-        write_learning_curve(rows, out_dir, f"{column}: {config.solver} SVM on the embedding")
+        write_support_curve(rows, out_dir, f"{column}: {config.solver} SVM on the embedding")
     return report
 
 
