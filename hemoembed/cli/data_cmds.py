@@ -90,21 +90,12 @@ def colour_reference(manifest, out: Path, sample: int, seed: int, overwrite: boo
     """
     import numpy as np
 
-    from ..data.colour import ReinhardReference
-    from ..data.imageio import load_image
+    from ..data.normalise import sample_reference
 
     prepare_output_file(out, overwrite)
-    rng = np.random.default_rng(seed)
-    paths = manifest.absolute()
-    chosen = sorted(rng.choice(len(paths), size=min(sample, len(paths)), replace=False))
-    with progress(len(chosen), "reading") as advance:
-        images = []
-        for i in chosen:
-            images.append(load_image(paths[i]))
-            advance(1)
-    reference = ReinhardReference.from_images(images)
+    reference, n = sample_reference(manifest, sample, seed, progress=progress)
     reference.to_json(out)
-    echo(f"reference from {len(images)} images: mean {np.round(reference.mean, 4).tolist()}, "
+    echo(f"reference from {n} images: mean {np.round(reference.mean, 4).tolist()}, "
          f"std {np.round(reference.std, 4).tolist()} -> {out}")
 
 
@@ -122,24 +113,11 @@ def normalize(manifest, method: str, reference: Path | None, out: Path, overwrit
     Example:
       hemoembed normalize ../shared/data/bccd --method reinhard --reference pbc_ref.json --out bccd_norm
     """
-    from ..data.colour import ReinhardReference, gray_world, reinhard_normalize
-    from ..data.imageio import load_image, save_png
-    from ..errors import InputError
+    from ..data.colour import ReinhardReference
+    from ..data.normalise import check_method, normalised_copies
 
-    if method == "reinhard":
-        if reference is None:
-            raise InputError("--method reinhard needs --reference ref.json (see hemoembed colour-reference)")
-        ref = ReinhardReference.from_json(reference)
-        transform = lambda image: reinhard_normalize(image, ref)  # noqa: E731
-    else:
-        transform = gray_world
+    check_method(method, reference)
+    ref = ReinhardReference.from_json(reference) if method == "reinhard" else None
     prepare_output_dir(out, overwrite)
-    written = []
-    with progress(len(manifest), "normalising") as advance:
-        for rel, path in zip(manifest.paths, manifest.absolute()):
-            target = (out / rel).with_suffix(".png")
-            save_png(transform(load_image(path)), target)
-            written.append(target.relative_to(out).as_posix())
-            advance(1)
-    manifest.__class__(out, written, manifest.columns, str(out)).write_csv(out / "manifest.csv")
-    echo(f"{len(written)} images normalised ({method}) into {out}, manifest {out / 'manifest.csv'}")
+    written = normalised_copies(manifest, method, out, ref, progress=progress)
+    echo(f"{len(manifest)} images normalised ({method}) into {out}, manifest {written}")
