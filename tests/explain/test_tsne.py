@@ -132,8 +132,8 @@ def test_cli_fits_a_map_then_places_a_new_store_on_it(tmp_path, cli):
     (tmp_path / "labels.csv").write_text("path,label\n" + "".join(
         f"{p},{'abc'[k]}\n" for p, k in zip(paths, y)))
     fast = ["--n-iter", "100", "--early-exaggeration-iter", "50", "--pca", "0", "--n-jobs", "1"]
-    result = cli("tsne", tmp_path / "store", "--labels", tmp_path / "labels.csv", "--color-by", "label",
-                 "--color-by", "site", "--out", tmp_path / "map", *fast)
+    result = cli("tsne", tmp_path / "store", "--labels", tmp_path / "labels.csv", "--colour-by", "label",
+                 "--colour-by", "site", "--out", tmp_path / "map", *fast)
     assert result.exit_code == 0, result
     assert "50 + 100 iterations" in result.stdout
     for name in ("map.npz", "map.json", "coordinates.csv", "map_label.png", "map_site.png", "tsne_run.json"):
@@ -153,7 +153,7 @@ def test_cli_fits_a_map_then_places_a_new_store_on_it(tmp_path, cli):
     refused = [
         (("tsne", "--map", tmp_path / "map", "--query", tmp_path / "other", "--out", tmp_path / "o1"), "encoder"),
         (("tsne", tmp_path / "store", "--out", tmp_path / "map", *fast), "--overwrite"),
-        (("tsne", tmp_path / "store", "--color-by", "cell_size", "--out", tmp_path / "o2", *fast), "cell_size"),
+        (("tsne", tmp_path / "store", "--colour-by", "cell_size", "--out", tmp_path / "o2", *fast), "cell_size"),
         (("tsne", "--map", tmp_path / "map", "--out", tmp_path / "o3"), "either STORE"),
     ]
     from click.testing import CliRunner
