@@ -18,7 +18,8 @@ ALLOWED = {
     "store": {"data", "model", "store"},
     "tasks": {"data", "model", "store", "tasks"},
     "explain": {"data", "model", "store", "tasks", "explain"},
-    "cli": {"data", "model", "store", "tasks", "explain", "cli"},
+    "app": {"data", "model", "store", "tasks", "explain", "app"},
+    "cli": {"data", "model", "store", "tasks", "explain", "app", "cli"},
 }
 SHARED = {"config", "errors", "plotting", "progress", "_version", "_quiet"}
 

@@ -38,7 +38,7 @@ class Reference:
 
     def neighbours(self, vector: np.ndarray, k: int) -> list[dict[str, Any]]:
         """The ``k`` nearest reference cells (cosine): row, path, label, distance."""
-        rows, dists = self.store.neighbors(vector[None, :], k=k)
+        rows, dists = self.store.neighbours(vector[None, :], k=k)
         paths = self.store.paths
         return [{"row": int(r), "path": paths[r], "label": self.row_labels[r], "distance": round(float(d), 5)}
                 for r, d in zip(rows[0], dists[0])]
