@@ -170,7 +170,8 @@ def test_cli_writes_overlays_raw_maps_and_a_panel(tmp_path, cli):
 def test_pairwise_decision_of_the_active_learning_svm():
     """``LinearDecision.from_pairs`` on an IncrementalLinearSVM: a class's value is the sum of its pairwise
     margins (on standardised inputs), and the largest value is its one-vs-one winner on clear cases."""
-    from hemoembed.tasks.active import IncrementalLinearSVM, structured_embeddings
+    from hemoembed.data.synthetic_embeddings import structured_embeddings
+    from hemoembed.tasks.active import IncrementalLinearSVM
 
     X, y = structured_embeddings(200, dim=12, n_classes=3, seed=3, hard_fraction=0.0)
     mean, scale = X.mean(axis=0), X.std(axis=0)

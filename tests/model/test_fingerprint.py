@@ -103,7 +103,7 @@ def test_a_wrong_encoder_is_refused_not_trusted(base, tmp_path):
     assert ok.exit_code == 0, ok.output
     for args in (["predict", str(tmp_path / "svm"), "--encoder", str(tmp_path / "wrong.keras"),
                   str(tmp_path / "cells"), "--out", str(tmp_path / "p.csv")],
-                 ["neighbors", str(tmp_path / "store"), "--encoder", str(tmp_path / "wrong.keras"), "--image",
+                 ["neighbours", str(tmp_path / "store"), "--encoder", str(tmp_path / "wrong.keras"), "--image",
                   str(tmp_path / "cells" / "a" / "1.png")]):
         result = runner.invoke(main, args)
         assert result.exit_code == 2, result.output

@@ -173,7 +173,7 @@ def test_cli_embed_info_neighbors_and_fingerprint_refusal(tmp_path, encoder):
     assert info.exit_code == 0 and "8 rows, 8 unique" in info.stdout and fp in info.stdout
 
     query = files[3].relative_to(images).as_posix()
-    nn = _cli("neighbors", tmp_path / "store", "--encoder", enc_path, "--image", files[3], "-k", "3",
+    nn = _cli("neighbours", tmp_path / "store", "--encoder", enc_path, "--image", files[3], "-k", "3",
               "--out", tmp_path / "nn.csv")
     assert nn.exit_code == 0, nn.output[-2000:]
     with open(tmp_path / "nn.csv") as handle:
@@ -182,13 +182,13 @@ def test_cli_embed_info_neighbors_and_fingerprint_refusal(tmp_path, encoder):
     assert rows[0]["neighbor"] == query and float(rows[0]["distance"]) < 1e-5
     store = EmbeddingStore.open(tmp_path / "store")
     expected, _ = store.neighbors(store.embeddings()[store.paths.index(query)], k=4)
-    by_path = _cli("neighbors", tmp_path / "store", "--path", query, "-k", "3")
+    by_path = _cli("neighbours", tmp_path / "store", "--path", query, "-k", "3")
     assert [line.split()[2] for line in by_path.stdout.splitlines()] == [store.paths[i] for i in expected[0, 1:]]
-    again = _cli("neighbors", tmp_path / "store", "--path", query, "--out", tmp_path / "nn.csv")
+    again = _cli("neighbours", tmp_path / "store", "--path", query, "--out", tmp_path / "nn.csv")
     assert again.exit_code == 2 and "--overwrite" in again.stderr
-    neither = _cli("neighbors", tmp_path / "store")
+    neither = _cli("neighbours", tmp_path / "store")
     assert neither.exit_code == 2 and "either --path" in neither.stderr
-    missing = _cli("neighbors", tmp_path / "store", "--path", "a/nope.jpg")
+    missing = _cli("neighbours", tmp_path / "store", "--path", "a/nope.jpg")
     assert missing.exit_code == 2 and "'a/nope.jpg' is not in the store" in missing.stderr
 
     other_fp = "f" * 64  # a store built by another encoder

@@ -133,6 +133,7 @@ def test_colour_transform_shrinks_the_site_gap(sites, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ fine-tune
+@pytest.mark.slow
 def test_finetune_cv_never_sees_test_images(sites):
     """Test pixels are poisoned with NaN: CV scores and the chosen hyper-parameters stay finite, the folds
     index only shots, and only the final prediction of the test images is NaN."""
@@ -188,6 +189,7 @@ def test_random_resolution_blurs_and_is_seeded():
 
 
 # ------------------------------------------------------------------------------------------------ CLI
+@pytest.mark.slow
 def test_adapt_cli_writes_a_predictable_model(sites, tmp_path, cli):
     out = tmp_path / "adapt"
     class_map = tmp_path / "map.csv"

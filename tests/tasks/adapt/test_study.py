@@ -27,6 +27,7 @@ def prepared(tmp_path_factory):
     return config, prepare(config)
 
 
+@pytest.mark.slow
 def test_ablation_runs_every_condition_on_shared_splits(prepared, tmp_path):
     config, prep = prepared
     rows = run_ablation(prep, config)

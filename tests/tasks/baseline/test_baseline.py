@@ -29,6 +29,7 @@ def cells(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_two_stages_keep_batchnorm_frozen(cells, tmp_path):
     import keras
 

@@ -150,6 +150,7 @@ def tiny_store(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_fit_svm_reports_and_predict_round_trip(cli, tiny_store):
     out = tiny_store / "fit"
     res = cli("fit-svm", tiny_store / "store", "--labels", tiny_store / "labels.csv", "--columns", "all",
