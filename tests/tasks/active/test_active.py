@@ -109,6 +109,7 @@ def test_tidy_csv_round_trip_and_init_strategies(tmp_path):
         simulate(X, y, X, y, ActiveConfig(strategies=("greedy",)))
 
 
+@pytest.mark.slow
 def test_cli_simulation_and_session(cli, tmp_path):
     X, y = structured_embeddings(500, dim=32, n_classes=4, seed=6, hard_fraction=0.3)
     store = write_store(tmp_path / "store", X, y)

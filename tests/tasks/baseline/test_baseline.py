@@ -60,6 +60,7 @@ def test_two_stages_keep_batchnorm_frozen(cells, tmp_path):
     assert proba.shape == (1, 5) and proba.sum() == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_baseline_command_small_run_head_only(cells, tmp_path):
     from click.testing import CliRunner
 
