@@ -182,7 +182,8 @@ class _PartWriter:
         table = make_part_table([m.paths[i] for i in rows], [infos[i].sha256 for i in rows],
                                 [infos[i].width for i in rows], [infos[i].height for i in rows],
                                 np.concatenate(self.vectors),
-                                {c: [m.columns[c][i] for i in rows] for c in self.metadata})
+                                {c: [m.columns[c][i] for i in rows] for c in self.metadata},
+                                dtype=self.store.dtype)
         self.written.append(self.store.append(table).name)
         self.rows, self.vectors = [], []
 

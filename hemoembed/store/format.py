@@ -21,6 +21,9 @@ from ..errors import InputError, MismatchError
 FORMAT_VERSION = 2  # 2: the fingerprint covers architecture, preprocessing record and weights (1: weights only)
 STORE_FILE = "store.json"
 BASE_COLUMNS = ("path", "sha256", "width", "height", "embedding")
+# Embedding storage types: float16 halves the disk and the in-memory matrix (its macro-F1 cost on PBC is in
+# benchmarks/RESULTS.md); every computation reads float16 rows as float32.
+DTYPES = ("float32", "float16")
 
 
 @dataclass
@@ -64,19 +67,29 @@ def read_header(path: Path) -> StoreHeader:
             raise InputError(f"{path}: store header {key!r} is {value!r:.40}, not a {kind.__name__}")
     if data["format_version"] < 1 or data["dim"] < 1 or not FINGERPRINT_RE.match(data["fingerprint"]):
         raise InputError(f"{path}: store header has an invalid format_version, dim or fingerprint")
-    if data.get("dtype", "float32") != "float32":
-        raise InputError(f"{path}: store dtype {data['dtype']!r} is not float32")
+    if data.get("dtype", "float32") not in DTYPES:
+        raise InputError(f"{path}: store dtype {data['dtype']!r} is not one of {', '.join(DTYPES)}")
     header = from_dict(StoreHeader, data, source=str(path))
     PreprocessingRecord.from_dict(header.record)  # a clear error for a damaged record
     return header
 
 
-def check_part_schema(schema, dim: int, part: Path) -> None:
+def arrow_value_type(dtype: str):
+    """The Arrow type of one embedding value for a store ``dtype`` (one of :data:`DTYPES`)."""
+    import pyarrow as pa
+
+    if dtype not in DTYPES:
+        raise InputError(f"embedding dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    return pa.float16() if dtype == "float16" else pa.float32()
+
+
+def check_part_schema(schema, dim: int, part: Path, dtype: str = "float32") -> None:
     """Refuse a part whose columns do not match the header (the reader would reshape garbage)."""
     import pyarrow as pa
 
+    value_type = arrow_value_type(dtype)
     expected = {"path": pa.string(), "sha256": pa.string(), "width": pa.int32(), "height": pa.int32(),
-                "embedding": pa.list_(pa.float32(), dim)}
+                "embedding": pa.list_(value_type, dim)}
     names = schema.names
     if len(set(names)) != len(names):
         raise InputError(f"{part}: store part has duplicate columns")
@@ -85,7 +98,7 @@ def check_part_schema(schema, dim: int, part: Path) -> None:
             raise InputError(f"{part}: store part has no {name!r} column")
         field_type = schema.field(name).type
         if field_type != kind and not (name == "embedding" and pa.types.is_fixed_size_list(field_type)
-                                       and field_type.value_type == pa.float32()
+                                       and field_type.value_type == value_type
                                        and field_type.list_size == dim):
             raise MismatchError(f"{part}: column {name!r} is {field_type}, the store (dimension {dim}) needs {kind}")
     odd = [n for n in names if n not in expected and schema.field(n).type not in (pa.string(), pa.null())]
@@ -94,11 +107,13 @@ def check_part_schema(schema, dim: int, part: Path) -> None:
 
 
 def make_part_table(paths: Sequence[str], sha256: Sequence[str], widths: Sequence[int], heights: Sequence[int],
-                    embeddings: np.ndarray, metadata: dict[str, Sequence[str]] | None = None):
-    """Build one part's Arrow table: base columns, fixed-size float32 ``embedding``, string metadata."""
+                    embeddings: np.ndarray, metadata: dict[str, Sequence[str]] | None = None,
+                    dtype: str = "float32"):
+    """Build one part's Arrow table: base columns, fixed-size ``embedding`` of ``dtype``, string metadata."""
     import pyarrow as pa
 
-    embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+    arrow_value_type(dtype)
+    embeddings = np.ascontiguousarray(embeddings, dtype=np.dtype(dtype))
     if embeddings.ndim != 2 or embeddings.shape[0] != len(paths):
         raise InputError(f"embeddings of shape {embeddings.shape} do not match {len(paths)} paths")
     columns = {

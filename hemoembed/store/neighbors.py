@@ -1,12 +1,14 @@
 """Exact k-nearest-neighbour search over a stored embedding matrix, in bounded memory.
 
 The distance matrix is never formed whole: queries and stored rows are processed in blocks whose
-(queries × rows) float32 distances fit in ``block_bytes``, keeping a running best-k per query. Cosine
-distance is ``1 - cos``; euclidean is the L2 distance. Ties are broken by the smaller row index.
+(queries × rows) float32 distances fit in ``block_bytes``, keeping a running best-k per query. The stored
+matrix is never copied whole either: each block of rows is converted (float16 stores) and normalised as it
+is used. Cosine distance is ``1 - cos``; euclidean is the L2 distance. Ties are broken by the smaller row
+index.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -24,45 +26,57 @@ def knn(queries: np.ndarray, base: np.ndarray, k: int, metric: str = "cosine",
     ``k`` is capped at the number of candidate rows. ``exclude[q]`` (or -1) is a base row never returned for
     query ``q`` (a stored query's own row).
     """
+    base = np.asarray(base)
+    if base.dtype not in (np.float32, np.float16):
+        base = base.astype(np.float32)
+    if base.ndim != 2:
+        raise InputError(f"stored embeddings must be a (N, D) matrix, got shape {base.shape}")
+    return knn_blocks(queries, [(0, base)], len(base), k, metric, exclude, block_bytes)
+
+
+def knn_blocks(queries: np.ndarray, blocks: Iterable[tuple[int, np.ndarray]], n_rows: int, k: int,
+               metric: str = "cosine", exclude: Sequence[int] | np.ndarray | None = None,
+               block_bytes: int = DEFAULT_BLOCK_BYTES) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`knn` over rows that arrive as ``(first row, rows)`` blocks covering rows ``0..n_rows`` (e.g.
+    :meth:`EmbeddingStore.iter_embeddings`): one pass, without the whole matrix in memory."""
     if metric not in METRICS:
         raise InputError(f"metric {metric!r} is not one of {', '.join(METRICS)}")
     queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
-    base = np.asarray(base, dtype=np.float32)
-    if base.ndim != 2 or queries.shape[1] != base.shape[1]:
-        raise InputError(f"queries of shape {queries.shape} and stored embeddings of shape {base.shape} do not match")
     if int(k) < 1:
         raise InputError(f"k must be at least 1, got {k}")
-    n_q, n_b = len(queries), len(base)
+    n_q = len(queries)
     excl = np.full(n_q, -1, np.int64) if exclude is None else np.asarray(exclude, np.int64).reshape(-1)
     if len(excl) != n_q:
         raise InputError(f"exclude has {len(excl)} entries for {n_q} queries")
-    k = int(min(k, n_b - (1 if (excl >= 0).any() else 0)))
+    k = int(min(k, n_rows - (1 if (excl >= 0).any() else 0)))
     if k < 1 or n_q == 0:
         return np.zeros((n_q, 0), np.int64), np.zeros((n_q, 0), np.float32)
 
     q_prep, q_sq = _prepare(queries, metric)
-    b_prep, b_sq = _prepare(base, metric)
     q_block = min(n_q, 1024)
-    b_block = max(k, min(n_b, block_bytes // (12 * q_block)))  # float32 distances + int64 argpartition
-    out_idx = np.empty((n_q, k), np.int64)
-    out_dist = np.empty((n_q, k), np.float32)
-    for q0 in range(0, n_q, q_block):
-        q1 = min(n_q, q0 + q_block)
-        best_d = np.full((q1 - q0, k), np.inf, np.float32)
-        best_i = np.full((q1 - q0, k), np.iinfo(np.int64).max, np.int64)
-        for b0 in range(0, n_b, b_block):
-            b1 = min(n_b, b0 + b_block)
-            dist = _distances(q_prep[q0:q1], q_sq[q0:q1], b_prep[b0:b1], b_sq[b0:b1], metric)
-            local = excl[q0:q1] - b0
-            hit = (local >= 0) & (local < b1 - b0)
-            dist[np.nonzero(hit)[0], local[hit]] = np.inf
-            take = min(k, b1 - b0)
-            cand = np.argpartition(dist, take - 1, axis=1)[:, :take] if take < b1 - b0 else \
-                np.broadcast_to(np.arange(b1 - b0), dist.shape)
-            cand_d = np.take_along_axis(dist, cand, axis=1)
-            best_d, best_i = _merge(best_d, best_i, cand_d, cand + b0, k)
-        out_idx[q0:q1], out_dist[q0:q1] = best_i, best_d
-    return out_idx, out_dist
+    # float32 distances + int64 argpartition per (query, row), and the float32 rows themselves
+    b_block = max(k, min(block_bytes // (12 * q_block), block_bytes // (4 * queries.shape[1])))
+    best_d = np.full((n_q, k), np.inf, np.float32)
+    best_i = np.full((n_q, k), np.iinfo(np.int64).max, np.int64)
+    for start, rows in blocks:
+        if rows.ndim != 2 or rows.shape[1] != queries.shape[1]:
+            raise InputError(f"queries of shape {queries.shape} and stored embeddings of shape {rows.shape} "
+                             "do not match")
+        for b0 in range(0, len(rows), b_block):
+            b_prep, b_sq = _prepare(np.asarray(rows[b0:b0 + b_block], np.float32), metric)
+            first, n_b = start + b0, len(b_prep)
+            take = min(k, n_b)
+            for q0 in range(0, n_q, q_block):
+                q1 = min(n_q, q0 + q_block)
+                dist = _distances(q_prep[q0:q1], q_sq[q0:q1], b_prep, b_sq, metric)
+                local = excl[q0:q1] - first
+                hit = (local >= 0) & (local < n_b)
+                dist[np.nonzero(hit)[0], local[hit]] = np.inf
+                cand = np.argpartition(dist, take - 1, axis=1)[:, :take] if take < n_b else \
+                    np.broadcast_to(np.arange(n_b), dist.shape)
+                cand_d = np.take_along_axis(dist, cand, axis=1)
+                best_d[q0:q1], best_i[q0:q1] = _merge(best_d[q0:q1], best_i[q0:q1], cand_d, cand + first, k)
+    return best_i, best_d
 
 
 def _prepare(x: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:

@@ -2,13 +2,18 @@
 
 A store belongs to exactly one encoder (its fingerprint: architecture, preprocessing record and weights,
 see :func:`hemoembed.model.encoder.fingerprint`) and records, per image, the path relative to the image
-root, the sha256 of the file bytes, its size, the embedding (fixed-size list of float32) and the manifest's
-metadata columns (strings; "" where a part lacks a column). Labels never live here: they are joined from
-CSVs at task time, so a relabelled cell never invalidates a store. Parts are written to a hidden temporary
+root, the sha256 of the file bytes, its size, the embedding (fixed-size list of float32, or float16 when the
+store was created so) and the manifest's metadata columns (strings; "" where a part lacks a column).
+Labels never live here: they are joined from CSVs at task time, so a relabelled cell never invalidates a
+store. Parts are written to a hidden temporary
 name and hard-linked to their final name (never replacing an existing part), so after a crash at any moment
 the store is valid. Nothing is trusted on reading: ``store.json`` and every part's schema are checked
 against each other, and a writer re-reads ``store.json`` before each part so it can never add rows to a
 store that was replaced underneath it.
+
+Reading scales to millions of rows: the row table (paths, hashes, metadata) is read without the embedding
+column, the embedding matrix is read part by part into one preallocated array (never a second copy), and
+:meth:`EmbeddingStore.info` reads only Parquet footers and the ``path`` and ``sha256`` columns.
 
 Format 1 stores (hemoembed before format 2) carry a weights-only fingerprint: they stay readable, but no
 encoder can be matched to them (the message says how to rebuild).
@@ -20,7 +25,7 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -31,6 +36,7 @@ from ..data.preprocess import PreprocessingRecord
 from ..errors import HemoembedError, InputError, MismatchError
 from .format import (  # noqa: F401 - re-exported: the store's public names
     BASE_COLUMNS,
+    DTYPES,
     FINGERPRINT_RE,
     FORMAT_VERSION,
     STORE_FILE,
@@ -57,6 +63,8 @@ class EmbeddingStore:
         self.directory = Path(directory)
         self.header = header
         self._table = None
+        self._parts: list[tuple[Path, int]] = []  # the parts read into the table, with their row counts
+        self._kept: np.ndarray | None = None  # rows of the parts' concatenation kept (None: all)
         self._embeddings: np.ndarray | None = None
 
     # ----------------------------------------------------------------------------------- opening
@@ -74,14 +82,17 @@ class EmbeddingStore:
 
     @classmethod
     def create(cls, directory: str | os.PathLike, fingerprint: str, record: PreprocessingRecord,
-               dim: int) -> EmbeddingStore:
-        """Create an empty store for one encoder (``store.json`` written atomically)."""
+               dim: int, dtype: str = "float32") -> EmbeddingStore:
+        """Create an empty store for one encoder (``store.json`` written atomically); ``dtype`` is how the
+        embeddings are stored (float16 halves disk and memory)."""
         directory = Path(directory)
         if (directory / STORE_FILE).exists():
             raise InputError(f"{directory}: a store already exists here")
         if not FINGERPRINT_RE.match(str(fingerprint)) or int(dim) < 1:
             raise InputError(f"{directory}: fingerprint {fingerprint!r} / dimension {dim} is not a valid encoder's")
-        header = StoreHeader(fingerprint=fingerprint, record=record.to_dict(), dim=int(dim),
+        if dtype not in DTYPES:
+            raise InputError(f"{directory}: embedding dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+        header = StoreHeader(fingerprint=fingerprint, record=record.to_dict(), dim=int(dim), dtype=dtype,
                              created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                              store_id=uuid.uuid4().hex)
         directory.mkdir(parents=True, exist_ok=True)
@@ -90,13 +101,17 @@ class EmbeddingStore:
 
     @classmethod
     def open_or_create(cls, directory: str | os.PathLike, fingerprint: str, record: PreprocessingRecord,
-                       dim: int) -> EmbeddingStore:
-        """Open the store at ``directory`` (refusing another encoder) or create it."""
+                       dim: int, dtype: str | None = None) -> EmbeddingStore:
+        """Open the store at ``directory`` (refusing another encoder, or another ``dtype`` when one is given)
+        or create it (``dtype`` float32 unless given)."""
         if (Path(directory) / STORE_FILE).is_file():
             store = cls.open(directory)
             store.check_encoder(fingerprint, record, dim)
+            if dtype is not None and dtype != store.dtype:
+                raise MismatchError(f"{directory}: store embeddings are {store.dtype}, not {dtype} "
+                                    "(drop the dtype option to append, or use a new store)")
             return store
-        return cls.create(directory, fingerprint, record, dim)
+        return cls.create(directory, fingerprint, record, dim, dtype or "float32")
 
     def check_encoder(self, fingerprint: str, record: PreprocessingRecord | None = None,
                       dim: int | None = None) -> None:
@@ -129,6 +144,11 @@ class EmbeddingStore:
     def dim(self) -> int:
         return int(self.header.dim)
 
+    @property
+    def dtype(self) -> str:
+        """How the embeddings are stored: ``float32`` or ``float16``."""
+        return self.header.dtype
+
     def part_files(self) -> list[Path]:
         """Committed parts in write order (temporary files are hidden and never listed)."""
         return sorted(p for p in self.directory.glob(PART_GLOB) if _PART_RE.match(p.name))
@@ -144,30 +164,28 @@ class EmbeddingStore:
     def refresh(self) -> None:
         """Forget cached rows (after parts were added by another process)."""
         self._table = None
+        self._parts, self._kept = [], None
         self._embeddings = None
 
     def table(self):
-        """All current rows as a pyarrow Table (one row per path; the newest row wins when a file changed)."""
+        """All current rows as a pyarrow Table, without the embedding column (:meth:`embeddings` reads it):
+        one row per path; the newest row wins when a file changed."""
         if self._table is None:
             self._table = self._read_table()
         return self._table
 
     def _read_table(self):
         import pyarrow as pa
-        import pyarrow.parquet as pq
+        import pyarrow.compute as pc
 
         parts = self.part_files()
         if not parts:
-            return self.empty_table()
+            return self.empty_table().drop_columns(["embedding"])
         tables = []
         for part in parts:
-            try:
-                tables.append(pq.read_table(part, memory_map=True))
-            except (OSError, pa.ArrowException) as exc:
-                raise InputError(f"{part}: cannot read store part ({exc})") from None
-            check_part_schema(tables[-1].schema, self.dim, part)
-        import pyarrow.compute as pc
-
+            columns = [name for name in self._part_schema(part).names if name != "embedding"]
+            tables.append(_read_part(part, columns))
+        self._parts = [(part, t.num_rows) for part, t in zip(parts, tables)]
         table = pa.concat_tables(tables, promote_options="default")  # chunks stay per part: no copy
         for i, name in enumerate(table.column_names):  # a part without a metadata column: "" there, never null
             if name not in BASE_COLUMNS and table.column(i).null_count:
@@ -176,12 +194,13 @@ class EmbeddingStore:
             # a file changed after it was stored: the newest row wins (last occurrence of each path)
             paths = table.column("path").to_numpy(zero_copy_only=False)
             _, last = np.unique(paths[::-1], return_index=True)
-            table = table.take(pa.array(np.sort(len(paths) - 1 - last)))
+            self._kept = np.sort(len(paths) - 1 - last)
+            table = table.take(pa.array(self._kept))
         return table
 
     def empty_table(self):
         """A zero-row table with this store's base columns."""
-        return make_part_table([], [], [], [], np.zeros((0, self.dim), np.float32))
+        return make_part_table([], [], [], [], np.zeros((0, self.dim), np.float32), dtype=self.dtype)
 
     @property
     def paths(self) -> list[str]:
@@ -196,15 +215,59 @@ class EmbeddingStore:
         return [c for c in self.table().column_names if c not in BASE_COLUMNS]
 
     def embeddings(self) -> np.ndarray:
-        """(N, D) float32 matrix in :meth:`table` order, from the Arrow buffers (no per-row Python)."""
+        """(N, D) read-only matrix of the store's dtype (float32, or float16) in :meth:`table` order.
+
+        Read part by part into one preallocated array: peak memory is the matrix plus one part.
+        """
         if self._embeddings is None:
-            column = self.table().column("embedding")
-            chunks = [np.asarray(chunk.flatten(), dtype=np.float32).reshape(-1, self.dim)
-                      for chunk in column.chunks]
-            matrix = np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
+            matrix = np.empty((self.table().num_rows, self.dim), np.dtype(self.dtype))
+            for start, block in self.iter_embeddings():
+                matrix[start:start + len(block)] = block
             matrix.setflags(write=False)
             self._embeddings = matrix
         return self._embeddings
+
+    def iter_embeddings(self) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first row, block)`` part by part in :meth:`table` order, in the store's dtype, without holding
+        the whole matrix (for passes over stores larger than memory)."""
+        if self._embeddings is not None:
+            yield 0, self._embeddings
+            return
+        self.table()
+        start = 0
+        for part, rows in self._parts:
+            block = self._part_embeddings(part)
+            if self._kept is None:
+                yield start, block
+            else:  # rows that lost to a newer row of the same path are skipped
+                lo, hi = np.searchsorted(self._kept, [start, start + rows])
+                if hi > lo:
+                    yield int(lo), block[self._kept[lo:hi] - start]
+            start += rows
+
+    def rows_embeddings(self, rows: Sequence[int]) -> np.ndarray:
+        """Embeddings of some rows (:meth:`table` order) as float32, reading only the parts that hold them."""
+        rows = np.asarray(rows, np.int64).reshape(-1)
+        n = self.table().num_rows
+        if len(rows) and (rows.min() < 0 or rows.max() >= n):
+            raise InputError(f"{self.directory}: row index out of range (the store has {n} rows)")
+        if self._embeddings is not None:
+            return np.asarray(self._embeddings[rows], np.float32)
+        source = rows if self._kept is None else self._kept[rows]  # rows of the parts' concatenation
+        bounds = np.cumsum([0] + [count for _, count in self._parts])
+        out = np.empty((len(rows), self.dim), np.float32)
+        for p in np.unique(np.searchsorted(bounds, source, side="right") - 1):
+            mine = (source >= bounds[p]) & (source < bounds[p + 1])
+            out[mine] = self._part_embeddings(self._parts[p][0])[source[mine] - bounds[p]]
+        return out
+
+    def _part_embeddings(self, part: Path) -> np.ndarray:
+        """One part's (rows, D) embeddings in the store's dtype (a view of the Arrow buffer when possible)."""
+        column = _read_part(part, ["embedding"]).column(0)
+        chunks = [np.asarray(chunk.flatten()).reshape(-1, self.dim) for chunk in column.chunks]
+        if len(chunks) == 1:
+            return chunks[0]
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.dtype(self.dtype))
 
     def column(self, name: str) -> list:
         """One column of :meth:`table` as a list; a clear error names the available ones."""
@@ -289,16 +352,30 @@ class EmbeddingStore:
         return knn(vectors, self.embeddings(), k, metric=metric, exclude=exclude)
 
     def info(self) -> dict:
-        """Counts, encoder, dimension, parts and metadata columns (for ``hemoembed store info``)."""
-        table = self.table()
+        """Counts, encoder, dimension, parts and metadata columns (for ``hemoembed store info``).
+
+        Reads Parquet footers and the ``path`` and ``sha256`` columns only (a million rows in about a second).
+        """
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
         parts = self.part_files()
+        footers = {p: _parquet_metadata(p) for p in parts}
+        keys = pa.concat_tables([_read_part(p, ["path", "sha256"]) for p in parts]) if parts else None
+        rows = pc.count_distinct(keys.column("path")).as_py() if parts else 0
+        if parts and rows < keys.num_rows:
+            keys = self.table()  # a file changed after it was stored: count the newest rows only
+        metadata: list[str] = []
+        for meta in footers.values():
+            metadata += [n for n in meta.schema.to_arrow_schema().names if n not in BASE_COLUMNS + tuple(metadata)]
         return {
-            "directory": str(self.directory), "rows": table.num_rows,
-            "unique_images": len(set(table.column("sha256").to_pylist())) if table.num_rows else 0,
+            "directory": str(self.directory), "rows": rows,
+            "unique_images": pc.count_distinct(keys.column("sha256")).as_py() if rows else 0,
             "fingerprint": self.fingerprint, "dim": self.dim, "dtype": self.header.dtype,
             "record": self.header.record, "parts": len(parts),
-            "part_rows": {p.name: _parquet_rows(p) for p in parts},
-            "metadata_columns": self.metadata_columns if table.num_rows else [],
+            "part_rows": {p.name: meta.num_rows for p, meta in footers.items()},
+            "bytes": sum(p.stat().st_size for p in parts),
+            "metadata_columns": metadata if rows else [],
             "format_version": self.header.format_version, "hemoembed_version": self.header.hemoembed_version,
             "created": self.header.created,
         }
@@ -310,10 +387,7 @@ class EmbeddingStore:
 
         if table.num_rows == 0:
             raise InputError("refusing to write an empty store part")
-        emb = table.schema.field("embedding").type
-        if getattr(emb, "list_size", None) != self.dim:
-            raise MismatchError(f"{self.directory}: part embeddings have size {getattr(emb, 'list_size', '?')}, "
-                                f"store has {self.dim}")
+        check_part_schema(table.schema, self.dim, self.directory / "(new part)", self.dtype)
         self._check_header_unchanged()
         tmp = self.directory / f".part.tmp-{os.getpid()}-{id(table)}.parquet"
         try:
@@ -337,14 +411,13 @@ class EmbeddingStore:
         return target
 
     def _check_part(self, part: Path) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        self._part_schema(part)
 
-        try:
-            schema = pq.read_schema(part)
-        except (OSError, pa.ArrowException) as exc:
-            raise InputError(f"{part}: cannot read store part ({exc})") from None
-        check_part_schema(schema, self.dim, part)
+    def _part_schema(self, part: Path):
+        """A part's Arrow schema, checked against the header."""
+        schema = _parquet_metadata(part).schema.to_arrow_schema()
+        check_part_schema(schema, self.dim, part, self.dtype)
+        return schema
 
     def _check_header_unchanged(self) -> None:
         """Refuse to write when ``store.json`` is no longer the one this store was opened with."""
@@ -422,10 +495,26 @@ def _hint(example: str, stored: Sequence[str]) -> str:
     return ""
 
 
-def _parquet_rows(path: Path) -> int:
+def _parquet_metadata(path: Path):
+    """A part's Parquet footer (row count, schema); a one-line error when the file is not readable."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return pq.ParquetFile(path).metadata.num_rows
+    try:
+        return pq.read_metadata(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"{path}: cannot read store part ({exc})") from None
+
+
+def _read_part(path: Path, columns: Sequence[str]):
+    """Some columns of one part as an Arrow table; a one-line error when the file is not readable."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path, columns=list(columns), memory_map=True)
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"{path}: cannot read store part ({exc})") from None
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -49,8 +49,7 @@ def test_round_trip_parts_and_header(tmp_path):
     assert got.dtype == np.float32 and got.shape == (12, 6)
     np.testing.assert_array_equal(got, emb)
     table = reopened.table()
-    assert table.column_names == ["path", "sha256", "width", "height", "embedding", "site"]
-    assert table.schema.field("embedding").type.list_size == 6
+    assert table.column_names == ["path", "sha256", "width", "height", "site"]  # embeddings() reads those
     assert reopened.column("site") == ["s0"] * 5 + ["s1"] * 7
     header = json.loads((tmp_path / "store" / "store.json").read_text())
     assert {"format_version", "fingerprint", "record", "dim", "dtype", "hemoembed_version", "created"} <= set(header)
@@ -69,11 +68,66 @@ def test_parts_are_written_with_fixed_size_float32_lists(tmp_path):
     assert not list((tmp_path / "store").glob(".part.tmp-*"))
 
 
-def test_embeddings_of_sliced_chunks_respect_offsets(tmp_path):
-    """A table whose embedding chunk is a slice (offset > 0) must still give the right rows."""
-    store, _, emb = _store_with_parts(tmp_path, sizes=(8,), site=False)
-    store._table = store.table().slice(3, 4)
-    np.testing.assert_array_equal(store.embeddings(), emb[3:7])
+def test_embeddings_are_read_into_one_matrix(tmp_path):
+    """Peak memory of reading is the matrix plus one part: no concatenated copy, no Arrow table kept."""
+    import tracemalloc
+
+    sizes, dim = (400,) * 10, 64
+    store, _, emb = _store_with_parts(tmp_path, sizes=sizes, dim=dim, site=False)
+    reopened = EmbeddingStore.open(tmp_path / "store")
+    reopened.table()
+    arrow_before = pa.total_allocated_bytes()
+    tracemalloc.start()
+    got = reopened.embeddings()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    np.testing.assert_array_equal(got, emb)
+    part_bytes = 400 * dim * 4
+    assert emb.nbytes <= peak < emb.nbytes + 4 * part_bytes, (peak, emb.nbytes)  # the matrix and a part or so
+    assert pa.total_allocated_bytes() - arrow_before < 3 * part_bytes, (pa.total_allocated_bytes(), arrow_before)
+    assert not got.flags.writeable
+
+
+def test_rows_embeddings_reads_only_the_rows_asked_for(tmp_path):
+    store, paths, emb = _store_with_parts(tmp_path, sizes=(5, 7, 3), site=False)
+    new = np.full((1, 6), 9.0, np.float32)
+    store.append(make_part_table([paths[1]], ["f" * 64], [40], [30], new))  # row 1 moves to the end
+    reopened = EmbeddingStore.open(tmp_path / "store")
+    order = [paths.index(p) for p in reopened.paths[:-1]]
+    got = reopened.rows_embeddings([13, 0, 6, 14])
+    np.testing.assert_array_equal(got, np.stack([emb[order[13]], emb[order[0]], emb[order[6]], new[0]]))
+    assert reopened._embeddings is None  # the whole matrix was never read
+    np.testing.assert_array_equal(reopened.rows_embeddings([13, 0]), reopened.embeddings()[[13, 0]])
+    with pytest.raises(InputError, match="out of range"):
+        reopened.rows_embeddings([15])
+
+
+def test_float16_store_round_trip_and_refusals(tmp_path):
+    store = EmbeddingStore.create(tmp_path / "half", FP_A, RECORD, 6, dtype="float16")
+    paths, shas, emb = _rows(9, 6, seed=1)
+    store.append(make_part_table(paths, shas, [40] * 9, [30] * 9, emb, dtype="float16"))
+    reopened = EmbeddingStore.open(tmp_path / "half")
+    assert reopened.dtype == "float16" and reopened.info()["dtype"] == "float16"
+    got = reopened.embeddings()
+    assert got.dtype == np.float16
+    np.testing.assert_array_equal(got, emb.astype(np.float16))
+    assert reopened.rows_embeddings([2]).dtype == np.float32
+    assert pq.read_schema(reopened.part_files()[0]).field("embedding").type.value_type == pa.float16()
+    with pytest.raises(MismatchError, match="embedding.*halffloat"):  # a float32 part cannot join a float16 store
+        reopened.append(make_part_table(paths, shas, [40] * 9, [30] * 9, emb))
+    with pytest.raises(MismatchError, match="float16, not float32"):
+        EmbeddingStore.open_or_create(tmp_path / "half", FP_A, RECORD, 6, dtype="float32")
+    with pytest.raises(InputError, match="dtype 'int8'"):
+        EmbeddingStore.create(tmp_path / "bad", FP_A, RECORD, 6, dtype="int8")
+
+
+def test_info_reads_no_embeddings(tmp_path, monkeypatch):
+    _store_with_parts(tmp_path, sizes=(5, 7))
+    reopened = EmbeddingStore.open(tmp_path / "store")
+    monkeypatch.setattr(EmbeddingStore, "_part_embeddings", lambda *a: pytest.fail("info read embeddings"))
+    info = reopened.info()
+    assert info["rows"] == 12 and info["unique_images"] == 12 and info["metadata_columns"] == ["site"]
+    assert info["bytes"] == sum(p.stat().st_size for p in reopened.part_files())
 
 
 def test_newest_row_wins_when_a_path_changes(tmp_path):
@@ -99,7 +153,7 @@ def test_fingerprint_mismatch_names_both(tmp_path):
 def test_refuses_wrong_dimension_and_non_store(tmp_path):
     store, _, _ = _store_with_parts(tmp_path, sizes=(2,))
     paths, shas, emb = _rows(2, 5, seed=9)
-    with pytest.raises(MismatchError, match="size 5"):
+    with pytest.raises(MismatchError, match=r"\[5\], the store \(dimension 6\)"):
         store.append(make_part_table(paths, shas, [1, 1], [1, 1], emb))
     with pytest.raises(InputError, match="not an embedding store"):
         EmbeddingStore.open(tmp_path)
@@ -210,7 +264,8 @@ def _edit_header(store_dir, **changes):
     ({"record": [32, 0.875]}, "'record' is .*, not a dict"),
     ({"record": {"image_size": "big"}}, "invalid preprocessing record"),
     ({"format_version": "1"}, "'format_version' is '1', not a int"),
-    ({"dtype": "float16"}, "dtype 'float16' is not float32"),
+    ({"dtype": "float64"}, "dtype 'float64' is not one of float32, float16"),
+    ({"dtype": "float16"}, r"is fixed_size_list<element: float>\[6\], the store \(dimension 6\) needs .*halffloat"),
     ({"created": 7}, "'created' is 7, not a str"),
 ])
 def test_a_damaged_header_is_refused_on_open(tmp_path, changes, message):
