@@ -23,6 +23,7 @@ def site(tmp_path_factory):
     return sites["run"], target.subset(range(0, len(target), 2)), target.subset(range(1, len(target), 2))
 
 
+@pytest.mark.slow
 def test_svm_mode_predicts_what_the_adaptation_pipeline_predicts(site):
     from hemoembed.data.preprocess import load_inputs
     from hemoembed.model.encoder import load_encoder
@@ -47,6 +48,7 @@ def test_svm_mode_predicts_what_the_adaptation_pipeline_predicts(site):
     np.testing.assert_allclose(proba, outcome.proba, atol=1e-3)  # float32 embeddings batched differently
 
 
+@pytest.mark.slow
 def test_head_mode_conventions_and_refusals(site, tmp_path):
     from hemoembed.tasks.adapt import SiteAdapter
 
