@@ -14,6 +14,7 @@ from .common import (
     overwrite_option,
     prepare_output_file,
     progress,
+    seed_option,
 )
 
 
@@ -84,6 +85,38 @@ def store_info(store_dir: Path, as_json: bool) -> None:
     echo(f"created      {info['created']} by hemoembed {info['hemoembed_version']} (format {info['format_version']})")
 
 
+@store_group.command("index")
+@click.argument("store_dir", metavar="DIR", type=click.Path(path_type=Path))
+@click.option("--metric", type=click.Choice(["cosine", "euclidean"]), default="cosine", show_default=True)
+@click.option("--cells", "nlist", type=int, default=None,
+              help="k-means cells (default: about the square root of the rows).")
+@click.option("--recall", "target_recall", type=float, default=0.95, show_default=True,
+              help="Recall@10 against exact search that the number of cells searched per query is tuned to.")
+@seed_option
+def store_index(store_dir: Path, metric: str, nlist: int | None, target_recall: float, seed: int) -> None:
+    """Build the approximate neighbour index of a store (faiss IVF, float16 rows) for neighbours --approximate.
+
+    The index is saved in DIR/index/, records the recall@10 it reached against exact search and is refused
+    once the store has new parts (rebuild it then).
+
+    \b
+    Example:
+      hemoembed store index stores/big && hemoembed neighbours stores/big --path a/b.png --approximate
+    """
+    from ..progress import stage
+    from ..store.index import NeighbourIndex
+    from ..store.store import EmbeddingStore
+
+    store = EmbeddingStore.open(store_dir)
+    with stage(progress, len(store), "indexing") as advance:
+        built = NeighbourIndex.build(store, metric=metric, nlist=nlist, target_recall=target_recall, seed=seed,
+                                     progress=advance)
+    info = built.info
+    echo(f"{metric} index of {info.rows} rows in {store_dir / 'index'}: {info.nlist} cells, {info.nprobe} searched "
+         f"per query, recall@{info.k} {info.recall:.3f} on {info.recall_queries} stored rows "
+         f"({info.bytes / 2**20:.0f} MiB, {info.build_seconds:.0f} s)")
+
+
 @main.command()
 @click.argument("store_dir", metavar="DIR", type=click.Path(path_type=Path))
 @click.option("--path", "stored_paths", multiple=True, help="A stored path (relative to the image root); repeatable.")
@@ -98,16 +131,19 @@ def store_info(store_dir: Path, as_json: bool) -> None:
               help="Also draw each query and its neighbours (label = folder name, distance) as one PNG.")
 @click.option("--image-root", type=click.Path(path_type=Path), default=None,
               help="Folder the stored paths are relative to (default: the one recorded by embed).")
+@click.option("--approximate", is_flag=True,
+              help="Use the store's approximate index (build it first: hemoembed store index DIR).")
 @overwrite_option
 def neighbours(store_dir: Path, stored_paths: tuple[str, ...], encoder: Path | None, images: tuple[Path, ...],
               k: int, metric: str, out: Path | None, overwrite: bool, gallery: Path | None = None,
-              image_root: Path | None = None) -> None:
-    """Exact nearest stored images of stored paths or of new image files.
+              image_root: Path | None = None, approximate: bool = False) -> None:
+    """Nearest stored images of stored paths or of new image files (exact, or --approximate).
 
     \b
     Examples:
       hemoembed neighbours stores/pbc64 --path PBC_dataset_normal_DIB/basophil/BA_100102.jpg -k 5
       hemoembed neighbours stores/pbc64 --encoder runs/pbc64/encoder.keras --image cell.jpg --out nn.csv
+      hemoembed neighbours stores/big --path a/b.png --approximate
     """
     from ..config import atomic_write_text, csv_text
     from ..explain.neighbours import find_neighbours
@@ -116,7 +152,8 @@ def neighbours(store_dir: Path, stored_paths: tuple[str, ...], encoder: Path | N
     if out is not None:
         prepare_output_file(out, overwrite)
     store = EmbeddingStore.open(store_dir)
-    found = find_neighbours(store, paths=stored_paths, encoder=encoder, images=images, k=k, metric=metric)
+    found = find_neighbours(store, paths=stored_paths, encoder=encoder, images=images, k=k, metric=metric,
+                            approximate=approximate)
     rows = found.rows(store)
     if out is not None:
         atomic_write_text(out, csv_text(rows))

@@ -21,19 +21,26 @@ class Neighbours:
 
     def rows(self, store) -> list[list[str]]:
         """CSV rows (header first): query, rank, neighbour path, distance and the store's metadata columns."""
-        paths, metadata = store.paths, store.metadata_columns
-        meta = {c: store.column(c) for c in metadata}
+        import pyarrow as pa
+
+        metadata = store.metadata_columns
+        found = store.table().take(pa.array(self.indices.reshape(-1)))  # only the rows found, not whole columns
+        columns = [found.column(c).to_pylist() for c in ["path", *metadata]]
         rows = [["query", "rank", "neighbor", "distance", *metadata]]
+        j = 0
         for q, query in enumerate(self.queries):
-            for rank, (i, d) in enumerate(zip(self.indices[q], self.distances[q]), start=1):
-                rows.append([query, str(rank), paths[i], f"{d:.6f}", *(meta[c][i] for c in metadata)])
+            for rank, d in enumerate(self.distances[q], start=1):
+                rows.append([query, str(rank), columns[0][j], f"{d:.6f}", *(c[j] for c in columns[1:])])
+                j += 1
         return rows
 
 
 def find_neighbours(store, *, paths: Sequence[str] = (), encoder: str | os.PathLike | None = None,
-                    images: Sequence[str | os.PathLike] = (), k: int = 10, metric: str = "cosine") -> Neighbours:
+                    images: Sequence[str | os.PathLike] = (), k: int = 10, metric: str = "cosine",
+                    approximate: bool = False) -> Neighbours:
     """The ``k`` nearest stored cells of stored ``paths`` (each never its own neighbour) or of image files
-    ``images`` embedded with ``encoder`` (the encoder that built the store, checked by fingerprint)."""
+    ``images`` embedded with ``encoder`` (the encoder that built the store, checked by fingerprint);
+    ``approximate``: through the store's saved index (``hemoembed store index``)."""
     if bool(paths) == bool(images):
         raise InputError("give either --path STORED_PATH or --encoder ENC --image FILE (not both, not neither)")
     if paths:
@@ -41,24 +48,25 @@ def find_neighbours(store, *, paths: Sequence[str] = (), encoder: str | os.PathL
     else:
         queries, vectors = _image_queries(store, encoder, images)
         exclude = None
-    indices, distances = store.neighbours(vectors, k, metric=metric, exclude=exclude)
+    indices, distances = store.neighbours(vectors, k, metric=metric, exclude=exclude, approximate=approximate)
     return Neighbours(queries, indices, distances, metric)
 
 
 def _stored_queries(store, stored_paths: Sequence[str]):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     from ..store.store import normalise_key
 
-    index = {p: i for i, p in enumerate(store.paths)}
-    rows = []
-    for path in stored_paths:
-        key = normalise_key(path, "path")
-        if key not in index:
-            example = f", e.g. {store.paths[0]!r}" if len(store) else ", and the store is empty"
+    stored = store.table().column("path")  # looked up in Arrow: no Python dict of a million paths
+    found = pc.index_in(pa.array([normalise_key(p, "path") for p in stored_paths], pa.string()), value_set=stored)
+    for path, row in zip(stored_paths, found.to_pylist()):
+        if row is None:
+            example = f", e.g. {stored[0].as_py()!r}" if len(stored) else ", and the store is empty"
             raise InputError(f"{store.directory}: path {path!r} is not in the store "
                              f"(paths are relative to the image root{example})")
-        rows.append(index[key])
-    rows = np.asarray(rows, np.int64)
-    return list(stored_paths), store.embeddings()[rows], rows
+    rows = np.asarray(found.to_pylist(), np.int64)
+    return list(stored_paths), store.rows_embeddings(rows), rows
 
 
 def _image_queries(store, encoder: str | os.PathLike | None, images: Sequence[str | os.PathLike]):

@@ -66,6 +66,7 @@ class EmbeddingStore:
         self._parts: list[tuple[Path, int]] = []  # the parts read into the table, with their row counts
         self._kept: np.ndarray | None = None  # rows of the parts' concatenation kept (None: all)
         self._embeddings: np.ndarray | None = None
+        self._index = None  # the approximate neighbour index, once loaded
 
     # ----------------------------------------------------------------------------------- opening
     @classmethod
@@ -166,6 +167,7 @@ class EmbeddingStore:
         self._table = None
         self._parts, self._kept = [], None
         self._embeddings = None
+        self._index = None
 
     def table(self):
         """All current rows as a pyarrow Table, without the embedding column (:meth:`embeddings` reads it):
@@ -336,12 +338,15 @@ class EmbeddingStore:
         return self.neighbours(*args, **kwargs)
 
     def neighbours(self, vectors: np.ndarray, k: int = 10, metric: str = "cosine",
-                   exclude: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Exact k nearest stored rows of each vector: (indices (Q, k) int64, distances (Q, k) float32).
+                   exclude: Sequence[int] | None = None,
+                   approximate: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """k nearest stored rows of each vector: (indices (Q, k) int64, distances (Q, k) float32).
 
-        ``exclude`` gives, per query, one store row to leave out (the query itself), or -1.
+        Exact by default (streamed part by part unless the matrix is already read); ``approximate`` uses the
+        store's saved index (:mod:`hemoembed.store.index`, built by ``hemoembed store index``). ``exclude``
+        gives, per query, one store row to leave out (the query itself), or -1.
         """
-        from .neighbors import knn
+        from .neighbors import knn, knn_blocks
 
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim == 1:
@@ -349,7 +354,15 @@ class EmbeddingStore:
         if vectors.shape[-1] != self.dim:
             raise MismatchError(f"query vectors have dimension {vectors.shape[-1]}, "
                                 f"store {self.directory} has {self.dim}")
-        return knn(vectors, self.embeddings(), k, metric=metric, exclude=exclude)
+        if approximate:
+            from .index import NeighbourIndex
+
+            if self._index is None or self._index.info.metric != metric:
+                self._index = NeighbourIndex.load(self, metric)
+            return self._index.search(vectors, k, exclude=None if exclude is None else np.asarray(exclude))
+        if self._embeddings is not None:
+            return knn(vectors, self._embeddings, k, metric=metric, exclude=exclude)
+        return knn_blocks(vectors, self.iter_embeddings(), len(self), k, metric, exclude)
 
     def info(self) -> dict:
         """Counts, encoder, dimension, parts and metadata columns (for ``hemoembed store info``).
