@@ -35,7 +35,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from ..config import atomic_write_bytes, atomic_write_text, from_dict, to_dict
 from ..errors import InputError, MismatchError
-from ..store.store import as_embeddings
+from ..store.store import BLOCK_ROWS, as_embeddings, row_blocks
 
 MAP_ARRAYS = "map.npz"
 MAP_HEADER = "map.json"
@@ -133,23 +133,28 @@ class TsneMap:
 
     # ------------------------------------------------------------------------------ placing new points
     def project(self, vectors: np.ndarray) -> np.ndarray:
-        """New embedding vectors → the map's feature space (the same PCA)."""
-        vectors = as_embeddings(vectors, "query embeddings")
-        if vectors.shape[1] != self.input_dim:
+        """New embedding vectors → the map's feature space (the same PCA), block by block (a million float16
+        or float32 rows are never converted or centred whole)."""
+        vectors = np.asarray(vectors)
+        if vectors.ndim == 2 and vectors.shape[1] != self.input_dim:
             raise MismatchError(f"query embeddings have dimension {vectors.shape[1]}, the map was fitted on "
                                 f"{self.input_dim}")
-        return _project(vectors, self.pca_mean, self.pca_components)
+        blocks = [_project(block, self.pca_mean, self.pca_components) for _, block in row_blocks(vectors)]
+        return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
 
-    def transform(self, vectors: np.ndarray, n_iter: int = 250) -> np.ndarray:
+    def transform(self, vectors: np.ndarray, n_iter: int = 250, block_rows: int = BLOCK_ROWS) -> np.ndarray:
         """Place new points onto the fixed map (openTSNE ``transform``: each point optimised against the
-        reference only, perplexity 5, median initialisation over 25 neighbours, 250 iterations)."""
+        reference only, perplexity 5, median initialisation over 25 neighbours, 250 iterations). Points do
+        not interact, so they are placed ``block_rows`` at a time (bounded memory for a million points)."""
         features = self.project(vectors)
         reference = TSNEEmbedding(self.coords.copy(), _QueryAffinities(self.features, self.config),
                                   **self.config.gradient_options, random_state=self.config.seed,
                                   n_jobs=self.config.n_jobs)
-        placed = reference.transform(features, perplexity=min(5.0, (len(self.features) - 1) / 3),
-                                     k=min(25, len(self.features)), n_iter=n_iter)
-        return np.asarray(placed, dtype=np.float64)
+        placed = [reference.transform(features[start:start + block_rows],
+                                      perplexity=min(5.0, (len(self.features) - 1) / 3),
+                                      k=min(25, len(self.features)), n_iter=n_iter)
+                  for start in range(0, len(features), block_rows)]
+        return np.concatenate([np.asarray(p, dtype=np.float64) for p in placed])
 
     # ------------------------------------------------------------------------------ persistence
     def save(self, directory: str | os.PathLike) -> Path:

@@ -312,6 +312,10 @@ class EmbeddingStore:
         keep = [j for j, i in enumerate(rows_idx) if i >= 0]
         index = np.asarray([rows_idx[j] for j in keep], dtype=np.int64)
         labels = {c: [rows[j][header.index(c)] for j in keep] for c in wanted}
+        if len(index) == len(self) and np.array_equal(index, np.arange(len(self))):
+            return self.embeddings(), labels, [csv_keys[j] for j in keep]  # the CSV lists the store in order
+        if self._embeddings is None:  # only the joined rows are held, never the whole matrix as well
+            return self.rows_embeddings(index), labels, [csv_keys[j] for j in keep]
         return self.embeddings()[index], labels, [csv_keys[j] for j in keep]
 
     def labelled(self, labels: str | os.PathLike | None = None, column: str = "label", key: str = "path", *,
@@ -553,3 +557,16 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+BLOCK_ROWS = 65536  # rows converted, standardised or predicted at a time by row_blocks' users
+
+
+def row_blocks(X: np.ndarray, rows: int = BLOCK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
+    """``(first row, float32 block)`` of a matrix (e.g. a float16 store's), each block checked like
+    :func:`as_embeddings` (2-d, non-empty, finite): work on a million rows without a float32 copy of all."""
+    X = np.asarray(X)
+    if X.ndim != 2 or len(X) == 0:
+        as_embeddings(X)  # the one-line error
+    for start in range(0, len(X), rows):
+        yield start, as_embeddings(X[start:start + rows])

@@ -81,6 +81,10 @@ def test_transform_places_new_points_by_their_cluster(fitted, tmp_path):
     assert np.array_equal(loaded.coords, before)  # the reference map does not move
     with pytest.raises(MismatchError, match="dimension 8"):
         loaded.transform(queries[:, :8])
+    # points do not interact: placed in blocks of 4 (as a million are, in bounded memory), from float16 rows
+    np.testing.assert_allclose(loaded.transform(queries, block_rows=4), placed, atol=1e-9)
+    half = loaded.transform(queries.astype(np.float16))
+    assert (np.argmin(np.linalg.norm(half[:, None] - centroids[None], axis=-1), axis=1) == qy).all()
 
 
 def test_fft_gradient_gives_an_equally_separated_map_and_old_headers_default_to_barnes_hut(tmp_path):

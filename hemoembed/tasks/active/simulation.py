@@ -20,6 +20,9 @@ from .strategies import INIT_STRATEGIES, STRATEGIES, initial_indices, make_learn
 
 TIDY_COLUMNS: tuple[str, ...] = ("strategy", "repeat", "iteration", "n_labels", "metric", "class", "value")
 ALL_LABELS = "all-labels"  # pseudo-strategy: one fit on the whole pool, the curves' ceiling
+# Above this pool size the ceiling is fitted with the SGD linear SVM (fit-svm's default solver): the learner's
+# Gram matrix of the whole pool would need (1.2 n)^2 float64 values (38 GB at 50,000 cells).
+GRAM_CEILING_MAX = 16_000
 
 
 @dataclass
@@ -102,7 +105,8 @@ def n_iterations(n_pool: int, config: ActiveConfig) -> int:
 
 def simulate(X_pool: np.ndarray, y_pool: np.ndarray, X_test: np.ndarray, y_test: np.ndarray,
              config: ActiveConfig, progress: Callable[[int], None] | None = None) -> list[dict]:
-    """Every strategy × repeat, plus the all-labels ceiling; returns tidy rows (see :data:`TIDY_COLUMNS`)."""
+    """Every strategy × repeat, plus the all-labels ceiling (the SGD linear SVM above
+    :data:`GRAM_CEILING_MAX` pool cells); returns tidy rows (see :data:`TIDY_COLUMNS`)."""
     config.validate()
     y_pool, y_test = np.asarray(y_pool).astype(str), np.asarray(y_test).astype(str)
     missing = sorted(set(y_test) - set(y_pool))
@@ -111,7 +115,12 @@ def simulate(X_pool: np.ndarray, y_pool: np.ndarray, X_test: np.ndarray, y_test:
     mean, scale = pool_standardiser(X_pool)
     Xp, Xt = standardise(X_pool, mean, scale), standardise(X_test, mean, scale)
     classes = np.unique(np.concatenate([y_pool, y_test]))
-    ceiling = IncrementalLinearSVM(classes=classes, C=config.C).fit(Xp, y_pool)
+    if len(y_pool) <= GRAM_CEILING_MAX:
+        ceiling = IncrementalLinearSVM(classes=classes, C=config.C).fit(Xp, y_pool)
+    else:
+        from ..svm.estimator import EmbeddingSVM
+
+        ceiling = EmbeddingSVM("sgd", C=config.C, random_state=config.seed).fit(Xp, y_pool, "pool")
     rows = f1_rows(y_test, ceiling.predict(Xt), classes, strategy=ALL_LABELS, repeat=0, iteration=0,
                    n_labels=len(y_pool))
     for repeat in range(config.repeats):

@@ -30,6 +30,8 @@ class Labelled:
         """(embeddings, labels, keys) of the rows that have a value for ``column``."""
         values = np.asarray([str(v).strip() for v in self.columns[column]])
         keep = values != ""
+        if keep.all():  # no copy of the matrix when every row is labelled
+            return self.X, values, list(self.keys)
         return self.X[keep], values[keep], [k for k, ok in zip(self.keys, keep) if ok]
 
 
@@ -41,7 +43,8 @@ def load_labelled(store, labels: Sequence[str], key: str, columns: Sequence[str]
                         [str(v) for v in store.column(key)])
     parts = [store.join(path, key=key, columns=columns) for path in labels]
     names = list(parts[0][1])
-    return Labelled(np.concatenate([p[0] for p in parts]), {c: [v for p in parts for v in p[1][c]] for c in names},
+    X = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts])  # one CSV: no copy
+    return Labelled(X, {c: [v for p in parts for v in p[1][c]] for c in names},
                     [k for p in parts for k in p[2]])
 
 

@@ -25,7 +25,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from ...config import atomic_write_bytes, atomic_write_text
 from ...errors import InputError, MismatchError
-from ...store.store import as_embeddings
+from ...store.store import as_embeddings, row_blocks
 from ..common.labels import check_trainable
 
 Solver = Literal["sgd", "libsvm", "liblinear"]
@@ -80,21 +80,29 @@ class EmbeddingSVM(ClassifierMixin, BaseEstimator):
         return base
 
     def _fit_pipeline(self, X: np.ndarray, y: np.ndarray):
-        """Scaler + calibrated SVM: cross-validated sigmoids, or training-score sigmoids for tiny classes."""
+        """Scaler + calibrated SVM: cross-validated sigmoids, or training-score sigmoids for tiny classes.
+
+        The scaler is fitted and applied block by block, so the standardised float32 matrix is the one copy
+        of ``X`` made (float16 rows included; a million rows stay within a 24 GB machine).
+        """
         from sklearn.calibration import CalibratedClassifierCV
         from sklearn.frozen import FrozenEstimator
         from sklearn.model_selection import StratifiedKFold
         from sklearn.pipeline import Pipeline
         from sklearn.preprocessing import StandardScaler
 
+        scale = StandardScaler()
+        for _, block in row_blocks(X):
+            scale.partial_fit(block)
+        scaled = np.empty(X.shape, np.float32)
+        for start, block in row_blocks(X):
+            scaled[start:start + len(block)] = scale.transform(block)
         smallest = min(Counter(y.tolist()).values())
         if smallest >= CV_CALIBRATION_MIN:
             folds = StratifiedKFold(int(min(self.calibration_folds, smallest)), shuffle=True,
                                     random_state=self.random_state)
             calibrated = CalibratedClassifierCV(self._base(len(y)), method="sigmoid", cv=folds, ensemble=False)
-            return Pipeline([("scale", StandardScaler()), ("svm", calibrated)]).fit(X, y)
-        scale = StandardScaler().fit(X)
-        scaled = scale.transform(X)
+            return Pipeline([("scale", scale), ("svm", calibrated.fit(scaled, y))])
         every = np.arange(len(y))
         svm = FrozenEstimator(self._base(len(y)).fit(scaled, y))
         calibrated = CalibratedClassifierCV(svm, method="sigmoid", cv=[(every, every)]).fit(scaled, y)
@@ -106,7 +114,7 @@ class EmbeddingSVM(ClassifierMixin, BaseEstimator):
 
         from sklearn.exceptions import ConvergenceWarning
 
-        X = as_embeddings(X)
+        X = np.asarray(X)  # checked block by block: a float16 matrix is never converted whole
         y = np.asarray([str(v) for v in y])
         if len(y) != len(X):
             raise InputError(f"column {column!r}: {len(y)} labels for {len(X)} embeddings")
@@ -132,8 +140,13 @@ class EmbeddingSVM(ClassifierMixin, BaseEstimator):
         return X
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """Calibrated class probabilities (N, K), columns in the order of ``classes_``; rows sum to 1."""
-        proba = self.pipeline_.predict_proba(self._checked(X))
+        """Calibrated class probabilities (N, K), columns in the order of ``classes_``; rows sum to 1.
+
+        Computed in row blocks: memory beyond ``X`` stays small however many rows there are."""
+        X = np.asarray(X)
+        blocks = [self.pipeline_.predict_proba(self._checked(block)) for _, block in row_blocks(X)] \
+            if X.ndim == 2 and len(X) else [self.pipeline_.predict_proba(self._checked(X))]
+        proba = np.concatenate(blocks)
         return proba / proba.sum(axis=1, keepdims=True)
 
     def predict(self, X: np.ndarray) -> np.ndarray:

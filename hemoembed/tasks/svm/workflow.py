@@ -125,6 +125,8 @@ def run(config: FitSVMConfig, out_dir: str | os.PathLike,
     if not config.columns:
         raise InputError(f"{config.labels or config.store}: no label columns to fit")
     train, test = split_data(config, store, data)
+    del data
+    store.refresh()  # the split copied its rows: the store's matrix is not kept while the SVMs train
     save_config(config, out / "fit_svm_config.json")
     steps = len(config.columns) * (1 + len(config.C) * max(config.cv, 0) + len(config.support) * config.repeats)
     reports = {}

@@ -109,6 +109,32 @@ def test_tidy_csv_round_trip_and_init_strategies(tmp_path):
         simulate(X, y, X, y, ActiveConfig(strategies=("greedy",)))
 
 
+def test_a_large_pool_gets_its_ceiling_from_the_sgd_svm(monkeypatch):
+    """A pool past GRAM_CEILING_MAX cells would need its whole Gram matrix: the ceiling comes from the SGD
+    linear SVM, and is as good as libsvm's on the same pool."""
+    from hemoembed.tasks.active import simulation
+
+    X, y = structured_embeddings(700, dim=16, n_classes=3, seed=5)
+    config = ActiveConfig(strategies=("uncertainty",), batch=40, init=30, max_labels=70)
+    exact = simulate(X[:600], y[:600], X[600:], y[600:], config)
+    monkeypatch.setattr(simulation, "GRAM_CEILING_MAX", 500)
+    monkeypatch.setattr(IncrementalLinearSVM, "_grown_gram", _refuse_big_gram)
+    large = simulate(X[:600], y[:600], X[600:], y[600:], config)
+
+    def ceiling(rows):
+        return next(r["value"] for r in rows if r["strategy"] == ALL_LABELS and r["metric"] == "macro_f1")
+    assert ceiling(large) > ceiling(exact) - 0.03 and ceiling(large) > 0.8
+    assert [r for r in large if r["strategy"] != ALL_LABELS] == [r for r in exact if r["strategy"] != ALL_LABELS]
+
+
+_grown_gram = IncrementalLinearSVM._grown_gram
+
+
+def _refuse_big_gram(self, X):
+    assert len(X) <= 500, "the whole pool's Gram matrix was built"
+    return _grown_gram(self, X)
+
+
 @pytest.mark.slow
 def test_cli_simulation_and_session(cli, tmp_path):
     X, y = structured_embeddings(500, dim=32, n_classes=4, seed=6, hard_fraction=0.3)
