@@ -23,17 +23,17 @@ def make_strategy(name: str) -> Any:
 
     if name not in STRATEGIES:
         raise InputError(f"--strategy {name!r} is not one of {', '.join(STRATEGIES)}")
+    if name == "multiworker":  # before anything starts TensorFlow's runtime (listing devices does)
+        if "TF_CONFIG" not in os.environ:
+            raise InputError("--strategy multiworker needs the TF_CONFIG environment variable (cluster and task)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
         name = "mirrored" if len(gpus) > 1 else "one"
     if name == "one":
         return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
-    if name == "mirrored":
-        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(devices)
-    if "TF_CONFIG" not in os.environ:
-        raise InputError("--strategy multiworker needs the TF_CONFIG environment variable (cluster and task)")
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(devices)  # mirrored: every local GPU, or every logical CPU
 
 
 def is_chief() -> bool:

@@ -153,10 +153,10 @@ def pretrain(manifest: Manifest, out: str | Path, config: PretrainConfig, *, res
     out = Path(out)
     config = resolve_config(config)
     _check_resume(out, config, resume)
+    strategy = make_strategy(config.strategy)  # first: multi-worker collectives must be set up before any TF op
     usable, skipped = _usable_images(manifest, config.strict)
     train_idx, val_idx = _split(len(usable), config)
     with precision_policy(config.precision):
-        strategy = make_strategy(config.strategy)
         # the encoder is built (weights loaded) before anything is written: a failed start leaves no files
         trainer = _make_trainer(config, strategy, len(train_idx) // config.batch_size)
         if skipped:
