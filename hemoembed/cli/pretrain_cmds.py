@@ -74,8 +74,12 @@ def pretrain(manifest, out: Path, config_file: Path | None, resume: bool, overwr
     augment = {name: value for name, value in augment.items() if value is not None}
     if augment:
         config = dataclasses.replace(config, augment=dataclasses.replace(config.augment, **augment))
-    prepare_output_dir(out, overwrite, allow_resume=resume)
+    from ..model.distribute import is_chief
+
+    chief = is_chief()
+    if chief:  # other workers never create, clear or write the run folder (shared with the chief)
+        prepare_output_dir(out, overwrite, allow_resume=resume)
     result = run_pretrain(manifest, out, config, resume=resume, progress=progress, log=echo)
     if result.stopped_early:
         echo(f"stopped early after {len(result.history)} epochs (no validation-loss gain)")
-    echo(f"run written to {out}")
+    echo(f"run written to {out}" if chief else f"worker done; the chief wrote the run to {out}")
