@@ -1,7 +1,6 @@
 """Data commands: check, demo-data, colour-reference, normalize."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -21,21 +20,24 @@ from .common import (
 @main.command()
 @images_argument
 @click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Write rejected files and reasons to this CSV (written even when rejects exist).")
+              help="Write every finding (rejected files, duplicates) with its reason to this CSV.")
 @click.option("--min-size", type=int, default=16, show_default=True, help="Reject images with a side below this.")
+@click.option("--strict", is_flag=True, help="Treat warnings (duplicates, ignored non-image files) as errors.")
 @overwrite_option
-def check(manifest, out: Path | None, min_size: int, overwrite: bool) -> None:
-    """Check a dataset: classes, sizes, unreadable/truncated/duplicate/tiny files.
+def check(manifest, out: Path | None, min_size: int, strict: bool, overwrite: bool) -> None:
+    """Check a dataset: classes, sizes, unreadable/truncated/empty/tiny files, duplicates.
 
-    Exits 0 when every image is usable and 2 when anything is rejected.
+    Exits 2 when a file cannot be used. Byte-identical copies of another file are listed as a warning
+    (exit 0); --strict makes every finding an error.
 
     \b
     Example:
       hemoembed check ../shared/data/bccd --out rejects.csv
-      hemoembed check pbc_attr_v1_test.csv --image-root ../shared/data/pbc256
+      hemoembed check ../shared/data/wbcatt/pbc_attr_v1_test.csv --image-root ../shared/data/pbc256
     """
     from ..config import atomic_write_text, csv_text
     from ..data.check import check_manifest
+    from ..errors import InputError
 
     if out is not None:
         prepare_output_file(out, overwrite)
@@ -43,13 +45,17 @@ def check(manifest, out: Path | None, min_size: int, overwrite: bool) -> None:
         report = check_manifest(manifest, min_side=min_size, progress=advance)
     for line in report.summary_lines():
         echo(line)
+    warnings = report.warning_lines()
+    for line in warnings:
+        click.echo(f"warning: {line}", err=True)
     if out is not None:
         atomic_write_text(out, csv_text(report.rejects_csv_rows()))
-        echo(f"rejects written to {out}")
+        echo(f"findings written to {out}")
     if not report.clean:
-        click.echo(f"error: {len(report.rejects)} of {report.n_images} images rejected "
-                   f"(first: {next(iter(sorted(report.rejects.items())))})", err=True)
-        sys.exit(2)
+        raise InputError(report.error_line())
+    if strict and warnings:
+        raise InputError(f"--strict: {len(report.duplicates)} duplicate(s) and {len(report.ignored_files)} ignored "
+                         "non-image file(s) count as errors (see the warnings above).")
 
 
 @main.command("demo-data")

@@ -48,14 +48,45 @@ def test_check_reports_every_kind_of_reject_and_exits_2(cli, tmp_path, image_fac
     image_factory("ds/b/tiny.png", size=(8, 8))
     result = cli("check", ds, "--out", tmp_path / "rejects.csv")
     assert result.exit_code == 2, result
-    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+    error = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1 and error[0].startswith(
+        "error: 4 of 11 images cannot be used; the first is a/broken.png: not an image") and error[0].endswith(
+        ". Pass --out FILE.csv for the full list.")
+    assert "('" not in result.stderr and "')" not in result.stderr  # sentences, never a repr
     rows = {r["path"]: r["reason"] for r in csv.DictReader(open(tmp_path / "rejects.csv"))}
     assert rows["a/broken.png"].startswith("not an image")
     assert rows["a/empty.jpg"] == "empty file"
     assert rows["b/cut.jpg"].startswith("truncated image")
     assert rows["b/copy.png"].startswith("duplicate of a/0.png")
     assert rows["b/tiny.png"].startswith("tiny image (8x8")
-    assert len(rows) == 5 and "11 images, 6 usable, 5 rejected" in result.stdout
+    assert len(rows) == 5 and "11 images, 7 usable, 4 rejected" in result.stdout
+
+
+def test_check_lists_duplicates_as_a_warning_and_strict_refuses_them(cli, tmp_path, image_factory):
+    ds = _dataset(tmp_path, image_factory)
+    for i in range(4):
+        (ds / "b" / f"copy{i}.png").write_bytes((ds / "a" / "0.png").read_bytes())
+    result = cli("check", ds, "--out", tmp_path / "findings.csv")
+    assert result.exit_code == 0, result
+    assert "10 images, 10 usable, 0 rejected" in result.stdout
+    assert result.stderr.strip() == (
+        "warning: 4 file(s) are byte-identical copies of another file and count twice if kept: b/copy0.png is a "
+        "copy of a/0.png; b/copy1.png is a copy of a/0.png; b/copy2.png is a copy of a/0.png (and 1 more).")
+    rows = list(csv.DictReader(open(tmp_path / "findings.csv")))
+    assert [r["path"] for r in rows] == [f"b/copy{i}.png" for i in range(4)]
+    strict = cli("check", ds, "--strict")
+    assert strict.exit_code == 2 and "Traceback" not in strict.stderr
+    assert strict.stderr.splitlines()[-1] == ("error: --strict: 4 duplicate(s) and 0 ignored non-image file(s) "
+                                              "count as errors (see the warnings above).")
+    (ds / "notes.txt").write_text("not an image")
+    assert cli("check", ds).exit_code == 0
+    (ds / "b" / "copy0.png").unlink()
+    (ds / "b" / "copy1.png").unlink()
+    (ds / "b" / "copy2.png").unlink()
+    (ds / "b" / "copy3.png").unlink()
+    ignored = cli("check", ds, "--strict")
+    assert ignored.exit_code == 2 and "1 non-image file(s) were ignored, for example notes.txt." in ignored.stderr
 
 
 def test_check_manifest_with_missing_file(cli, tmp_path, image_factory):
@@ -144,3 +175,15 @@ def test_check_wbcatt_manifest_sample(cli, shared_data, tmp_path):
     result = cli("check", tmp_path / "sample.csv", "--image-root", shared_data / "pbc256")
     assert result.exit_code == 0, result
     assert "200 images, 200 usable" in result.stdout
+
+
+@pytest.mark.realdata
+def test_check_wbcatt_test_split_warns_of_pbc_duplicates_and_exits_0(cli, shared_data):
+    """PBC holds byte-identical files: the official WBCAtt test CSV is usable, with a warning naming them."""
+    result = cli("check", shared_data / "wbcatt" / "pbc_attr_v1_test.csv", "--image-root", shared_data / "pbc256")
+    assert result.exit_code == 0, result
+    assert "3099 images, 3099 usable, 0 rejected" in result.stdout
+    assert result.stderr.startswith("warning: 1 file(s) are byte-identical copies of another file")
+    assert "EO_941266.jpg is a copy of PBC_dataset_normal_DIB/eosinophil/EO_994040.jpg" in result.stderr
+    assert cli("check", shared_data / "wbcatt" / "pbc_attr_v1_test.csv", "--image-root", shared_data / "pbc256",
+               "--strict").exit_code == 2
