@@ -75,9 +75,8 @@ def demo_data(out: Path, n_per_class: int, sites: int, size: int, seed: int, ove
     from ..data.synthetic import CLASSES, make_synthetic_dataset
 
     total = n_per_class * sites * len(CLASSES)
-    with progress(total, "rendering") as advance:
-        manifest = make_synthetic_dataset(out, n_per_class=n_per_class, sites=sites, size=size, seed=seed,
-                                          overwrite=overwrite, progress=advance)
+    manifest = make_synthetic_dataset(out, n_per_class=n_per_class, sites=sites, size=size, seed=seed,
+                                      overwrite=overwrite, progress=progress)
     echo(f"{total} images in {out}, manifest {manifest}")
 
 

@@ -12,7 +12,6 @@ import csv
 import io
 import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -23,6 +22,7 @@ from scipy import ndimage
 
 from ..config import atomic_write_text
 from ..errors import InputError
+from ..progress import ProgressFactory, stage
 
 CLASSES: tuple[str, ...] = ("neutrophil", "eosinophil", "basophil", "lymphocyte", "monocyte")
 
@@ -343,14 +343,15 @@ def make_synthetic_dataset(
     size: int = 96,
     seed: int = 0,
     overwrite: bool = False,
-    progress: Callable[[int], None] | None = None,
+    progress: ProgressFactory | None = None,
 ) -> Path:
     """Write ``out_dir/<class>/site<k>_<index>.png`` and ``out_dir/manifest.csv``; return the manifest.
 
     The manifest has columns ``path,label,site`` (path relative to ``out_dir``). Every image has its
     own random stream derived from (seed, site, class, index), so output is byte-identical on rerun.
     A non-empty ``out_dir`` is refused unless ``overwrite``; then images this function wrote
-    earlier (``<class>/site*_*.png``) are replaced so the folders match the new manifest.
+    earlier (``<class>/site*_*.png``) are replaced so the folders match the new manifest. ``progress`` is a
+    progress factory (:mod:`hemoembed.progress`), advanced once per image.
     """
     _check_range("n_per_class", n_per_class, 1, 10**7)
     _check_range("sites", sites, 1, 8)
@@ -367,18 +368,17 @@ def make_synthetic_dataset(
                 old.unlink()
     styles = [site_style(s, seed) for s in range(sites)]
     width = max(4, len(str(n_per_class - 1)))
-    rows, written = [], 0
-    for c, cls in enumerate(CLASSES):
-        (out / cls).mkdir(parents=True, exist_ok=True)
-        for s, style in enumerate(styles):
-            for i in range(n_per_class):
-                rng = np.random.default_rng([int(seed), s, c, i])
-                rel = f"{cls}/site{s}_{i:0{width}d}.png"
-                _write_png(out / rel, render_cell(rng, cls, style, size))
-                rows.append((rel, cls, f"site{s}"))
-                written += 1
-                if progress is not None:
-                    progress(written)
+    rows = []
+    with stage(progress, sites * n_per_class * len(CLASSES), "rendering") as advance:
+        for c, cls in enumerate(CLASSES):
+            (out / cls).mkdir(parents=True, exist_ok=True)
+            for s, style in enumerate(styles):
+                for i in range(n_per_class):
+                    rng = np.random.default_rng([int(seed), s, c, i])
+                    rel = f"{cls}/site{s}_{i:0{width}d}.png"
+                    _write_png(out / rel, render_cell(rng, cls, style, size))
+                    rows.append((rel, cls, f"site{s}"))
+                    advance(1)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(("path", "label", "site"))

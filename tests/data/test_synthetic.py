@@ -1,6 +1,7 @@
 """Synthetic leukocytes: layout, determinism, class separability, site shift and Reinhard recovery."""
 from __future__ import annotations
 
+import contextlib
 import csv
 from collections import Counter
 from pathlib import Path
@@ -200,7 +201,15 @@ def test_bad_arguments_raise_input_error(tmp_path, kwargs, shown):
     assert not (tmp_path / "out").exists()
 
 
-def test_progress_counts_every_image(tmp_path):
-    seen: list[int] = []
-    make_synthetic_dataset(tmp_path / "p", n_per_class=2, sites=2, size=32, progress=seen.append)
-    assert seen == list(range(1, 2 * 2 * len(CLASSES) + 1))
+def test_progress_advances_once_per_image_up_to_its_length(tmp_path):
+    """The progress protocol: one stage whose advances add up to its length (a bar never overshoots)."""
+    stages: list[tuple[int, str, list[int]]] = []
+
+    @contextlib.contextmanager
+    def progress(length, label):
+        stages.append((length, label, []))
+        yield stages[-1][2].append
+
+    make_synthetic_dataset(tmp_path / "p", n_per_class=2, sites=2, size=32, progress=progress)
+    [(length, label, steps)] = stages
+    assert (length, label) == (2 * 2 * len(CLASSES), "rendering") and steps == [1] * length
