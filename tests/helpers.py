@@ -43,3 +43,49 @@ def make_sites(root: Path, n_per_class: int = 8, size: int = 48) -> dict[str, Pa
     save_encoder(build_encoder(PreprocessingRecord(SIZE, 0.875, "grayworld"), "none"), run / "encoder.keras")
     out["run"] = run
     return out
+
+
+def power_law_rows(curves: dict[str, dict[str, tuple]], full: dict[str, float],
+                   n: np.ndarray = np.arange(90, 9000, 180, dtype=float)) -> list[dict]:
+    """Tidy active-learning rows: per strategy and class (``macro`` for macro-F1) a curve ``(pmax, k, r)``
+    sampled at ``n`` labels, plus the all-labels score of every class in ``full``."""
+    from hemoembed.tasks.active import ALL_LABELS
+    from hemoembed.tasks.active.power_law import MACRO, power_law
+
+    rows = []
+    for strategy, per_class in curves.items():
+        for cls, (pmax, k, r) in per_class.items():
+            metric, name = ("macro_f1", "") if cls == MACRO else ("f1", cls)
+            for i, (labels, value) in enumerate(zip(n, power_law(n, pmax, k, 0.0, r))):
+                rows.append({"strategy": strategy, "repeat": 0, "iteration": i, "n_labels": int(labels),
+                             "metric": metric, "class": name, "value": float(value)})
+    for cls, value in full.items():
+        metric, name = ("macro_f1", "") if cls == MACRO else ("f1", cls)
+        rows.append({"strategy": ALL_LABELS, "repeat": 0, "iteration": 0, "n_labels": int(n[-1]),
+                     "metric": metric, "class": name, "value": value})
+    return rows
+
+
+def assert_readable_png(path: Path, *, max_side: int = 2700, min_side: int = 300, max_aspect: float = 3.2) -> tuple:
+    """A figure a person can read on a screen: neither side over ``max_side`` px or under ``min_side`` px, no
+    strip wider (or taller) than ``max_aspect`` : 1, and not blank. Returns ``(width, height)``."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        width, height = image.size
+        pixels = np.asarray(image.convert("L"))
+    assert min_side <= min(width, height) and max(width, height) <= max_side, f"{path}: {width}x{height} px"
+    assert max(width, height) / min(width, height) <= max_aspect, f"{path}: {width}x{height} px is a strip"
+    assert pixels.std() > 5, f"{path}: blank"
+    return width, height
+
+
+def run_script(name: str, *args, check: bool = True):
+    """Run ``scripts/<name>`` as a user would, with this checkout's package first on the path."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, str(REPO / "scripts" / name), *map(str, args)], capture_output=True,
+                          text=True, check=check, env=env)

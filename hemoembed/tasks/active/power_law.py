@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from ..common.metrics import neg_log_error
 from .simulation import ALL_LABELS
 
 MACRO = "macro"
 TOLERANCE = 0.005  # 0.5 F1 points
+R_MAX = 5.0  # upper bound of the fitted rate: a curve already flat after its first points sits here
 FIT_COLUMNS = ("strategy", "class", "pmax", "k", "n0", "r", "rmse", "flat", "n_points", "final_f1",
                "full_label_f1", "labels_needed")
 
@@ -60,7 +60,7 @@ def fit_power_law(n: Sequence[float], p: Sequence[float], *, flat_range: float =
     n_min, n_max = float(n[0]), float(n[-1])
     upper_p = max(1.0, float(p.max()) + 1e-6)
     lower = [float(p.min()), 0.0, -10.0 * n_max, 1e-3]
-    upper = [upper_p, np.inf, n_min - 1e-3 * max(1.0, n_min), 5.0]
+    upper = [upper_p, np.inf, n_min - 1e-3 * max(1.0, n_min), R_MAX]
 
     def residuals(theta: np.ndarray) -> np.ndarray:
         return power_law(n, *theta) - p
@@ -129,31 +129,47 @@ def fit_curves(rows: Sequence[dict[str, Any]], tolerance: float = TOLERANCE) -> 
     return out
 
 
+def at_bound(r: float) -> bool:
+    """A fitted rate at (within 2 % of) the fit's upper bound :data:`R_MAX`: the curve rose before the first
+    sampled label count, so the data do not tell how fast (not identifiable)."""
+    return bool(np.isfinite(r) and r >= 0.98 * R_MAX)
+
+
 def compare_rates(fits: Sequence[dict[str, Any]], better: str = "uncertainty",
                   baseline: str = "random") -> dict[str, Any]:
     """One-sided Wilcoxon signed-rank test that ``better`` learns faster (larger r) than ``baseline``
-    across classes (macro excluded; classes with a flat curve under either strategy are dropped)."""
+    across classes (macro excluded; classes with a flat curve under either strategy are dropped). When
+    every rate sits at the bound :data:`R_MAX` the rates are not identifiable and no test is made."""
     from scipy.stats import wilcoxon
 
     rate = {(f["strategy"], f["class"]): f["r"] for f in fits if f["class"] != MACRO and not f["flat"]}
     classes = sorted(c for s, c in rate if s == better and (baseline, c) in rate)
     a = np.array([rate[(better, c)] for c in classes])
     b = np.array([rate[(baseline, c)] for c in classes])
+    bound = sum(at_bound(r) for r in [*a, *b])
     result: dict[str, Any] = {"better": better, "baseline": baseline, "classes": classes,
-                              "r_better": a.tolist(), "r_baseline": b.tolist(), "statistic": None, "p_value": None}
+                              "r_better": a.tolist(), "r_baseline": b.tolist(), "n_at_bound": bound,
+                              "statistic": None, "p_value": None}
+    if classes and bound == 2 * len(classes):
+        result["note"] = (f"every fitted rate sits at the fit's upper bound r = {R_MAX:g}: the curves rise before "
+                          "the first sampled label count, so the rates are not identifiable; sample smaller "
+                          "--init/--batch to compare strategies")
+        return result
     if len(classes) < 2 or np.all(a == b):
         result["note"] = f"{len(classes)} class(es) with a fitted rate under both strategies: no test"
         return result
     test = wilcoxon(a, b, alternative="greater")
     result.update(statistic=float(test.statistic), p_value=float(test.pvalue),
                   median_rate_ratio=float(np.median(a / np.maximum(b, 1e-12))))
+    if bound:
+        result["note"] = f"{bound} of {2 * len(classes)} rates sit at the fit's upper bound r = {R_MAX:g}"
     return result
 
 
 def analyse(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike | None = None,
             tolerance: float = TOLERANCE) -> dict[str, Any]:
-    """Fits, labels needed and the rate test; with ``out_dir`` writes ``curve_fits.csv``,
-    ``analysis.json`` and ``learning_curves.png``."""
+    """Fits, labels needed and the rate test; with ``out_dir`` writes ``curve_fits.csv``, ``analysis.json``
+    and the figures drawn from exactly these fits (``fig_curves.png``, ``fig_rates.png``)."""
     fits = fit_curves(rows, tolerance)
     strategies = sorted({f["strategy"] for f in fits})
     summary: dict[str, Any] = {
@@ -169,41 +185,12 @@ def analyse(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike | None = 
     if out_dir is not None:
         from ...config import atomic_write_text, csv_text
         from ..common.reports import write_json
+        from .figures import draw_study
 
         out = Path(out_dir)
         table = [list(FIT_COLUMNS)] + [["" if f[c] is None else f[c] for c in FIT_COLUMNS] for f in fits]
         atomic_write_text(out / "curve_fits.csv", csv_text(table))
         write_json(out / "analysis.json", summary)
-        plot_curves(rows, fits, out / "learning_curves.png")
+        draw_study(rows, fits, summary, out)
     return {"fits": fits, **summary}
 
-
-
-def plot_curves(rows: Sequence[dict[str, Any]], fits: Sequence[dict[str, Any]], path: Path,
-                classes: Sequence[str] = (MACRO,)) -> Path:
-    """Mean curves and power-law fits on the paper's axis −log(1 − F1), one panel per class."""
-    from ...plotting import pyplot, save_figure
-
-    plt = pyplot()
-    curves = mean_curves(rows)
-    fig, axes = plt.subplots(1, len(classes), figsize=(5.5 * len(classes), 4), squeeze=False)
-    by_key = {(f["strategy"], f["class"]): f for f in fits}
-    for ax, cls in zip(axes[0], classes):
-        for (strategy, c), (n, p) in sorted(curves.items()):
-            if c != cls or strategy == ALL_LABELS:
-                continue
-            line = ax.plot(n, neg_log_error(p), ".", ms=3, label=strategy)[0]
-            fit = by_key.get((strategy, c))
-            if fit is not None and not fit["flat"]:
-                grid = np.linspace(n.min(), n.max(), 200)
-                model = power_law(grid, fit["pmax"], fit["k"], fit["n0"], fit["r"])
-                ax.plot(grid, neg_log_error(model), "-", color=line.get_color(), lw=1)
-        full = curves.get((ALL_LABELS, cls))
-        if full is not None:
-            ax.axhline(float(neg_log_error(full[1][-1])), color="k", ls="--", lw=1, label="all labels")
-        ax.set_xlabel("labelled images")
-        ax.set_ylabel("−log(1 − F1)")
-        ax.set_title("macro-F1" if cls == MACRO else cls)
-        ax.legend(fontsize=8)
-    save_figure(fig, path)
-    return path

@@ -13,8 +13,8 @@ from .simulation import ActiveConfig, n_iterations, simulate, tidy_csv_text
 def run(config: ActiveConfig, out: str | os.PathLike, *, progress: ProgressFactory | None = None) -> dict[str, Any]:
     """The simulation study described by ``config`` (``config.source``: store, labels, column, test and,
     when not ``path``, the join key) into ``out``: ``active_config.json``, ``results.csv``,
-    ``curve_fits.csv``, ``analysis.json``, ``learning_curves.png``. Returns the analysis summary plus the
-    pool and test sizes."""
+    ``curve_fits.csv``, ``analysis.json``, ``fig_curves.png``, ``fig_rates.png``. Returns the analysis summary
+    plus the pool and test sizes."""
     from ...config import atomic_write_text, save_config
     from ...store.store import EmbeddingStore
     from ..common.labels import check_trainable

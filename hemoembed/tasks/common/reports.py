@@ -11,7 +11,7 @@ import numpy as np
 
 from ...config import atomic_write_text, csv_text
 from ...plotting import pyplot, save_figure
-from .metrics import encode_labels
+from .metrics import encode_labels, neg_log_error
 
 
 def per_class_rows(report: Mapping[str, Any]) -> list[list[Any]]:
@@ -121,3 +121,26 @@ def write_summary(summary: Mapping[str, Any], out_dir: str | os.PathLike) -> Non
     rows: list[list[Any]] = [keys]
     rows += [[row[k] if isinstance(row[k], (str, int)) else _r(row[k]) for k in keys] for row in summary["columns"]]
     atomic_write_text(out / "summary.csv", csv_text(rows))
+
+
+# Candidate tick labels of the F1 axis, dense enough that any span of the data gets a few.
+_F1_TICKS = np.unique(np.round(np.concatenate([np.arange(0.0, 0.9, 0.05), np.arange(0.9, 0.99, 0.01),
+                                               [0.99, 0.995, 0.998, 0.999]]), 3))
+
+
+def f1_axis(ax, f1: Sequence[float] | np.ndarray, label: str = "macro-F1", max_ticks: int = 7) -> None:
+    """Put F1 values on the paper's axis −log(1 − F1) (plot ``neg_log_error(f1)``): the y range spans the
+    data (not 0–0.999) and the ticks are labelled in F1, at most ``max_ticks`` of them."""
+    values = neg_log_error(np.asarray([v for v in np.ravel(f1) if np.isfinite(v)] or [0.0, 0.9]))
+    low, high = float(values.min()), float(values.max())
+    pad = max(0.06 * (high - low), 0.05)
+    low, high = max(low - pad, 0.0), high + pad
+    ticks = [t for t in _F1_TICKS if low <= neg_log_error(t) <= high]
+    spacing, kept = (high - low) / max_ticks, []
+    for t in ticks:  # thin out ticks that would sit closer than a max_ticks-th of the axis
+        if not kept or neg_log_error(t) - neg_log_error(kept[-1]) >= spacing:
+            kept.append(t)
+    ax.set_ylim(low, high)
+    ax.set_yticks(neg_log_error(np.asarray(kept)), [f"{t:g}" for t in kept])
+    ax.set_ylabel(f"{label} (axis −log(1−F1))")
+    ax.grid(axis="y", alpha=0.3)

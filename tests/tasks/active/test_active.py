@@ -160,7 +160,7 @@ def test_cli_simulation_and_session(cli, tmp_path):
     assert json.loads((out / "active_config.json").read_text())["batch"] == 40
     analysis = json.loads((out / "analysis.json").read_text())
     assert set(analysis["labels_needed"]) == {"uncertainty", "random"}
-    assert (out / "learning_curves.png").is_file() and (out / "curve_fits.csv").is_file()
+    assert all((out / name).is_file() for name in ("fig_curves.png", "fig_rates.png", "curve_fits.csv"))
 
     # further calls in-process (same click group, same exit codes; saves a TensorFlow import per call)
     from click.testing import CliRunner

@@ -5,8 +5,8 @@ import json
 
 import numpy as np
 import pytest
+from helpers import power_law_rows
 
-from hemoembed.tasks.active import ALL_LABELS
 from hemoembed.tasks.active.power_law import MACRO, analyse, compare_rates, fit_power_law, labels_to_reach, power_law
 
 N = np.arange(90, 9000, 180, dtype=float)
@@ -42,27 +42,11 @@ def test_labels_to_reach_requires_staying_within_tolerance():
     assert labels_to_reach(n, [0.97, 0.97, 0.97, 0.97, 0.97], target=0.96) == 90
 
 
-def _tidy(curves: dict[str, dict[str, tuple]], full: dict[str, float]) -> list[dict]:
-    rows = []
-    for strategy, per_class in curves.items():
-        for cls, (pmax, k, r) in per_class.items():
-            values = power_law(N, pmax, k, 0.0, r)
-            for i, (n, v) in enumerate(zip(N, values)):
-                metric, name = ("macro_f1", "") if cls == MACRO else ("f1", cls)
-                rows.append({"strategy": strategy, "repeat": 0, "iteration": i, "n_labels": int(n),
-                             "metric": metric, "class": name, "value": float(v)})
-    for cls, value in full.items():
-        metric, name = ("macro_f1", "") if cls == MACRO else ("f1", cls)
-        rows.append({"strategy": ALL_LABELS, "repeat": 0, "iteration": 0, "n_labels": int(N[-1]),
-                     "metric": metric, "class": name, "value": value})
-    return rows
-
-
 def test_analysis_compares_rates_and_labels_needed(tmp_path):
     classes = [f"c{i}" for i in range(6)]
     fast = {c: (0.97, 2.0, 1.0 + 0.1 * i) for i, c in enumerate(classes)} | {MACRO: (0.97, 2.0, 1.2)}
     slow = {c: (0.97, 2.0, 0.7 + 0.03 * i) for i, c in enumerate(classes)} | {MACRO: (0.97, 2.0, 0.75)}
-    rows = _tidy({"uncertainty": fast, "random": slow}, {c: 0.97 for c in [*classes, MACRO]})
+    rows = power_law_rows({"uncertainty": fast, "random": slow}, {c: 0.97 for c in [*classes, MACRO]})
     result = analyse(rows, tmp_path)
     test = result["rate_test_uncertainty_vs_random"]
     assert test["classes"] == classes
@@ -75,4 +59,4 @@ def test_analysis_compares_rates_and_labels_needed(tmp_path):
     saved = json.loads((tmp_path / "analysis.json").read_text())
     assert saved["labels_needed"] == needed
     assert (tmp_path / "curve_fits.csv").read_text().splitlines()[0].startswith("strategy,class,pmax")
-    assert (tmp_path / "learning_curves.png").stat().st_size > 5000
+    assert (tmp_path / "fig_curves.png").stat().st_size > 5000 and not (tmp_path / "learning_curves.png").exists()
