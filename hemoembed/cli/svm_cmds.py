@@ -21,8 +21,9 @@ from .common import (
 @main.command("fit-svm")
 @click.argument("store", type=click.Path(path_type=Path))
 @click.option("--labels", "labels", multiple=True, type=click.Path(path_type=Path),
-              help="Labels CSV joined on --key (repeat to concatenate, e.g. train + val). "
-                   "Default: the store's own metadata columns (e.g. folder labels).")
+              help="Labels CSV joined on --key, or a class-per-folder image tree (repeat to concatenate, e.g. "
+                   "train + val). Without it only the store's metadata columns (e.g. site) are used: labels are "
+                   "never stored.")
 @click.option("--columns", default="all", show_default=True,
               help="Comma-separated label columns, or 'all' (every column but the key and identifiers).")
 @click.option("--key", default="path", show_default=True, help="Join column shared by the CSV and the store.")
@@ -39,7 +40,7 @@ from .common import (
               help="Stratified CV folds on the training rows (0: none).")
 @click.option("--support", default="", help="Learning curve: labelled images per class, e.g. 2,5,10,20,50,100,all.")
 @click.option("--repeats", type=int, default=3, show_default=True, help="Seeds per support size.")
-@click.option("--bootstrap", type=int, default=1000, show_default=True, help="Bootstrap resamples for 95%% intervals.")
+@click.option("--bootstrap", type=int, default=1000, show_default=True, help="Bootstrap resamples for 95% intervals.")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Output folder (one sub-folder per column).")
 @seed_option
@@ -57,8 +58,9 @@ def fit_svm(store: Path, labels: tuple[Path, ...], columns: str, key: str, test_
       hemoembed fit-svm stores/pbc --labels ../shared/data/wbcatt/pbc_attr_v1_train.csv \\
         --labels ../shared/data/wbcatt/pbc_attr_v1_val.csv --test ../shared/data/wbcatt/pbc_attr_v1_test.csv \\
         --columns all --support 2,5,10,20,50,100,all --out svm_wbcatt
-    Example (folder labels stored in the store, 10% stratified test split):
-      hemoembed fit-svm stores/demo --columns label --test-fraction 0.1 --out svm_demo
+    Example (labels from the class folders the store was embedded from, 10% stratified test split):
+      hemoembed fit-svm stores/pbc64 --labels ../shared/data/pbc256 --columns label --test-fraction 0.1 \
+        --out svm_pbc8
     """
     from ..errors import InputError
     from ..tasks.svm import FitSVMConfig, parse_sizes, run

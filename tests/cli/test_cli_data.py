@@ -31,6 +31,22 @@ def test_version_and_every_command_has_an_example(cli):
             assert "Example" in (sub.help or ""), f"`hemoembed {full} --help` has no example"
 
 
+def test_every_help_text_reads_as_printed():
+    """No escaped percent signs ("95%%") and no example that cannot work (labels are never in a store)."""
+    from click.testing import CliRunner
+
+    from hemoembed.cli import main
+
+    names = [[n] for n, c in main.commands.items() if not hasattr(c, "commands")]
+    names += [[n, sub] for n, c in main.commands.items() if hasattr(c, "commands") for sub in c.commands]
+    for name in names:
+        text = CliRunner().invoke(main, [*name, "--help"], terminal_width=100).output
+        assert "%%" not in text, f"hemoembed {' '.join(name)} --help"
+        for line in text.splitlines():
+            if line.strip().startswith("hemoembed fit-svm") and "--columns label" in line:
+                assert "--labels" in line, line
+
+
 def test_check_clean_dataset_exits_0(cli, tmp_path, image_factory):
     result = cli("check", _dataset(tmp_path, image_factory), "--out", tmp_path / "rejects.csv")
     assert result.exit_code == 0, result

@@ -39,6 +39,11 @@ def load_labelled(store, labels: Sequence[str], key: str, columns: Sequence[str]
     """Join label CSVs or class folders with the store (several are concatenated), or use its metadata."""
     if not labels:
         wanted = list(store.metadata_columns) if columns is None else list(columns)
+        absent = [c for c in wanted if c not in store.metadata_columns and c != key]
+        if absent:
+            raise InputError(f"{store.directory}: no column {absent[0]!r} in the store (it holds "
+                             f"{', '.join(store.metadata_columns) or 'no metadata'}); labels are never stored: "
+                             "pass --labels with a CSV or the class-per-folder image tree")
         return Labelled(store.embeddings(), {c: [str(v) for v in store.column(c)] for c in wanted},
                         [str(v) for v in store.column(key)])
     parts = [store.join(path, key=key, columns=columns) for path in labels]

@@ -240,6 +240,9 @@ def test_fit_svm_clear_errors(cli, tiny_store):
     assert res.exit_code == 2 and "40 path value(s) are also in the training labels" in res.output, res.output
     res = run("--labels", tiny_store / "labels.csv", "--columns", "colour", "--out", tiny_store / "bad_col")
     assert res.exit_code == 2 and "no column(s) colour" in res.output, res.output
+    res = run("--columns", "label", "--out", tiny_store / "no_labels")  # labels are never stored in a store
+    assert res.exit_code == 2 and "no column 'label' in the store" in res.output, res.output
+    assert "pass --labels with a CSV or the class-per-folder image tree" in res.output
     (tiny_store / "full").mkdir()
     (tiny_store / "full" / "keep.txt").write_text("precious")
     res = run("--labels", tiny_store / "labels.csv", "--out", tiny_store / "full")
