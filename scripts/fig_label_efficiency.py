@@ -15,9 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from hemoembed.plotting import pyplot, save_figure
-from hemoembed.tasks.common import neg_log_error
-
-TICKS = np.array([0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.98, 0.99, 0.995])
+from hemoembed.tasks.common import f1_axis, neg_log_error
 
 
 def read_curves(run_dirs: list[Path]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -45,17 +43,17 @@ def main() -> None:
 
     curves = read_curves(args.runs)
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = plt.subplots(figsize=(7, 4.4))
     for name, (fraction, f1) in curves.items():
         order = np.argsort(fraction)
-        ax.plot(100 * fraction[order], neg_log_error(f1[order]), "o-", ms=3, label=name)
+        ax.plot(100 * fraction[order], neg_log_error(f1[order]), "o-", ms=4, label=name)
+    f1_axis(ax, np.concatenate([f1 for _, f1 in curves.values()]))
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(ScalarFormatter())
-    ax.set_yticks(neg_log_error(TICKS), [f"{t:g}" for t in TICKS])
     ax.set_xlabel("labelled training images (% of all)")
-    ax.set_ylabel("macro-F1 (axis −log(1−F1))")
-    ax.set_title("Label efficiency of the linear SVM on the embedding", fontsize=10)
-    ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left", frameon=False)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title("Label efficiency of the linear SVM on the embedding", fontsize=11)
+    ax.legend(title="label column", fontsize=9, bbox_to_anchor=(1.02, 1), loc="upper left", frameon=False)
     save_figure(fig, args.out)
     print(args.out)
 

@@ -38,12 +38,35 @@ class GradcamRun:
 
 
 
+# What each target's score means, in words (the figure says it under its title).
+SCORE_WORDS = {
+    "margin": "score = d(anchor, negative) − d(anchor, positive): how much nearer the positive is than the negative",
+    "similarity": "score = cosine similarity of the two embeddings: what makes the two cells alike",
+    "distance": "score = L2 distance between the two embeddings: what makes the two cells differ",
+    "decision": "score = the SVM's decision value for class {cls} (positive: the SVM says {cls})",
+}
+
+
+@dataclass
+class Explained:
+    """One explanation: its images (paths, roles), the maps, the images in their raw colours (the network's
+    crop and size, no colour normalisation) and, for a class, the SVM's predicted class per image."""
+
+    paths: list[str]
+    roles: list[str]
+    result: object  # gradcam.CamResult
+    raw: object  # (n, S, S, 3) uint8
+    predicted: list[str]
+
+
 def run_gradcam(config: GradcamRun, out: str | os.PathLike, *, column: str | None = None,
                 pair_target: str = "similarity",
                 progress: ProgressFactory | None = None) -> tuple[int, str, Path]:
-    """Explain every image of ``config``; writes per image its input, overlay and raw map, ``results.csv``,
-    ``panel.png`` and ``gradcam_run.json``. Returns (maps written, target, panel path)."""
+    """Explain every image of ``config``; writes per image its input (raw colours), overlay and raw map,
+    ``results.csv``, ``panel.png`` and ``gradcam_run.json``. Returns (maps written, target, panel path)."""
     import dataclasses
+
+    import numpy as np
 
     from ..config import save_config
     from ..data.preprocess import load_inputs
@@ -54,14 +77,23 @@ def run_gradcam(config: GradcamRun, out: str | os.PathLike, *, column: str | Non
     config.check()
     images, against = config.images, config.against
     model, record = load_encoder(config.encoder)
+    raw_record = dataclasses.replace(record, colour="none")
+
+    def raw(paths):
+        return np.clip(np.round(load_inputs(paths, raw_record)), 0, 255).astype(np.uint8)
+
     out = Path(out)
     results = []
     with stage(progress, len(images), "GradCAM++") as advance:
         if config.model:
             decision = gc.LinearDecision.from_svm(column_folder(config.model, column), fingerprint(model))
             for image in images:
-                result = gc.explain_class(model, load_inputs([image], record), decision, config.class_name)
-                results.append(([image], [f"class {config.class_name}"], result))
+                inputs = load_inputs([image], record)
+                result = gc.explain_class(model, inputs, decision, config.class_name)
+                embedding = model(inputs, training=False).numpy()
+                values = [decision.numpy_value(embedding, c)[0] for c in decision.classes]
+                results.append(Explained([image], ["image"], result, raw([image]),
+                                         [decision.classes[int(np.argmax(values))]]))
                 advance(1)
         else:
             others = load_inputs(against, record)
@@ -70,15 +102,19 @@ def run_gradcam(config: GradcamRun, out: str | os.PathLike, *, column: str | Non
                 anchor = load_inputs([image], record)[0]
                 result = (gc.explain_triplet(model, anchor, *others) if len(against) == 2
                           else gc.explain_pair(model, anchor, others[0], pair_target))
-                results.append(([image, *against], roles, result))
+                results.append(Explained([image, *against], roles, result, raw([image, *against]),
+                                         [""] * (1 + len(against))))
                 advance(1)
     panel = write_cams(results, out)
-    save_config(dataclasses.replace(config, target=results[0][2].target), out / "gradcam_run.json")
-    return sum(len(r[0]) for r in results), results[0][2].target, panel
+    save_config(dataclasses.replace(config, target=results[0].result.target), out / "gradcam_run.json")
+    return sum(len(r.paths) for r in results), results[0].result.target, panel
 
 
-def write_cams(results, out: Path) -> Path:
-    """Per image: input PNG, overlay PNG, raw map .npy; plus results.csv and panel.png."""
+CSV_COLUMNS = ("explanation", "role", "image", "target", "score", "predicted", "input", "overlay", "map")
+
+
+def write_cams(results: list[Explained], out: Path) -> Path:
+    """Per image: input PNG (raw colours), overlay PNG, raw map .npy; plus results.csv and panel.png."""
     import io
 
     import numpy as np
@@ -86,26 +122,75 @@ def write_cams(results, out: Path) -> Path:
     from ..config import atomic_write_bytes, atomic_write_text, csv_text
     from ..data.imageio import save_png
     from .gradcam import overlay
-    from .plots import image_grid, save_figure
 
-    rows = [["explanation", "role", "image", "target", "score", "input", "overlay", "map"]]
-    grid, titles = [], []
-    for e, (paths, roles, result) in enumerate(results):
-        cams = result.upsampled()
-        grid_row, title_row = [], []
-        for i, (path, role) in enumerate(zip(paths, roles)):
+    rows = [list(CSV_COLUMNS)]
+    for e, item in enumerate(results):
+        cams = item.result.upsampled()
+        for i, (path, role) in enumerate(zip(item.paths, item.roles)):
             stem = f"{e:03d}_{i}_{safe_name(role)}_{safe_name(Path(path).stem)}"
-            blended = overlay(result.images[i], cams[i])
-            save_png(result.images[i], out / f"{stem}_input.png")
-            save_png(blended, out / f"{stem}_gradcam.png")
+            save_png(item.raw[i], out / f"{stem}_input.png")
+            save_png(overlay(item.raw[i], cams[i]), out / f"{stem}_gradcam.png")
             buffer = io.BytesIO()
-            np.save(buffer, result.maps[i].astype(np.float32), allow_pickle=False)
+            np.save(buffer, item.result.maps[i].astype(np.float32), allow_pickle=False)
             atomic_write_bytes(out / f"{stem}_gradcam.npy", buffer.getvalue())
-            rows.append([str(e), role, str(path), result.target, f"{result.score[i]:.6f}", f"{stem}_input.png",
-                         f"{stem}_gradcam.png", f"{stem}_gradcam.npy"])
-            grid_row += [result.images[i], blended]
-            title_row += [f"{role}: {Path(path).name[:22]}", f"GradCAM++ {result.target}\nscore {result.score[i]:.3f}"]
-        grid.append(grid_row)
-        titles.append(title_row)
+            rows.append([str(e), role, str(path), item.result.target, f"{item.result.score[i]:.6f}",
+                         item.predicted[i], f"{stem}_input.png", f"{stem}_gradcam.png", f"{stem}_gradcam.npy"])
     atomic_write_text(out / "results.csv", csv_text(rows))
-    return save_figure(image_grid(grid, titles, thumb=2.0), out / "panel.png")
+    return panel_from_csv(out, out / "panel.png")
+
+
+def panel_from_csv(cam_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """The panel of a ``gradcam`` output folder, drawn from its ``results.csv`` and PNGs (the command and
+    ``scripts/fig_gradcam.py`` draw the same figure)."""
+    from ..data.imageio import load_image
+    from ..data.manifest import read_csv_rows
+    from .plots import save_figure
+
+    cam_dir = Path(cam_dir)
+    header, rows = read_csv_rows(cam_dir / "results.csv")
+    missing = [c for c in CSV_COLUMNS if c not in header]
+    if missing:
+        raise InputError(f"{cam_dir / 'results.csv'}: not a gradcam results file (missing {', '.join(missing)})")
+    items = [dict(zip(header, row)) for row in rows]
+    for item in items:
+        item["input"], item["overlay"] = load_image(cam_dir / item["input"]), load_image(cam_dir / item["overlay"])
+    return save_figure(cam_figure(items), out)
+
+
+def cam_figure(items: list[dict]):
+    """Per explanation two rows: the images in their raw colours (role and class folder in the title) and
+    their GradCAM++ overlays below; one colour bar; the score explained in words."""
+    from ..plotting import pyplot
+
+    plt = pyplot()
+    groups: dict[str, list[dict]] = {}
+    for item in items:
+        groups.setdefault(item["explanation"], []).append(item)
+    rows = [groups[k] for k in sorted(groups, key=int)]
+    n_cols = max(len(r) for r in rows)
+    thumb = 2.1
+    fig, axes = plt.subplots(2 * len(rows), n_cols, figsize=(thumb * n_cols + 1.2, (thumb + 0.6) * 2 * len(rows) + 0.9),
+                             squeeze=False)
+    target = rows[0][0]["target"]
+    for r, row in enumerate(rows):  # per explanation: the images on one row, their overlays below
+        for ax in (*axes[2 * r], *axes[2 * r + 1]):
+            ax.axis("off")
+        for i, item in enumerate(row):
+            folder = Path(item["image"]).parent.name
+            kind = f" ({folder})" if folder and folder != "." else ""
+            axes[2 * r][i].imshow(item["input"])
+            axes[2 * r][i].set_title(f"{item['role']}{kind}\n{Path(item['image']).name[:24]}", fontsize=9)
+            axes[2 * r + 1][i].imshow(item["overlay"])
+            if item["predicted"]:
+                caption = f"SVM predicts {item['predicted']}\nscore {float(item['score']):.3f}"
+            else:
+                caption = f"where it looked\nscore {float(item['score']):.3f}"
+            axes[2 * r + 1][i].set_title(caption, fontsize=9)
+    kind, _, cls = target.partition(":")
+    words = SCORE_WORDS.get(kind, f"score = {target}").format(cls=cls)
+    fig.suptitle(f"Where the encoder looked: GradCAM++ on its last convolution\n{words}", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 0.86, 1))
+    bar_axes = fig.add_axes((0.88, 0.12, 0.025, 0.6))
+    bar = fig.colorbar(plt.cm.ScalarMappable(cmap="jet", norm=plt.Normalize(0, 1)), cax=bar_axes)
+    bar.set_label("importance for the score\n(1: the strongest region of the image)", fontsize=8)
+    return fig

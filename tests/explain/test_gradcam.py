@@ -1,10 +1,14 @@
 """GradCAM++ for the triplet encoder: the formula, the split forward pass, targets, and a known answer."""
 from __future__ import annotations
 
+import csv
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import assert_readable_png, run_script
+from PIL import Image
 
 from hemoembed.data.imageio import save_png
 from hemoembed.data.preprocess import PreprocessingRecord, load_inputs
@@ -156,15 +160,35 @@ def test_cli_writes_overlays_raw_maps_and_a_panel(tmp_path, cli):
     result = cli("gradcam", tmp_path / "enc.keras", files[0], "--against", files[1], "--against", files[2],
                  "--out", tmp_path / "cams")
     assert result.exit_code == 0, result
-    rows = (tmp_path / "cams" / "results.csv").read_text().splitlines()
-    assert len(rows) == 4 and [r.split(",")[1] for r in rows[1:]] == ["anchor", "positive", "negative"]
-    assert {r.split(",")[3] for r in rows[1:]} == {"margin"}
-    raw = np.load(tmp_path / "cams" / rows[3].split(",")[7], allow_pickle=False)
+    rows = list(csv.DictReader(open(tmp_path / "cams" / "results.csv")))
+    assert [r["role"] for r in rows] == ["anchor", "positive", "negative"]
+    assert {r["target"] for r in rows} == {"margin"} and {r["predicted"] for r in rows} == {""}
+    raw = np.load(tmp_path / "cams" / rows[2]["map"], allow_pickle=False)
     assert raw.shape == (2, 2) and (raw >= 0).all()  # 64 px input: 2x2 last activation
-    assert (tmp_path / "cams" / "panel.png").stat().st_size > 10_000
+    shown = np.asarray(Image.open(tmp_path / "cams" / rows[0]["input"]), np.float64).reshape(-1, 3).mean(axis=0)
+    source = np.asarray(Image.open(files[0]), np.float64).reshape(-1, 3).mean(axis=0)
+    assert np.abs(shown - source).max() < 6 and np.ptp(shown) > 10  # raw colours, not gray-world's equal means
+    assert_readable_png(tmp_path / "cams" / "panel.png")
+    redrawn = run_script("fig_gradcam.py", tmp_path / "cams", "--out", tmp_path / "fig.png")
+    assert redrawn.stdout.strip() == str(tmp_path / "fig.png")
+    assert_readable_png(tmp_path / "fig.png")
 
     result = cli("gradcam", tmp_path / "enc.keras", files[0], "--out", tmp_path / "bad")
     assert result.exit_code == 2 and "--against" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_panel_names_classes_explains_the_score_and_has_a_colour_bar():
+    from hemoembed.explain.cams import cam_figure
+
+    image = render_cell(np.random.default_rng(0), "basophil", site_style(0, 0), 64)
+    items = [{"explanation": str(e), "role": "image", "image": f"cells/basophil/{e}.png", "target": "decision:basophil",
+              "score": "1.5", "predicted": predicted, "input": image, "overlay": image}
+             for e, predicted in enumerate(["basophil", "monocyte"])]
+    fig = cam_figure(items)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert "image (basophil)\n0.png" in titles and "SVM predicts monocyte\nscore 1.500" in titles
+    assert "the SVM's decision value for class basophil" in fig._suptitle.get_text()
+    assert any("importance" in ax.get_ylabel() for ax in fig.axes)  # the colour bar says what the colours mean
 
 
 def test_pairwise_decision_of_the_active_learning_svm():

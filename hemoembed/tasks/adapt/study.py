@@ -170,10 +170,12 @@ def curve_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def write_study(out_dir: str | os.PathLike, ablation: Sequence[dict] | None, curve: Sequence[dict] | None) -> None:
-    """``ablation.{json,csv,md}``, ``shot_curve.{json,csv}`` and ``ablation.png``."""
+def write_study(out_dir: str | os.PathLike, ablation: Sequence[dict] | None, curve: Sequence[dict] | None,
+                subject: str = "") -> None:
+    """``ablation.{json,csv,md}``, ``shot_curve.{json,csv}`` and ``ablation.png``; ``subject`` (which site,
+    which source) heads the figure."""
     out = Path(out_dir)
-    result: dict[str, Any] = {}
+    result: dict[str, Any] = {"subject": subject} if subject else {}
     if ablation:
         table = ablation_table(ablation)
         result.update(ablation_rows=list(ablation), ablation_table=table)
@@ -200,20 +202,24 @@ def plot_study(result: dict[str, Any], path: Path) -> None:
     panels = [k for k in ("ablation_table", "curve_table") if result.get(k)]
     if not panels:
         return
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.0 * len(panels), 4.4), squeeze=False)
+    if result.get("subject"):
+        fig.suptitle(f"Few-shot adapter study: {result['subject']}", fontsize=11)
     axes = list(axes[0])
     if result.get("ablation_table"):
         ax, table = axes.pop(0), result["ablation_table"]
         x = np.arange(len(table))
-        ax.bar(x, [r["accuracy_mean"] for r in table], yerr=[r["accuracy_sd"] for r in table], color="#8fb3d9",
-               capsize=3)
+        ax.bar(x, [r["accuracy_mean"] for r in table], yerr=[r["accuracy_sd"] for r in table], color="#c7c7c7",
+               capsize=3, label="mean ± sd")
         for i, r in enumerate(table):
             pts = [a["accuracy"] for a in result["ablation_rows"] if a["condition"] == r["condition"]]
-            ax.scatter(np.full(len(pts), i), pts, s=8, color="k", zorder=3)
-        ax.set_xticks(x, [r["condition"] for r in table], rotation=35, ha="right", fontsize=8)
+            ax.scatter(np.full(len(pts), i), pts, s=8, color="k", zorder=3, label="one repeat" if i == 0 else None)
+        ax.set_xticks(x, [r["condition"] for r in table], rotation=35, ha="right", fontsize=9)
         ax.set_ylim(0, 1.02)
         ax.set_ylabel("test accuracy")
-        ax.set_title("adapter ablation (mean ± sd over repeats)", fontsize=9)
+        ax.set_title("Ablation: each adapter condition's test accuracy", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
     if result.get("curve_table"):
         ax, ctable = axes.pop(0), result["curve_table"]
         n = [r["shots"] for r in ctable]
@@ -221,8 +227,12 @@ def plot_study(result: dict[str, Any], path: Path) -> None:
                     color="k", label="accuracy", capsize=3)
         for c in sorted({c for r in ctable for c in r["recall"]}):
             ax.plot(n, [r["recall"].get(c, np.nan) for r in ctable], lw=1, alpha=0.8, label=f"recall {c}")
-        ax.set_ylim(0, 1.02)
+        low = min([r["accuracy_mean"] - r["accuracy_sd"] for r in ctable]
+                  + [v for r in ctable for v in r["recall"].values()])
+        ax.set_ylim(max(0.0, low - 0.05), 1.02)
         ax.set_xlabel("labelled target images (shots)")
-        ax.legend(fontsize=6, loc="lower right")
-        ax.set_title("shot-count curve", fontsize=9)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        ax.set_title("Accuracy and per-class recall against the number of shots", fontsize=10)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
     save_figure(fig, path)

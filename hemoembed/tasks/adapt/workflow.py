@@ -17,6 +17,16 @@ from ..common.sampling import select_shots
 from .prepare import AdaptConfig, finetune_grid, prepare, support_subset
 from .study import domain_separability, run_ablation, shot_curve, write_study
 
+MODE_WORDS = {"svm": "linear SVM on the source embedding", "head": "softmax head on the frozen encoder",
+              "finetune": "fine-tuned encoder"}
+
+
+def adapter_subject(config: AdaptConfig, n_shots: int) -> str:
+    """Which model on which site, in words, for the report's figures."""
+    colour = "after Reinhard to the source style" if config.colour_transform else "without colour transfer"
+    return (f"Few-shot adapter: {MODE_WORDS.get(config.mode, config.mode)}, {n_shots} shots\n"
+            f"on the new site {Path(config.target).name} ({colour})")
+
 
 def run(config: AdaptConfig, out_dir: str | os.PathLike,
         progress: ProgressFactory | None = None) -> dict[str, Any]:
@@ -47,7 +57,7 @@ def run(config: AdaptConfig, out_dir: str | os.PathLike,
     report["adapter"] = {**prep.notes, "mode": config.mode, "n_shots": len(shots), "n_test": len(test),
                          "shot_class_counts": {c: int((labels[shots] == c).sum()) for c in outcome.classes},
                          "cv": outcome.cv}
-    write_report(report, out, labels[test], outcome.proba)
+    write_report(report, out, labels[test], outcome.proba, subject=adapter_subject(config, len(shots)))
     first, second = top_two(outcome.proba, outcome.classes)
     top = outcome.proba.max(axis=1)
     atomic_write_text(out / "test_predictions.csv", csv_text(
@@ -70,5 +80,6 @@ def run(config: AdaptConfig, out_dir: str | os.PathLike,
         write_json(out / "report.json", report)
     if config.ablation or config.curve_shots:
         write_study(out, run_ablation(prep, config, progress) if config.ablation else None,
-                    shot_curve(prep, config, progress) if config.curve_shots else None)
+                    shot_curve(prep, config, progress) if config.curve_shots else None,
+                    subject=f"new site {Path(config.target).name}, source run {Path(config.source).name}")
     return report

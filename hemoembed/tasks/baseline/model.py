@@ -130,7 +130,7 @@ def train_baseline(config: BaselineConfig, train: Manifest, train_labels: Sequen
     report["model"] = {"kind": "supervised baseline", "n_train": len(y), "stages": config.stages,
                        "class_weights": {classes[k]: w for k, w in weights.items()}, "history": history,
                        "test_images_skipped": len(test) - len(kept)}
-    write_report(report, out, truth, proba)
+    write_report(report, out, truth, proba, subject="Supervised baseline: the encoder with a softmax head")
     return report
 
 

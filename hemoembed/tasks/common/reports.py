@@ -46,55 +46,79 @@ def json_safe(value: Any) -> Any:
 
 
 def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike, y_true: Sequence[str] | None = None,
-                 proba: np.ndarray | None = None) -> list[Path]:
-    """Write ``report.json``, ``per_class.csv``, ``confusion.png`` and (with scores) ``pr_curves.png``."""
+                 proba: np.ndarray | None = None, subject: str = "") -> list[Path]:
+    """Write ``report.json``, ``per_class.csv``, ``confusion.png`` and (with scores) ``pr_curves.png``.
+
+    ``subject`` says in words which model on which images the figures show (e.g. "linear SVM on the
+    embedding", "adapter (svm) on site1"); it heads both figures."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "report.json", report)
     atomic_write_text(out / "per_class.csv", csv_text(per_class_rows(report)))
     written = [out / "report.json", out / "per_class.csv", out / "confusion.png"]
-    save_figure(_confusion_figure(report), out / "confusion.png")
+    save_figure(confusion_figure(report, subject), out / "confusion.png")
     if y_true is not None and proba is not None:
-        save_figure(_pr_figure(report, y_true, proba), out / "pr_curves.png")
+        save_figure(pr_figure(report, y_true, proba, subject), out / "pr_curves.png")
         written.append(out / "pr_curves.png")
     return written
 
 
-def _confusion_figure(report: Mapping[str, Any]):
+def _heading(report: Mapping[str, Any], subject: str, what: str) -> str:
+    column = f"{what} of '{report['column']}'" if report.get("column") else what
+    return f"{subject}\n{column}" if subject else column
+
+
+def confusion_figure(report: Mapping[str, Any], subject: str = ""):
+    """Counts on a colour scale of the share of each true class (so small classes read as well as large
+    ones); numbers are white on dark cells and black on light ones."""
     plt = pyplot()
     cm = np.asarray(report["confusion_matrix"])
+    share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     classes = report["classes"]
-    size = 2.5 + 0.45 * len(classes)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(cm / np.maximum(cm.sum(axis=1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
-    for (i, j), n in np.ndenumerate(cm):
-        ax.text(j, i, str(n), ha="center", va="center", fontsize=7)
-    ax.set_xticks(range(len(classes)), classes, rotation=60, ha="right", fontsize=7)
-    ax.set_yticks(range(len(classes)), classes, fontsize=7)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(f"{report['column']}: macro-F1 {report['macro']['f1']:.3f}", fontsize=9)
+    n = len(classes)
+    side = float(np.clip(2.8 + 0.55 * n, 4.2, 11.0))
+    font = float(np.clip(13 - 0.35 * n, 7, 11))
+    fig, ax = plt.subplots(figsize=(side + 1.2, side))
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), count in np.ndenumerate(cm):
+        ax.text(j, i, str(count), ha="center", va="center", fontsize=font,
+                color="white" if share[i, j] > 0.55 else "black")
+    ax.set_xticks(range(n), classes, rotation=45 if n > 3 else 0, ha="right" if n > 3 else "center",
+                  fontsize=font)
+    ax.set_yticks(range(n), classes, fontsize=font)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    bar.set_label("share of the true class")
+    ax.set_title(f"{_heading(report, subject, 'confusion matrix')}\nmacro-F1 {report['macro']['f1']:.3f}, "
+                 f"accuracy {report['accuracy']:.3f} on {int(cm.sum())} test images", fontsize=10)
+    fig.tight_layout()
     return fig
 
 
-def _pr_figure(report: Mapping[str, Any], y_true: Sequence[str], proba: np.ndarray):
+def pr_figure(report: Mapping[str, Any], y_true: Sequence[str], proba: np.ndarray, subject: str = ""):
+    """One precision-recall curve per class, with its average precision."""
     from sklearn.metrics import precision_recall_curve
 
     plt = pyplot()
     classes = report["classes"]
     truth = encode_labels(y_true, classes, f"column {report['column']!r}")
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig, ax = plt.subplots(figsize=(6, 4.6))
+    palette = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20").colors
     for i, row in enumerate(report["per_class"]):
         if row["support"] == 0:
             continue
         precision, recall, _ = precision_recall_curve(truth == i, np.asarray(proba)[:, i])
-        ax.plot(recall, precision, lw=1.2, label=f"{row['class']} (AP {row['average_precision']:.3f})")
+        ax.plot(recall, precision, lw=1.4, color=palette[i % len(palette)],
+                label=f"{row['class']} (AP {row['average_precision']:.3f})")
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.set_xlim(0, 1.01)
     ax.set_ylim(0, 1.01)
-    ax.legend(fontsize=6, loc="lower left")
-    ax.set_title(f"{report['column']}: precision-recall", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.set_title(_heading(report, subject, "precision-recall per class"), fontsize=10)
+    fig.tight_layout()
     return fig
 
 

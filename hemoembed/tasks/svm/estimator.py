@@ -31,6 +31,8 @@ from ..common.labels import check_trainable
 Solver = Literal["sgd", "libsvm", "liblinear"]
 SOLVERS: tuple[str, ...] = ("sgd", "libsvm", "liblinear")
 DEFAULT_SOLVER: Solver = "sgd"
+# How figures and reports name each solver (a reader knows "linear SVM", not "sgd").
+SOLVER_WORDS = {"sgd": "hinge-loss SGD", "libsvm": "libsvm, as in the paper", "liblinear": "liblinear"}
 SGD_EPOCHS = 50  # at most; stops earlier when the loss improves by less than 1e-3 for 5 epochs
 MODEL_FILE, META_FILE, FORMAT = "model.skops", "model.json", "hemoembed-svm/1"
 # Every type a saved pipeline may contain; anything else in a model file is refused before loading.

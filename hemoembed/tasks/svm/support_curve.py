@@ -15,6 +15,7 @@ import numpy as np
 from ...config import csv_text
 from ...errors import InputError
 from ..common.metrics import macro_f1, neg_log_error
+from ..common.reports import f1_axis
 from ..common.sampling import ALL, nested_support_sets
 
 
@@ -81,19 +82,20 @@ def write_support_curve(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLi
     plt = pyplot()
     from matplotlib.ticker import ScalarFormatter
 
-    fig, ax = plt.subplots(figsize=(5, 3.6))
+    fig, ax = plt.subplots(figsize=(6, 4.2))
     x = [s["n_labels"] for s in summary]
-    ax.plot(x, neg_log_error([s["macro_f1_mean"] for s in summary]), "o-")
-    ax.scatter([r["n_labels"] for r in rows], neg_log_error([r["macro_f1"] for r in rows]), s=8, alpha=0.4)
+    ax.plot(x, neg_log_error([s["macro_f1_mean"] for s in summary]), "o-", color="#1f77b4", label="mean over repeats")
+    ax.scatter([r["n_labels"] for r in rows], neg_log_error([r["macro_f1"] for r in rows]), s=10, alpha=0.4,
+               color="#1f77b4", label="one repeat")
     for s, xi in zip(summary, x):
-        ax.annotate(s["per_class"], (xi, float(neg_log_error(s["macro_f1_mean"]))), fontsize=6,
-                    textcoords="offset points", xytext=(3, -9))
-    ticks = np.array([0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999])
-    ax.set_yticks(neg_log_error(ticks), [f"{t:g}" for t in ticks])
+        ax.annotate(f"{s['per_class']}/class", (xi, float(neg_log_error(s["macro_f1_mean"]))), fontsize=8,
+                    textcoords="offset points", xytext=(4, -11))
+    f1_axis(ax, [r["macro_f1"] for r in rows] + [s["macro_f1_mean"] for s in summary])
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(ScalarFormatter())
-    ax.set_xlabel("labelled training images (per-class size annotated)")
-    ax.set_ylabel("macro-F1 (axis −log(1−F1))")
-    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("labelled training images (labels per class annotated)")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(title, fontsize=10)
     save_figure(fig, out / "learning_curve.png")
     return [out / "learning_curve.csv", out / "learning_curve_summary.csv", out / "learning_curve.png"]

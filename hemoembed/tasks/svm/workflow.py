@@ -15,7 +15,7 @@ from ...errors import InputError
 from ...progress import ProgressFactory, stage
 from ..common.labels import Labelled, check_trainable, load_labelled
 from ..common.metrics import macro_f1, top_two
-from .estimator import DEFAULT_SOLVER, EmbeddingSVM
+from .estimator import DEFAULT_SOLVER, SOLVER_WORDS, EmbeddingSVM
 
 
 @dataclass
@@ -86,7 +86,8 @@ def fit_column(config: FitSVMConfig, train: Labelled, test: Labelled, column: st
                        "cv_macro_f1": {c: {"mean": float(np.mean(s)), "std": float(np.std(s)), "folds": s}
                                        for c, s in cv_scores.items() if s},
                        "train_class_counts": dict(sorted(Counter(y.tolist()).items()))}
-    write_report(report, out_dir, y_test, proba)
+    write_report(report, out_dir, y_test, proba,
+                 subject=f"Linear SVM on the embedding (fitted by {SOLVER_WORDS[config.solver]})")
     first, second = top_two(proba, model.classes_)
     atomic_write_text(out_dir / "test_predictions.csv", csv_text(
         [[config.key, "true", "predicted", "probability", "second"]]
@@ -99,7 +100,7 @@ def fit_column(config: FitSVMConfig, train: Labelled, test: Labelled, column: st
         rows = support_curve(lambda: EmbeddingSVM(config.solver, C=best_C, random_state=config.seed),
                               X, y, X_test, y_test, parse_sizes(",".join(config.support)),
                               repeats=config.repeats, seed=config.seed, progress=advance)
-        write_support_curve(rows, out_dir, f"{column}: {config.solver} SVM on the embedding")
+        write_support_curve(rows, out_dir, f"Linear SVM on the embedding: '{column}' with few labels")
     return report
 
 
