@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="fit-svm output folders")
     parser.add_argument("--out", type=Path, required=True, help="PNG to write")
     args = parser.parse_args()
-    from matplotlib.ticker import ScalarFormatter
+    from matplotlib.ticker import LogLocator, ScalarFormatter
 
     curves = read_curves(args.runs)
     plt = pyplot()
@@ -49,6 +49,7 @@ def main() -> None:
         ax.plot(100 * fraction[order], neg_log_error(f1[order]), "o-", ms=4, label=name)
     f1_axis(ax, np.concatenate([f1 for _, f1 in curves.values()]))
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.set_xlabel("labelled training images (% of all)")
     ax.grid(axis="x", alpha=0.3)

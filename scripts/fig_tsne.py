@@ -8,11 +8,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 from hemoembed.data.manifest import read_csv_rows
-from hemoembed.explain.plots import save_figure, scatter_categories
+from hemoembed.explain.plots import PANEL_PALETTES, save_figure, scatter_categories
+from hemoembed.plotting import pyplot
 
 
 def main() -> None:
@@ -24,11 +24,12 @@ def main() -> None:
     header, rows = read_csv_rows(args.map_dir / "coordinates.csv")
     coords = np.array([[float(r[1]), float(r[2])] for r in rows])
     columns = args.columns or header[3:] or [None]
-    fig, axes = plt.subplots(1, len(columns), figsize=(7.5 * len(columns), 6), squeeze=False)
-    for ax, column in zip(axes[0], columns):
+    fig, axes = pyplot().subplots(1, len(columns), figsize=(7.0 * len(columns), 5.6), squeeze=False)
+    for i, (ax, column) in enumerate(zip(axes[0], columns)):
         values = [r[header.index(column)] for r in rows] if column else None
-        scatter_categories(ax, coords, values, legend_title=column or "",
-                           title=f"t-SNE of {len(rows)} cells" + (f", coloured by {column}" if column else ""))
+        title = f"t-SNE of {len(rows)} cells" + (f", coloured by {column}" if column else "")
+        scatter_categories(ax, coords, values, legend_title=column or "", title=title,
+                           palette=PANEL_PALETTES[i % len(PANEL_PALETTES)])
     fig.tight_layout()
     print(save_figure(fig, args.out))
 

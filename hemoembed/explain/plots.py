@@ -8,19 +8,24 @@ import numpy as np
 
 from ..plotting import pyplot, save_figure
 
-__all__ = ["MAX_LEGEND", "NO_VALUE", "category_colours", "image_grid", "save_figure", "scatter_categories"]
+__all__ = ["MAX_LEGEND", "NO_VALUE", "PANEL_PALETTES", "category_colours", "image_grid", "save_figure",
+           "scatter_categories"]
 plt = pyplot()
 
 MAX_LEGEND = 20  # more categories than this are grouped as "other" (a legend must stay readable)
 NO_VALUE = "(no value)"  # how an empty label is shown: a cell the labels CSV says nothing about
 OTHER_GREY, NO_VALUE_GREY = (0.6, 0.6, 0.6), (0.85, 0.85, 0.85)
+# Side-by-side panels colour different columns from palettes that share no colour (cell type and site must
+# never both be "blue"); a column with more categories than its palette falls back to tab20.
+PANEL_PALETTES = ("tab10", "Set2", "Dark2", "Pastel1")
 
 
-def category_colours(values: Sequence[str]) -> dict[str, tuple]:
-    """A stable colour per category, most frequent first (tab10/tab20), the rest grey as "other";
-    cells without a value (:data:`NO_VALUE`) light grey."""
+def category_colours(values: Sequence[str], palette: str = "tab10") -> dict[str, tuple]:
+    """A stable colour per category (in sorted order, from ``palette``; tab20 beyond its size), the most
+    frequent :data:`MAX_LEGEND` kept and the rest grey as "other"; cells without a value light grey."""
     order = [v for v, _ in Counter(values).most_common() if v != NO_VALUE]
-    palette = plt.get_cmap("tab10" if len(order) <= 10 else "tab20").colors
+    colours_of = plt.get_cmap(palette).colors
+    palette = colours_of if len(order) <= len(colours_of) else plt.get_cmap("tab20").colors
     colours = {v: palette[i % len(palette)] for i, v in enumerate(sorted(order[:MAX_LEGEND]))}
     for v in order[MAX_LEGEND:]:
         colours[v] = OTHER_GREY
@@ -30,15 +35,16 @@ def category_colours(values: Sequence[str]) -> dict[str, tuple]:
 
 
 def scatter_categories(ax, coords: np.ndarray, values: Sequence[str] | None, title: str = "",
-                       legend_title: str = "", size: float | None = None, alpha: float = 0.8) -> None:
-    """Scatter 2-d points coloured by a categorical column, with a legend outside the axes."""
+                       legend_title: str = "", size: float | None = None, alpha: float = 0.8,
+                       palette: str = "tab10") -> None:
+    """Scatter 2-d points coloured by a categorical column (``palette``), with a legend outside the axes."""
     coords = np.asarray(coords)
     size = size if size is not None else float(np.clip(3000 / max(len(coords), 1), 1.0, 30.0))
     if values is None:
         ax.scatter(coords[:, 0], coords[:, 1], s=size, c="tab:blue", alpha=alpha, linewidths=0)
     else:
         values = [str(v) if str(v).strip() else NO_VALUE for v in values]
-        colours = category_colours(values)
+        colours = category_colours(values, palette)
         counts = Counter(values)
         for value in sorted(colours, key=lambda v: (v != NO_VALUE, colours[v] == OTHER_GREY, v)):  # unlabelled below
             mask = np.array([v == value for v in values])

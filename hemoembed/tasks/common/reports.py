@@ -147,23 +147,30 @@ def write_summary(summary: Mapping[str, Any], out_dir: str | os.PathLike) -> Non
     atomic_write_text(out / "summary.csv", csv_text(rows))
 
 
-# Candidate tick labels of the F1 axis, dense enough that any span of the data gets a few.
-_F1_TICKS = np.unique(np.round(np.concatenate([np.arange(0.0, 0.9, 0.05), np.arange(0.9, 0.99, 0.01),
-                                               [0.99, 0.995, 0.998, 0.999]]), 3))
+# Tick labels of the F1 axis near 1, where −log(1 − F1) spreads scores out.
+_HIGH_F1 = (0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999)
 
 
 def f1_axis(ax, f1: Sequence[float] | np.ndarray, label: str = "macro-F1", max_ticks: int = 7) -> None:
     """Put F1 values on the paper's axis −log(1 − F1) (plot ``neg_log_error(f1)``): the y range spans the
-    data (not 0–0.999) and the ticks are labelled in F1, at most ``max_ticks`` of them."""
+    data (not 0–0.999) and 4 to ``max_ticks`` ticks are labelled in F1, at the coarsest round step that
+    gives enough of them."""
     values = neg_log_error(np.asarray([v for v in np.ravel(f1) if np.isfinite(v)] or [0.0, 0.9]))
     low, high = float(values.min()), float(values.max())
-    pad = max(0.06 * (high - low), 0.05)
+    pad = max(0.06 * (high - low), 0.02)
     low, high = max(low - pad, 0.0), high + pad
-    ticks = [t for t in _F1_TICKS if low <= neg_log_error(t) <= high]
-    spacing, kept = (high - low) / max_ticks, []
-    for t in ticks:  # thin out ticks that would sit closer than a max_ticks-th of the axis
-        if not kept or neg_log_error(t) - neg_log_error(kept[-1]) >= spacing:
-            kept.append(t)
+    kept: list[float] = []
+    for step in (0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001):
+        candidates = sorted({*np.round(np.arange(0.0, 1.0, step), 4), *_HIGH_F1})
+        ticks = [t for t in candidates if low <= neg_log_error(t) <= high]
+        kept = ticks
+        if len(ticks) > max_ticks:  # they crowd near 1: keep those at least a max_ticks-th of the axis apart
+            kept = ticks[:1]
+            for t in ticks[1:]:
+                if neg_log_error(t) - neg_log_error(kept[-1]) >= (high - low) / max_ticks:
+                    kept.append(t)
+        if len(kept) >= 4:
+            break
     ax.set_ylim(low, high)
     ax.set_yticks(neg_log_error(np.asarray(kept)), [f"{t:g}" for t in kept])
     ax.set_ylabel(f"{label} (axis −log(1−F1))")

@@ -80,7 +80,7 @@ def write_support_curve(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLi
     skeys = ["per_class", "n_labels", "repeats", "macro_f1_mean", "macro_f1_std"]
     atomic_write_text(out / "learning_curve_summary.csv", csv_text([skeys] + [[s[k] for k in skeys] for s in summary]))
     plt = pyplot()
-    from matplotlib.ticker import ScalarFormatter
+    from matplotlib.ticker import NullLocator
 
     fig, ax = plt.subplots(figsize=(6, 4.2))
     x = [s["n_labels"] for s in summary]
@@ -92,7 +92,8 @@ def write_support_curve(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLi
                     textcoords="offset points", xytext=(4, -11))
     f1_axis(ax, [r["macro_f1"] for r in rows] + [s["macro_f1_mean"] for s in summary])
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.set_xticks(x, [f"{v:g}" for v in x])
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("labelled training images (labels per class annotated)")
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(axis="x", alpha=0.3)
