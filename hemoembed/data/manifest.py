@@ -222,3 +222,13 @@ def read_csv_rows(csv_path: str | os.PathLike,
     except csv.Error as exc:
         raise InputError(f"{csv_path}:{reader.line_num}: not a valid CSV ({exc})") from None
     return header, rows
+
+
+def read_csv_records(csv_path: str | os.PathLike, required: Sequence[str], what: str) -> list[dict[str, str]]:
+    """The rows of a CSV as ``{column: cell}``; a file without every ``required`` column is refused as not
+    being ``what`` (e.g. "an active-learning results CSV")."""
+    header, rows = read_csv_rows(csv_path)
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise InputError(f"{csv_path}: not {what} (missing column(s) {', '.join(missing)})")
+    return [dict(zip(header, row)) for row in rows]

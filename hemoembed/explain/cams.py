@@ -143,15 +143,11 @@ def panel_from_csv(cam_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
     """The panel of a ``gradcam`` output folder, drawn from its ``results.csv`` and PNGs (the command and
     ``scripts/fig_gradcam.py`` draw the same figure)."""
     from ..data.imageio import load_image
-    from ..data.manifest import read_csv_rows
+    from ..data.manifest import read_csv_records
     from .plots import save_figure
 
     cam_dir = Path(cam_dir)
-    header, rows = read_csv_rows(cam_dir / "results.csv")
-    missing = [c for c in CSV_COLUMNS if c not in header]
-    if missing:
-        raise InputError(f"{cam_dir / 'results.csv'}: not a gradcam results file (missing {', '.join(missing)})")
-    items = [dict(zip(header, row)) for row in rows]
+    items: list[dict] = read_csv_records(cam_dir / "results.csv", CSV_COLUMNS, "a gradcam results file")
     for item in items:
         item["input"], item["overlay"] = load_image(cam_dir / item["input"]), load_image(cam_dir / item["overlay"])
     return save_figure(cam_figure(items), out)

@@ -51,15 +51,10 @@ def redraw(study_dir: str | os.PathLike) -> list[Path]:
 
 def read_fits(path: str | os.PathLike) -> list[dict[str, Any]]:
     """The rows of ``curve_fits.csv`` with their types (what :func:`~.power_law.fit_curves` returned)."""
-    from ...data.manifest import read_csv_rows
+    from ...data.manifest import read_csv_records
 
-    header, rows = read_csv_rows(path)
-    missing = [c for c in FIT_COLUMNS if c not in header]
-    if missing:
-        raise InputError(f"{path}: not a curve_fits.csv (missing column(s) {', '.join(missing)})")
     fits = []
-    for row in rows:
-        item: dict[str, Any] = dict(zip(header, row))
+    for item in read_csv_records(path, FIT_COLUMNS, "a curve_fits.csv"):
         for key in ("pmax", "k", "n0", "r", "rmse", "final_f1", "full_label_f1"):
             item[key] = float(item[key]) if item[key] not in ("", "nan") else float("nan")
         item["flat"] = item["flat"] == "True"

@@ -142,15 +142,10 @@ def tidy_csv_text(rows: Sequence[dict]) -> str:
 
 def read_tidy_csv(path: str) -> list[dict]:
     """Rows of a tidy CSV written by :func:`tidy_csv_text` (numbers parsed)."""
-    from ...data.manifest import read_csv_rows
+    from ...data.manifest import read_csv_records
 
-    header, rows = read_csv_rows(path)
-    missing = [c for c in TIDY_COLUMNS if c not in header]
-    if missing:
-        raise InputError(f"{path}: not an active-learning results CSV (missing column(s) {', '.join(missing)})")
     out = []
-    for row in rows:
-        item = dict(zip(header, row))
+    for item in read_csv_records(path, TIDY_COLUMNS, "an active-learning results CSV"):
         for key in ("repeat", "iteration", "n_labels"):
             item[key] = int(item[key])
         item["value"] = float(item["value"])
