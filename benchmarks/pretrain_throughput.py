@@ -36,10 +36,10 @@ def measure(paths: list[str], size: int, batch: int, steps: int, warmup: int) ->
     from hemoembed.data.augment import AugmentConfig
     from hemoembed.data.pipeline import cache_training_images, two_view_dataset
     from hemoembed.model.distribute import make_strategy
-    from hemoembed.model.pretrain import _make_trainer, resolve_config
+    from hemoembed.model.pretrain import make_trainer, resolve_config
 
     config = resolve_config(weights="none", image_size=size, batch_size=batch, epochs=1)
-    trainer = _make_trainer(config, make_strategy("one"), steps + warmup)
+    trainer = make_trainer(config, make_strategy("one"), steps + warmup)
     n = (steps + warmup) * batch
     dataset = two_view_dataset(paths[:n], range(n), config.record, AugmentConfig(), batch, 0, 1)
     pipeline = _timed(trainer._train, dataset, warmup)

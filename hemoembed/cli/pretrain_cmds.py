@@ -1,13 +1,14 @@
-"""``hemoembed pretrain``: self-supervised triplet pretraining of the encoder."""
+"""``hemoembed pretrain``: self-supervised pretraining of the encoder."""
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import click
 
 from . import main
-from .common import echo, images_argument, overwrite_option, prepare_output_dir, progress
+from .common import echo, images_argument, number_list, overwrite_option, prepare_output_dir, progress
+
+AUGMENT_OPTIONS = ("zoom", "resolution", "crop_scale", "hue", "stain")
 
 
 @main.command()
@@ -16,8 +17,9 @@ from .common import echo, images_argument, overwrite_option, prepare_output_dir,
 @click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
               help="JSON/YAML file of PretrainConfig settings; options given here override it.")
 @click.option("--preset", type=click.Choice(["imagenet", "scratch"]), default=None,
-              help="imagenet: the paper (lr 1e-5, BN frozen, 30 epochs); scratch: for --weights none "
-                   "(BN training, lr 1e-3 warm-up + cosine, 60 epochs). Default: scratch for --weights none.")
+              help="imagenet: the paper (semi-hard triplet, no head, lr 1e-5, BN frozen, 30 epochs); scratch: "
+                   "for --weights none (NT-Xent + MLP head, random-resized crops, gentle hue, BN training, "
+                   "lr 1e-3 warm-up + cosine). Default: scratch for --weights none.")
 @click.option("--weights", default=None, help="imagenet (needs internet), none, or PATH (.keras encoder / .h5).")
 @click.option("--epochs", type=int, default=None, help="Epochs [preset: 30 / 60].")
 @click.option("--batch-size", type=int, default=None, help="Distinct images per batch (twice as many views) [100].")
@@ -26,8 +28,17 @@ from .common import echo, images_argument, overwrite_option, prepare_output_dir,
 @click.option("--warmup-epochs", type=float, default=None, help="Linear LR warm-up [preset: 0 / 1].")
 @click.option("--freeze-bn/--no-freeze-bn", default=None, help="Freeze BatchNorm layers [preset: frozen / training].")
 @click.option("--image-size", type=int, default=None, help="Encoder input side in px [224]; 64 for CPU runs.")
-@click.option("--loss", type=click.Choice(["semihard", "hard"]), default=None, help="Triplet mining [semihard].")
+@click.option("--loss", type=click.Choice(["semihard", "hard", "ntxent"]), default=None,
+              help="semihard/hard: triplet loss with online mining (tfa parity); ntxent: SimCLR's contrastive "
+                   "loss [preset: semihard / ntxent].")
+@click.option("--head", default=None,
+              help="Projection head used only for the loss, never stored: none or mlp:W1,...,OUT "
+                   "[preset: none / mlp:512,128].")
+@click.option("--temperature", type=float, default=None,
+              help="NT-Xent temperature [0.2].")
 @click.option("--margin", type=float, default=None, help="Triplet margin [0.5].")
+@click.option("--weight-decay", type=float, default=None,
+              help="Decoupled weight decay (AdamW) [0: plain Adam].")
 @click.option("--val-fraction", type=float, default=None, help="Held-out share of images for the val loss [0.05].")
 @click.option("--early-stopping", type=int, default=None, help="Stop after N epochs without val-loss gain [0: off].")
 @click.option("--lr-plateau", type=int, default=None, help="Halve the LR after N epochs without gain [0: off].")
@@ -39,18 +50,33 @@ from .common import echo, images_argument, overwrite_option, prepare_output_dir,
 @click.option("--cache/--no-cache", default=None, help="Keep decoded images in memory [off].")
 @click.option("--strict/--no-strict", default=None, help="Refuse unreadable images instead of skipping them.")
 @click.option("--tensorboard/--no-tensorboard", default=None, help="Write TensorBoard logs to RUN/tensorboard.")
-@click.option("--zoom", type=float, default=None, help="Random zoom, fraction of the side [0.1].")
+@click.option("--zoom", type=float, default=None, help="Random zoom, fraction of the side [preset: 0.1 / 0].")
+@click.option("--crop-scale", default=None,
+              help="Random-resized crop: MIN,MAX share of the area, or none [preset: none / 0.3,1].")
+@click.option("--colour-jitter", "colour_jitter", type=float, default=None,
+              help="Brightness, contrast and saturation jitter strength [preset: 0.2 / 0.3].")
+@click.option("--hue", type=float, default=None,
+              help="Hue jitter, fraction of the colour circle [preset: 0.2 / 0.05]; colour marks cell types.")
+@click.option("--stain-jitter", "stain", type=float, default=None,
+              help="HED stain-concentration jitter strength [0: off; e.g. 0.05].")
 @click.option("--resolution", type=float, default=None,
               help="Degradation: down-sample by up to this fraction of the side and back up, so a source of sharp "
                    "images also sees blurrier ones [0: off; e.g. 0.5].")
+@click.option("--probe-labels", type=click.Path(path_type=Path), default=None,
+              help="Labelled images to watch training with (CSV with path,label relative to the images' root, or "
+                   "a class-per-folder tree; never a test set): k-NN and linear-probe macro-F1 per epoch.")
+@click.option("--probe-every", type=int, default=None, help="Epochs between probe scores [1].")
+@click.option("--keep", type=click.Choice(["last", "best-probe"]), default=None,
+              help="Which epoch becomes encoder.keras: the last, or the one with the best probe score [last].")
 @click.option("--seed", type=int, default=None, help="Random seed (order, augmentation, initialisation) [0].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last completed epoch.")
 @overwrite_option
 def pretrain(manifest, out: Path, config_file: Path | None, resume: bool, overwrite: bool, **options) -> None:
-    """Pretrain the triplet encoder on unlabelled images (two augmented views per image).
+    """Pretrain the encoder on unlabelled images (two augmented views per image).
 
-    Writes RUN/config.json, RUN/history.csv, RUN/checkpoints/ (every epoch), RUN/colour_reference.json
-    (the source style for `adapt`), RUN/encoder.keras.
+    Writes RUN/config.json, RUN/history.csv (losses; probe scores with --probe-labels), RUN/checkpoints/
+    (the last epoch, what --resume needs), RUN/colour_reference.json (the source style for `adapt`),
+    RUN/encoder.keras (the encoder only; a projection head is used for the loss and dropped).
     An interrupted run continues with the same command plus --resume.
 
     \b
@@ -62,18 +88,22 @@ def pretrain(manifest, out: Path, config_file: Path | None, resume: bool, overwr
     """
     from ..errors import InputError
     from ..model.pretrain import pretrain as run_pretrain
-    from ..model.pretrain import resolve_config
+    from ..model.pretrain_config import load_run_config, resolve_config
 
     if resume and overwrite:
         raise InputError("--resume and --overwrite contradict each other: choose one")
-    saved = out / "config.json"
-    if resume and config_file is None and saved.is_file():
-        config_file = saved  # a bare --resume continues with the saved settings
-    augment = {name: options.pop(name) for name in ("zoom", "resolution")}
-    config = resolve_config(config_file=config_file, **options)
-    augment = {name: value for name, value in augment.items() if value is not None}
-    if augment:
-        config = dataclasses.replace(config, augment=dataclasses.replace(config.augment, **augment))
+    augment = {name: options.pop(name) for name in AUGMENT_OPTIONS}
+    jitter = options.pop("colour_jitter")
+    if jitter is not None:
+        augment.update(brightness=jitter, contrast=jitter, saturation=jitter)
+    if augment["crop_scale"] not in (None, "none"):
+        augment["crop_scale"] = tuple(number_list(augment["crop_scale"], "--crop-scale"))
+    if options.get("probe_labels") is not None:
+        options["probe_labels"] = str(options["probe_labels"])
+    base = None
+    if resume and config_file is None and (out / "config.json").is_file():
+        base = load_run_config(out)  # a bare --resume continues with the saved settings
+    config = resolve_config(base, config_file=config_file, augment=augment, **options)
     from ..model.distribute import is_chief
 
     chief = is_chief()

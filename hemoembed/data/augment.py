@@ -4,6 +4,11 @@ The paper's defaults: random horizontal and vertical flips, rotation ±90° (``R
 ±0.1, translation ±20 px at 224 px (a fraction 0.09 of the side), colour jitter 0.2 for brightness,
 contrast, saturation and hue (hue as a fraction of the colour circle, as in torchvision).
 
+From-scratch recipes (the ``scratch`` preset) add a random-resized crop (:class:`RandomResizedCrop`: a box
+of a random share of the area and aspect ratio, resized to the encoder's input — the augmentation SimCLR
+found most important), weaker hue jitter (colour carries cell-type information: eosinophil and basophil
+granules) and optionally stain jitter in HED space (:mod:`.stain`).
+
 Randomness is stateless: :func:`augment_batch` draws every random number from a seed tensor given with
 the batch (derived from the run seed, the epoch and the batch number), so a batch is augmented the same
 way in an uninterrupted run and in a resumed one, whatever the tf.data parallelism.
@@ -33,6 +38,9 @@ class AugmentConfig:
     hue: float = 0.2  # fraction of the colour circle, at most 0.5
     fill_mode: str = "reflect"
     resolution: float = 0.0  # degradation: down-sample by up to this fraction of the side and back up (0 = off)
+    crop_scale: tuple[float, float] | None = None  # random-resized crop: (min, max) share of the area; None = off
+    crop_ratio: tuple[float, float] = (0.75, 4 / 3)  # its aspect-ratio range (width / height)
+    stain: float = 0.0  # HED stain jitter strength (Tellez et al. 2018's sigma; 0 = off)
 
     def __post_init__(self) -> None:
         for name in ("rotation", "zoom", "translation", "brightness", "contrast", "saturation", "resolution"):
@@ -43,9 +51,27 @@ class AugmentConfig:
             raise InputError(f"augmentation hue {self.hue} is outside [0, 0.5] (a fraction of the colour circle)")
         if self.fill_mode not in ("reflect", "wrap", "constant", "nearest"):
             raise InputError(f"augmentation fill mode {self.fill_mode!r} is not reflect, wrap, constant or nearest")
+        if isinstance(self.crop_scale, str) and self.crop_scale.strip().lower() in ("none", ""):
+            self.crop_scale = None
+        if self.crop_scale is not None:
+            self.crop_scale = _range(self.crop_scale, "crop scale", 0.0, 1.0)
+        self.crop_ratio = _range(self.crop_ratio, "crop aspect ratio", 0.0, 100.0)
+        if not 0.0 <= float(self.stain) < 1.0:
+            raise InputError(f"augmentation stain {self.stain} is outside [0, 1)")
 
 
-class _RandomImageLayer(keras.layers.Layer):
+def _range(value, name: str, low: float, high: float) -> tuple[float, float]:
+    """A (min, max) pair with low < min <= max <= high, or a one-line error."""
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise InputError(f"augmentation {name} {value!r}: expected two numbers MIN,MAX") from None
+    if not low < lo <= hi <= high:
+        raise InputError(f"augmentation {name} {lo:g},{hi:g}: need {low:g} < MIN <= MAX <= {high:g}")
+    return lo, hi
+
+
+class RandomImageLayer(keras.layers.Layer):
     """Base of the project's random image layers: ``get_random_transformation`` + ``transform_images``,
     the two-method protocol of Keras's image layers that :func:`augment_batch` drives with its own seeds."""
 
@@ -59,7 +85,7 @@ class _RandomImageLayer(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="hemoembed")
-class ColourJitter(_RandomImageLayer):
+class ColourJitter(RandomImageLayer):
     """Random brightness, contrast, saturation and hue per image, like torchvision's ``ColorJitter``.
 
     Inputs are float RGB batches in [0, 255]. Factors are drawn per image: brightness/contrast/saturation
@@ -109,8 +135,16 @@ def _grey(x: Any) -> Any:
     return 0.299 * x[..., :1] + 0.587 * x[..., 1:2] + 0.114 * x[..., 2:3]
 
 
-def build_augmentation(config: AugmentConfig) -> list[keras.layers.Layer]:
-    """The random layers for ``config``, in application order (geometry first, then colour)."""
+def build_augmentation(config: AugmentConfig, output_size: int | None = None,
+                       region: float = 1.0) -> list[keras.layers.Layer]:
+    """The random layers for ``config``, in application order (geometry first, then colour).
+
+    With ``config.crop_scale`` the random-resized crop is drawn inside the central ``region`` share of the
+    image (the preprocessing record's crop) and resized to ``output_size``: it replaces the record's fixed
+    central crop, so the caller must not crop again (see :func:`crops_to_output`).
+    """
+    from .stain import StainJitter
+
     layers: list[keras.layers.Layer] = []
     if config.flip:
         # two layers: Keras's "horizontal_and_vertical" draws one decision for both axes (a 180° turn)
@@ -122,15 +156,78 @@ def build_augmentation(config: AugmentConfig) -> list[keras.layers.Layer]:
     if config.translation:
         layers.append(keras.layers.RandomTranslation(config.translation, config.translation,
                                                      fill_mode=config.fill_mode))
+    if config.crop_scale is not None:
+        if output_size is None:
+            raise InputError("random-resized crop: the output size is needed")
+        layers.append(RandomResizedCrop(output_size, config.crop_scale, config.crop_ratio, region))
     if config.resolution:
         layers.append(RandomResolution(config.resolution))
+    if config.stain:
+        layers.append(StainJitter(config.stain))
     if config.brightness or config.contrast or config.saturation or config.hue:
         layers.append(ColourJitter(config.brightness, config.contrast, config.saturation, config.hue))
     return layers
 
 
+def crops_to_output(config: AugmentConfig) -> bool:
+    """True when the augmentation itself produces the encoder's input size (a random-resized crop)."""
+    return config.crop_scale is not None
+
+
 @keras.saving.register_keras_serializable(package="hemoembed")
-class RandomResolution(_RandomImageLayer):
+class RandomResizedCrop(RandomImageLayer):
+    """A box of a random share of the area (``scale``) and aspect ratio (``ratio``, log-uniform), placed
+    uniformly inside the central ``region`` share of each image's side, resized to ``size`` × ``size``.
+
+    Like torchvision's ``RandomResizedCrop`` except that a box wider or taller than the region is clipped
+    to it (torchvision retries ten times, then falls back to a central crop); ``scale`` (1, 1) is the fixed
+    central crop of ``region``.
+    """
+
+    def __init__(self, size: int = 64, scale: tuple[float, float] = (0.3, 1.0),
+                 ratio: tuple[float, float] = (0.75, 4 / 3), region: float = 1.0, seed: int | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.size, self.region, self.seed = int(size), float(region), seed
+        self.scale = tuple(float(v) for v in scale)
+        self.ratio = tuple(float(v) for v in ratio)
+        self.generator = keras.random.SeedGenerator(seed)
+
+    def get_random_transformation(self, images: Any, training: bool = True, seed: Any = None) -> Any:
+        """Per-image boxes, shape (B, 4): ``y1, x1, y2, x2`` in normalised image coordinates."""
+        import math
+
+        seed = self.generator if seed is None else seed
+        unit = keras.random.uniform((ops.shape(images)[0], 4), seed=seed)
+        area = self.scale[0] + unit[:, 0] * (self.scale[1] - self.scale[0])
+        log_lo, log_hi = math.log(self.ratio[0]), math.log(self.ratio[1])
+        aspect = ops.exp(log_lo + unit[:, 1] * (log_hi - log_lo))
+        width = ops.minimum(ops.sqrt(area * aspect), 1.0)
+        height = ops.minimum(ops.sqrt(area / aspect), 1.0)
+        top = unit[:, 2] * (1.0 - height)
+        left = unit[:, 3] * (1.0 - width)
+        start = (1.0 - self.region) / 2.0
+        box = ops.stack([top, left, top + height, left + width], axis=1)
+        return start + self.region * box
+
+    def transform_images(self, images: Any, transformation: Any, training: bool = True) -> Any:
+        import tensorflow as tf
+
+        x = tf.cast(images, tf.float32)
+        boxes = tf.cast(transformation, tf.float32)
+        indices = tf.range(tf.shape(x)[0], dtype=tf.int32)
+        return tf.image.crop_and_resize(x, boxes, indices, (self.size, self.size), method="bilinear")
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return (input_shape[0], self.size, self.size, input_shape[-1])
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "size": self.size, "scale": list(self.scale), "ratio": list(self.ratio),
+                "region": self.region, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="hemoembed")
+class RandomResolution(RandomImageLayer):
     """Random resolution reduction: each image is down-sampled by a factor in ``[1 − factor, 1]`` and resized
     back, so a source of sharp CellaVision crops also sees blurrier cells like a new site's camera."""
 

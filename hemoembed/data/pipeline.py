@@ -112,9 +112,10 @@ def two_view_dataset(paths: Sequence[str], labels: Sequence[int], record: Prepro
     import numpy as np
     import tensorflow as tf
 
-    from .augment import augment_batch, build_augmentation
+    from .augment import augment_batch, build_augmentation, crops_to_output
 
-    layers = build_augmentation(augment)
+    layers = build_augmentation(augment, record.image_size, record.crop_fraction)
+    crop = not crops_to_output(augment)  # a random-resized crop already produced the record's size
     order = np.random.default_rng([int(seed), int(stream) + 2**20]).permutation(len(paths)) if shuffle \
         else np.arange(len(paths))
     ids = tf.constant(np.asarray(labels, np.int64)[order])
@@ -135,7 +136,7 @@ def two_view_dataset(paths: Sequence[str], labels: Sequence[int], record: Prepro
         images, label = batch
         batch_seed = tf.stack([tf.constant(int(seed), tf.int64), tf.constant(int(stream), tf.int64) * 2**24 + batch_no])
         views = augment_batch(tf.repeat(images, 2, axis=0), layers, batch_seed)
-        return _crop_to_record(views, record), tf.repeat(label, 2)
+        return (_crop_to_record(views, record) if crop else views), tf.repeat(label, 2)
 
     ds = ds.enumerate().map(two_views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -55,8 +55,9 @@ def pairwise_distances(embeddings: Any, distance: str = "L2") -> Any:
 
     "L2"/"squared-L2": ``|a|² + |b|² − 2a·b`` clipped at 0; for "L2" the square root is taken with
     1e-16 added where the squared distance is 0 (so the gradient stays finite), those entries and the
-    diagonal are then zeroed. "angular": ``1 − cos`` of row-wise L2-normalised vectors, 0 where it is below float32's epsilon (tfa
-    clips at 0; on some CPUs identical directions then come out at 6e-8 instead of 0 and exact ties break).
+    diagonal are then zeroed. "angular": ``1 − cos`` of row-wise L2-normalised vectors, 0 where it is below
+    float32's epsilon (tfa clips at 0; on some CPUs identical directions then come out at 6e-8 instead of 0
+    and exact ties break).
     """
     _check_distance(distance)
     x = ops.cast(embeddings, "float32")

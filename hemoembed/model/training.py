@@ -1,11 +1,13 @@
-"""The triplet train/validation steps under ``tf.distribute``, the learning-rate schedule, resumable state.
+"""The train/validation steps under ``tf.distribute``, the learning-rate schedule, resumable state.
 
-Mining must see the global batch: each replica embeds its share of the views, then embeddings and labels
-are all-gathered (in replica order, i.e. the dataset's order) and every replica computes the loss of the
-whole batch. Gradient scaling: the gradient of ``all_gather`` sums the upstream gradients of all R
-replicas (each equal to dL/dE, since every replica computes the same L) before slicing its own rows, so
-each replica sees R·dL/dE_own; the optimizer then sums the replicas' parameter gradients. Dividing the
-loss by R before differentiation therefore gives exactly dL/dθ, the single-device gradient.
+The loss (semi-hard or hard triplet, or NT-Xent) sees the encoder's embeddings, or a projection head's output
+when the run has one (:mod:`.heads`). Mining and the contrastive softmax must see the global batch: each
+replica embeds its share of the views, then embeddings and labels are all-gathered (in replica order, i.e. the
+dataset's order) and every replica computes the loss of the whole batch. Gradient scaling: the gradient of
+``all_gather`` sums the upstream gradients of all R replicas (each equal to dL/dE, since every replica
+computes the same L) before slicing its own rows, so each replica sees R·dL/dE_own; the optimizer then sums
+the replicas' parameter gradients. Dividing the loss by R before differentiation therefore gives exactly
+dL/dθ, the single-device gradient.
 """
 from __future__ import annotations
 
@@ -21,7 +23,11 @@ import numpy as np
 
 from ..config import atomic_write_bytes
 from ..errors import InputError, MismatchError
+from .contrastive import ntxent_loss
+from .layers import L2Normalize
 from .losses import triplet_hard_loss, triplet_semihard_loss
+
+LOSSES = ("semihard", "hard", "ntxent")
 
 
 @keras.saving.register_keras_serializable(package="hemoembed")
@@ -52,29 +58,44 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
                 "decay": self.decay}
 
 
-class TripletTrainer:
-    """An encoder, its optimizer and compiled distributed steps; ``state``/``restore`` for checkpoints."""
+def loss_function(loss: str, *, margin: float = 0.5, distance: str = "L2", temperature: float = 0.2) -> Any:
+    """``loss(labels, embeddings)`` for a loss name: semi-hard/hard triplet (tfa parity) or NT-Xent."""
+    if loss == "ntxent":
+        return partial(ntxent_loss, temperature=temperature)
+    if loss in ("semihard", "hard"):
+        base = triplet_semihard_loss if loss == "semihard" else triplet_hard_loss
+        return partial(base, margin=margin, distance=distance)
+    raise InputError(f"--loss {loss!r} is not one of {', '.join(LOSSES)}")
+
+
+class EmbeddingTrainer:
+    """An encoder, an optional projection head, the optimizer and compiled distributed steps;
+    ``state``/``restore`` for checkpoints. ``head_fn`` builds the head (or returns ``None``)."""
 
     def __init__(self, model_fn: Any, strategy: Any, *, lr: float, warmup_steps: int, total_steps: int,
-                 decay: str, loss: str, margin: float, distance: str = "L2", precision: str = "float32",
-                 jit: bool = False, eager: bool = False) -> None:
+                 decay: str, loss: str, margin: float = 0.5, distance: str = "L2", temperature: float = 0.2,
+                 head_fn: Any = None, weight_decay: float = 0.0, precision: str = "float32", jit: bool = False,
+                 eager: bool = False) -> None:
         import tensorflow as tf
 
+        self.loss_fn = loss_function(loss, margin=margin, distance=distance, temperature=temperature)
         self.strategy = strategy
         self.replicas = strategy.num_replicas_in_sync
         with strategy.scope():
             self.model = model_fn()
+            self.head = head_fn() if head_fn is not None else None
+            # triplet margins are distances between unit vectors: a head's output is normalised for them too
+            self.head_norm = L2Normalize(dtype="float32") if self.head is not None and loss != "ntxent" else None
             self.lr_factor = keras.Variable(1.0, trainable=False, name="lr_factor")
             self.schedule = WarmupCosine(lr, warmup_steps, total_steps, decay, self.lr_factor)
-            optimizer = keras.optimizers.Adam(learning_rate=self.schedule)
+            if weight_decay > 0:
+                optimizer = keras.optimizers.AdamW(learning_rate=self.schedule, weight_decay=weight_decay)
+            else:
+                optimizer = keras.optimizers.Adam(learning_rate=self.schedule)
             if precision == "mixed_float16":
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-            optimizer.build(self.model.trainable_variables)
+            optimizer.build(self.trainable_variables)
             self.optimizer = optimizer
-        if loss not in ("semihard", "hard"):
-            raise InputError(f"--loss {loss!r} is not semihard or hard")
-        base = triplet_semihard_loss if loss == "semihard" else triplet_hard_loss
-        self.loss_fn = partial(base, margin=margin, distance=distance)
         train, evaluate = self._replica_train, self._replica_eval
         if not eager:
             train = tf.function(train, jit_compile=jit)
@@ -89,6 +110,9 @@ class TripletTrainer:
 
         context = tf.distribute.get_replica_context()
         embeddings = self.model(views, training=training)
+        if self.head is not None:
+            embeddings = self.head(embeddings, training=training)
+            embeddings = self.head_norm(embeddings) if self.head_norm is not None else embeddings
         all_labels = context.all_gather(tf.stop_gradient(labels), axis=0)
         return self.loss_fn(all_labels, context.all_gather(embeddings, axis=0))
 
@@ -98,7 +122,7 @@ class TripletTrainer:
         with tf.GradientTape() as tape:
             loss = self._gathered_loss(views, labels, training=True)
             scaled = self.optimizer.scale_loss(loss / self.replicas)
-        variables = self.model.trainable_variables
+        variables = self.trainable_variables
         self.optimizer.apply(tape.gradient(scaled, variables), variables)
         return loss
 
@@ -130,13 +154,20 @@ class TripletTrainer:
         return (total / count if count else float("nan")), count
 
     @property
+    def trainable_variables(self) -> list[Any]:
+        """The encoder's and the head's trainable variables, in that order."""
+        head = list(self.head.trainable_variables) if self.head is not None else []
+        return [*self.model.trainable_variables, *head]
+
+    @property
     def learning_rate(self) -> float:
         return float(self.schedule(self.optimizer.iterations))
 
     # ------------------------------------------------------------------ resumable state
 
     def _variables(self) -> list[Any]:
-        return [*self.model.variables, *self.optimizer.variables, self.lr_factor]
+        head = list(self.head.variables) if self.head is not None else []
+        return [*self.model.variables, *head, *self.optimizer.variables, self.lr_factor]
 
     def state(self) -> dict[str, np.ndarray]:
         """Every variable the run depends on (weights, BN statistics, dropout seeds, optimizer, LR factor)."""

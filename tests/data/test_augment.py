@@ -114,3 +114,49 @@ def test_holdout_split_is_disjoint_seeded_and_sized():
     assert len(val) == 10 and sorted(train + val) == list(range(100))
     assert holdout_split(100, 0.1, seed=0) == (train, val)
     assert holdout_split(100, 0.1, seed=1)[1] != val
+
+
+def test_random_resized_crop_boxes_stay_in_the_region_with_the_drawn_area():
+    from hemoembed.data.augment import RandomResizedCrop
+
+    layer = RandomResizedCrop(16, scale=(0.3, 1.0), ratio=(0.75, 4 / 3), region=0.875)
+    boxes = layer.get_random_transformation(tf.zeros((2000, 20, 20, 3)), seed=keras.random.SeedGenerator(3)).numpy()
+    start, end = (1 - 0.875) / 2, 1 - (1 - 0.875) / 2
+    assert boxes.min() >= start - 1e-6 and boxes.max() <= end + 1e-6
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) / 0.875**2
+    assert area.min() >= 0.3 * 0.75 - 1e-6 and area.max() <= 1.0 + 1e-6  # clipped at the region's edge
+    assert 0.55 < np.median(area) < 0.7  # uniform in [0.3, 1] before clipping: median 0.65
+    out = layer.transform_images(tf.ones((3, 20, 20, 3)), boxes[:3])
+    assert tuple(out.shape) == (3, 16, 16, 3)
+
+
+def test_random_resized_crop_at_full_scale_is_the_central_crop():
+    from hemoembed.data.augment import RandomResizedCrop
+
+    layer = RandomResizedCrop(8, scale=(1.0, 1.0), ratio=(1.0, 1.0), region=0.5)
+    boxes = layer.get_random_transformation(tf.zeros((4, 16, 16, 3)), seed=keras.random.SeedGenerator(0)).numpy()
+    np.testing.assert_allclose(boxes, [[0.25, 0.25, 0.75, 0.75]] * 4, atol=1e-6)
+    image = np.zeros((1, 16, 16, 3), np.float32)
+    image[:, 4:12, 4:12] = 200.0  # a bright square exactly filling the central half
+    out = layer.transform_images(tf.constant(image), boxes[:1]).numpy()
+    assert out.mean() > 150  # the crop shows (almost only) the central square
+
+
+def test_crop_scale_replaces_the_records_crop_in_the_two_view_pipeline(tmp_path):
+    make_synthetic_dataset(tmp_path, n_per_class=2, sites=1, size=40, seed=0)
+    paths = load_manifest(tmp_path).absolute()
+    record = PreprocessingRecord(24, 0.875, "grayworld")
+    config = AugmentConfig(zoom=0, translation=0, crop_scale=(0.3, 1.0), hue=0.05)
+    views, labels = next(iter(two_view_dataset(paths, range(len(paths)), record, config, 4, seed=0, stream=1)))
+    assert tuple(views.shape) == (8, 24, 24, 3) and labels.numpy().tolist()[:2] == [labels[0]] * 2
+    again, _ = next(iter(two_view_dataset(paths, range(len(paths)), record, config, 4, seed=0, stream=1)))
+    np.testing.assert_array_equal(views.numpy(), again.numpy())
+    assert np.abs(views.numpy()[0] - views.numpy()[1]).mean() > 1.0  # the two views differ
+
+
+@pytest.mark.parametrize("value, message", [((0.0, 1.0), "crop scale"), ((0.5, 0.3), "crop scale"),
+                                            ((0.3, 1.5), "crop scale"), ("abc", "crop scale")])
+def test_bad_crop_scale_is_one_line(value, message):
+    with pytest.raises(InputError, match=message):
+        AugmentConfig(crop_scale=value)
+    assert AugmentConfig(crop_scale="none").crop_scale is None

@@ -13,7 +13,7 @@ from hemoembed.data.preprocess import PreprocessingRecord
 from hemoembed.errors import InputError
 from hemoembed.model.distribute import make_strategy
 from hemoembed.model.encoder import EMBEDDING_DIM, build_encoder, fingerprint, load_encoder
-from hemoembed.model.pretrain import _make_trainer, resolve_config
+from hemoembed.model.pretrain import make_trainer, resolve_config
 
 RECORD = PreprocessingRecord(32, 0.875)
 
@@ -69,7 +69,7 @@ def _bn_layers(model):
 def test_batchnorm_statistics_frozen_or_training(freeze):
     config = resolve_config(weights="none", image_size=32, batch_size=4, epochs=1, freeze_bn=freeze, eager=True,
                             lr=1e-3)
-    trainer = _make_trainer(config, make_strategy("one"), steps_per_epoch=2)
+    trainer = make_trainer(config, make_strategy("one"), steps_per_epoch=2)
     assert len(_bn_layers(trainer.model)) > 50
     before_stats, before_weights = _bn_statistics(trainer.model), [np.array(w) for w in trainer.model.trainable_weights]
     views = tf.constant(_images(8, seed=2))

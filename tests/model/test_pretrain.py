@@ -67,7 +67,7 @@ def test_run_writes_its_outputs_and_the_loss_falls(reference, cells):
     assert all(np.isfinite(row["loss"]) and np.isfinite(row["val_loss"]) for row in history)
     assert history[-1]["loss"] < history[0]["loss"] - 0.01, history
     assert json.loads((reference / "checkpoints" / "checkpoint.json").read_text())["epoch"] == 3
-    assert len(list((reference / "checkpoints").glob("epoch-*.npz"))) == 2  # keep_checkpoints
+    assert len(list((reference / "checkpoints").glob("epoch-*.npz"))) == 1  # what --resume needs, no more
     skipped = (reference / "skipped.csv").read_text()
     assert "broken.png" in skipped and skipped.count("\n") == 2
     from hemoembed.data.colour import ReinhardReference
@@ -174,26 +174,27 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import keras, numpy as np
 from hemoembed.model.distribute import make_strategy
 from hemoembed.model.encoder import all_layers
-from hemoembed.model.pretrain import _make_trainer, resolve_config
+from hemoembed.model.pretrain import make_trainer, resolve_config
 
+loss, head = sys.argv[2], sys.argv[3]
 config = resolve_config(weights="none", image_size=32, batch_size=4, epochs=1, freeze_bn=True, dropout=0.0,
-                        eager=True)
+                        eager=True, loss=loss, head=head)
 views = tf.constant(np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32"))
 labels = tf.constant([0, 0, 1, 1, 2, 2, 3, 3], tf.int64)
 result = {}
 for name in ("one", "mirrored"):
     strategy = make_strategy(name)
-    trainer = _make_trainer(config, strategy, steps_per_epoch=1)
+    trainer = make_trainer(config, strategy, steps_per_epoch=1)
     for layer in all_layers(trainer.model):
         if isinstance(layer, keras.layers.Dropout):
             layer.rate = 0.0  # stochastic depth off: both runs must see the same forward pass
     with strategy.scope():  # plain SGD with lr 1: the weight change is exactly minus the gradient
         trainer.optimizer = keras.optimizers.SGD(1.0)
-        trainer.optimizer.build(trainer.model.trainable_variables)
-    before = [np.array(w) for w in trainer.model.trainable_weights]
+        trainer.optimizer.build(trainer.trainable_variables)
+    before = [np.array(w) for w in trainer.trainable_variables]
     eval_loss = trainer.eval_batch(views, labels)
     train_loss = trainer.train_batch(views, labels)
-    grads = [b - np.array(w) for b, w in zip(before, trainer.model.trainable_weights)]
+    grads = [b - np.array(w) for b, w in zip(before, trainer.trainable_variables)]
     result[name] = {"replicas": strategy.num_replicas_in_sync, "eval": eval_loss, "train": train_loss,
                     "grad_norm": float(np.sqrt(sum((g.astype("float64") ** 2).sum() for g in grads)))}
     np.save(sys.argv[1] + f"/{name}.npy", np.concatenate([g.ravel() for g in grads]))
@@ -202,10 +203,12 @@ print("RESULT", json.dumps(result))
 
 
 @pytest.mark.slow
-def test_mirrored_on_two_devices_equals_one_device(tmp_path):
+@pytest.mark.parametrize("loss, head", [("semihard", "none"), ("ntxent", "mlp:64,16")])
+def test_mirrored_on_two_devices_equals_one_device(tmp_path, loss, head):
+    """Mining and the contrastive softmax see the global batch; the head's BatchNorm is synchronised too."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    run = subprocess.run([sys.executable, "-c", TWO_DEVICES, str(tmp_path)], capture_output=True, text=True,
-                         env=env, timeout=600, cwd=ROOT)
+    run = subprocess.run([sys.executable, "-c", TWO_DEVICES, str(tmp_path), loss, head], capture_output=True,
+                         text=True, env=env, timeout=600, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(run.stdout.split("RESULT", 1)[1])
     one, two = result["one"], result["mirrored"]
@@ -217,3 +220,66 @@ def test_mirrored_on_two_devices_equals_one_device(tmp_path):
     assert two["grad_norm"] == pytest.approx(one["grad_norm"], rel=1e-3)
     g1, g2 = np.load(tmp_path / "one.npy"), np.load(tmp_path / "mirrored.npy")
     assert np.abs(g1 - g2).max() <= 1e-3 * np.abs(g1).max()
+
+
+OLD_RUN_CONFIG = {  # config.json as written by a run of the first release (no head, loss fields of today)
+    "augment": {"brightness": 0.2, "contrast": 0.2, "fill_mode": "reflect", "flip": True, "hue": 0.2,
+                "resolution": 0.0, "rotation": 0.25, "saturation": 0.2, "translation": 0.09, "zoom": 0.1},
+    "batch_size": 100, "cache": True, "colour": "grayworld", "crop_fraction": 0.875, "distance": "L2",
+    "dropout": 0.2, "eager": False, "early_stopping": 0, "epochs": 4, "freeze_bn": False, "image_size": 64,
+    "jit": False, "keep_checkpoints": 2, "loss": "semihard", "lr": 0.001, "lr_decay": "cosine", "lr_plateau": 0,
+    "margin": 0.5, "plateau_factor": 0.5, "precision": "float32", "preset": "scratch", "seed": 0,
+    "strategy": "auto", "strict": False, "tensorboard": False, "val_fraction": 0.05, "warmup_epochs": 1.0,
+    "weights": "none"}
+
+
+def test_a_run_saved_before_heads_and_crops_keeps_its_meaning(tmp_path):
+    from hemoembed.config import require_same_config
+    from hemoembed.model.pretrain_config import load_run_config
+
+    (tmp_path / "config.json").write_text(json.dumps(OLD_RUN_CONFIG))
+    old = load_run_config(tmp_path)
+    assert (old.loss, old.head, old.augment.crop_scale, old.augment.hue) == ("semihard", "none", None, 0.2)
+    resumed = resolve_config(old)  # what a bare --resume resolves: the preset changes nothing that was saved
+    require_same_config(old, resumed, where="test")
+    fresh = resolve_config(weights="none")  # a new run gets today's scratch preset
+    assert (fresh.loss, fresh.head, fresh.augment.crop_scale) == ("ntxent", "mlp:512,128", (0.3, 1.0))
+    assert resolve_config().head == "none" and resolve_config().augment.crop_scale is None  # the paper's
+
+
+@pytest.mark.slow
+def test_probe_scores_each_epoch_and_best_probe_becomes_the_encoder(cells, tmp_path):
+    """The probe set is class-per-folder synthetic cells; history gets its columns, encoder.keras the best
+    epoch's weights and never the projection head."""
+    from hemoembed.model.encoder import load_encoder
+    from hemoembed.model.training import load_checkpoint
+
+    probe = tmp_path / "probe"
+    make_synthetic_dataset(probe, n_per_class=6, sites=1, size=40, seed=9)
+    config = resolve_config(weights="none", image_size=32, epochs=3, batch_size=8, lr=3e-3, warmup_epochs=0.0,
+                            val_fraction=0.2, seed=3, probe_labels=str(probe), keep="best-probe")
+    lines: list[str] = []
+    pretrain(load_manifest(cells), tmp_path / "run", config, log=lines.append)
+    history = _history(tmp_path / "run")
+    scores = [row["probe_linear_f1"] for row in history]
+    assert len(scores) == 3 and all(0.0 <= s <= 1.0 for s in scores)
+    assert all(0.0 <= row["probe_knn_f1"] <= 1.0 and row["embedding_std"] > 0 for row in history)
+    assert any("probe k-NN F1" in line for line in lines)
+    best_epoch = int(np.argmax(scores)) + 1
+    arrays, meta = load_checkpoint(tmp_path / "run" / "checkpoints" / "best-probe.npz")
+    assert meta["epoch"] == best_epoch
+    model, _ = load_encoder(tmp_path / "run" / "encoder.keras")
+    assert not any("projection" in layer.name for layer in model.layers)
+    for i, variable in enumerate(model.variables):  # the checkpoint starts with the encoder's variables
+        if "float" in str(variable.dtype):  # (not the dropout seed's state)
+            np.testing.assert_array_equal(np.asarray(variable), arrays[f"v{i:05d}"])
+    assert model.output_shape == (None, 1280)
+
+
+def test_best_probe_without_probe_labels_is_refused_before_writing(cells, tmp_path):
+    result = CliRunner().invoke(main, ["pretrain", str(cells), "--out", str(tmp_path / "r"), *ARGS,
+                                       "--keep", "best-probe"])
+    assert result.exit_code == 2 and "--keep best-probe needs --probe-labels" in result.output
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+    head = CliRunner().invoke(main, ["pretrain", str(cells), "--out", str(tmp_path / "h"), *ARGS, "--head", "mlp:x"])
+    assert head.exit_code == 2 and "expected 'none' or 'mlp:'" in head.output

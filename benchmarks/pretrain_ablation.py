@@ -1,0 +1,225 @@
+"""Choose the from-scratch pretraining recipe by measurement: each lever on and off at equal CPU budget.
+
+Every row pretrains the encoder from random weights with ``hemoembed pretrain`` (a real subprocess, the
+product's code) on the same seeded subset of PBC images, then embeds the subset with the trained encoder
+and scores a linear probe on a fixed stratified 75/25 split (the same split for every row and for the
+raw-pixel and random-encoder baselines). Rows are resumable: a finished row is read back from its
+``result.json``; an interrupted one continues with ``--resume``.
+
+    python benchmarks/pretrain_ablation.py /work/shared/data/pbc256/PBC_dataset_normal_DIB \\
+        --out /work/runs/ablation --rows old_scratch,candidate --seeds 0,1
+
+Prints one JSON object per row (and the baselines) and writes ``OUT/results.json``. The linear probe is a
+standardised logistic regression whose C is chosen by 3-fold CV on the training part; 95 % intervals are
+percentiles of 1,000 bootstrap resamples of the test part; ``paired`` compares a row with ``--reference``
+on the same test images (bootstrap of the macro-F1 difference, same seed).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+BASE = ["--weights", "none", "--image-size", "64", "--epochs", "4", "--cache", "--val-fraction", "0.05"]
+# The issue's "today's scratch preset" row, spelled out so later preset changes do not move it.
+OLD_SCRATCH = ["--loss", "semihard", "--head", "none", "--batch-size", "100", "--lr", "1e-3", "--warmup-epochs", "1",
+               "--crop-scale", "none", "--zoom", "0.1", "--hue", "0.2", "--colour-jitter", "0.2",
+               "--config", "{paper_translation}"]
+CANDIDATE = ["--loss", "ntxent", "--head", "mlp:512,128", "--batch-size", "128", "--lr", "1e-3", "--warmup-epochs", "1",
+             "--crop-scale", "0.3,1", "--zoom", "0", "--hue", "0.05", "--colour-jitter", "0.3"]
+
+
+def _with(base: list[str], **changes: str) -> list[str]:
+    """``base`` with the value after each ``--option`` replaced (or appended)."""
+    args = list(base)
+    for name, value in changes.items():
+        flag = "--" + name.replace("_", "-")
+        if flag in args:
+            args[args.index(flag) + 1] = value
+        else:
+            args += [flag, value]
+    return args
+
+
+ROWS: dict[str, list[str]] = {
+    "old_scratch": OLD_SCRATCH,
+    "candidate": CANDIDATE,
+    "cand_no_head": _with(CANDIDATE, head="none"),
+    "cand_no_crop": _with(CANDIDATE, crop_scale="none", zoom="0.1", config="{paper_translation}"),
+    "cand_semihard": _with(CANDIDATE, loss="semihard"),
+    "cand_semihard_no_head": _with(CANDIDATE, loss="semihard", head="none"),
+    "cand_hue0.2": _with(CANDIDATE, hue="0.2", colour_jitter="0.2"),
+    "cand_hue0": _with(CANDIDATE, hue="0"),
+    "cand_stain": _with(CANDIDATE, hue="0", stain_jitter="0.05"),
+    "cand_tau0.1": _with(CANDIDATE, temperature="0.1"),
+    "cand_tau0.5": _with(CANDIDATE, temperature="0.5"),
+    "cand_lr3e-3": _with(CANDIDATE, lr="3e-3"),
+    "cand_lr3e-4": _with(CANDIDATE, lr="3e-4"),
+    "cand_batch256": _with(CANDIDATE, batch_size="256"),
+    "cand_batch64": _with(CANDIDATE, batch_size="64"),
+    "cand_crop0.08": _with(CANDIDATE, crop_scale="0.08,1"),
+    "cand_crop0.5": _with(CANDIDATE, crop_scale="0.5,1"),
+    "cand_48px_7ep": _with(CANDIDATE, image_size="48", epochs="7"),
+    "cand_96px_2ep": _with(CANDIDATE, image_size="96", epochs="2"),
+    "cand_wd": _with(CANDIDATE, weight_decay="1e-4"),
+}
+
+
+def subset_manifest(root: Path, size: int, seed: int, out: Path) -> Path:
+    """A seeded random subset of the class-per-folder tree under ``root`` as a CSV (path,label)."""
+    paths = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.suffix.lower() in (".jpg", ".png"))
+    chosen = sorted(paths[i] for i in np.random.default_rng(seed).permutation(len(paths))[:size])
+    target = out / f"subset{size}_seed{seed}.csv"
+    with open(target, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label"])
+        writer.writerows([p, p.split("/")[0]] for p in chosen)
+    return target
+
+
+def pretrain_row(name: str, seed: int, args: list[str], manifest: Path, root: Path, out: Path) -> tuple[Path, float]:
+    """Run (or resume, or reuse) one row's pretraining; returns the run folder and its CPU seconds."""
+    run = out / f"{name}_s{seed}"
+    timing = run / "cpu_seconds.json"
+    if (run / "encoder.keras").is_file() and timing.is_file():
+        return run, json.loads(timing.read_text())["cpu_seconds"]
+    args = [a.replace("{paper_translation}", str(out / "paper_translation.json")) for a in args]
+    command = [sys.executable, "-m", "hemoembed", "pretrain", str(manifest), "--image-root", str(root),
+               "--out", str(run), *BASE, *args, "--seed", str(seed)]
+    if (run / "config.json").is_file():
+        command.append("--resume")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.time()
+    with open(out / f"{name}_s{seed}.log", "a") as log:
+        subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=True, env={**os.environ,
+                       "TF_CPP_MIN_LOG_LEVEL": "3"})
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    previous = json.loads(timing.read_text())["cpu_seconds"] if timing.is_file() else 0.0
+    timing.write_text(json.dumps({"cpu_seconds": previous + cpu, "wall_seconds": time.time() - start,
+                                  "load_average": os.getloadavg()}) + "\n")
+    return run, previous + cpu
+
+
+def embed_paths(model, paths: list[str], record) -> np.ndarray:
+    """Embeddings of ``paths`` through the product's inference path (decode, gray-world, crop, resize)."""
+    from hemoembed.data.pipeline import inference_dataset
+
+    rows = [np.asarray(model(images, training=False)) for images, _ in inference_dataset(paths, record, 128)]
+    return np.concatenate(rows)
+
+
+def raw_pixels(paths: list[str], side: int = 32) -> np.ndarray:
+    """The raw-pixel floor: gray-world, central crop, ``side``-px images flattened (PCA is in the probe)."""
+    from hemoembed.data.pipeline import inference_dataset
+    from hemoembed.data.preprocess import PreprocessingRecord
+
+    record = PreprocessingRecord(side, 0.875, "grayworld")
+    rows = [images.numpy().reshape(len(images), -1) / 255.0 for images, _ in inference_dataset(paths, record, 256)]
+    return np.concatenate(rows).astype(np.float32)
+
+
+def linear_probe(x: np.ndarray, y: np.ndarray, split: tuple[np.ndarray, np.ndarray], pca: int = 0) -> dict:
+    """Macro-F1 of a standardised logistic regression (C by 3-fold CV on the train part) on the test part."""
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    train, test = split
+    steps = ([PCA(pca, random_state=0)] if pca else []) + [StandardScaler(), LogisticRegression(max_iter=2000)]
+    search = GridSearchCV(make_pipeline(*steps), {"logisticregression__C": [0.01, 0.1, 1.0]}, cv=3,
+                          scoring="f1_macro", n_jobs=1)
+    search.fit(x[train], y[train])
+    pred = search.predict(x[test])
+    return {"macro_f1": float(f1_score(y[test], pred, average="macro")), "C": search.best_params_[
+        "logisticregression__C"], "pred": pred}
+
+
+def bootstrap(y: np.ndarray, pred: np.ndarray, other: np.ndarray | None = None, n: int = 1000) -> list[float]:
+    """95 % percentile interval of macro-F1 (or of its difference from ``other``) over test resamples."""
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(0)
+    values = []
+    for _ in range(n):
+        i = rng.integers(0, len(y), len(y))
+        value = f1_score(y[i], pred[i], average="macro")
+        if other is not None:
+            value -= f1_score(y[i], other[i], average="macro")
+        values.append(value)
+    return [round(float(v), 4) for v in np.percentile(values, [2.5, 97.5])]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("root", type=Path, help="class-per-folder image tree (PBC_dataset_normal_DIB)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--rows", default="old_scratch,candidate", help=f"comma-separated, of: {', '.join(ROWS)}")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--size", type=int, default=6000)
+    parser.add_argument("--subset-seed", type=int, default=12)
+    parser.add_argument("--reference", default="old_scratch", help="row the paired comparison is against")
+    args = parser.parse_args()
+
+    from sklearn.model_selection import train_test_split
+
+    from hemoembed.model.encoder import build_encoder, load_encoder
+
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "paper_translation.json").write_text(json.dumps({"augment": {"translation": 0.09}}) + "\n")
+    manifest = subset_manifest(args.root, args.size, args.subset_seed, out)
+    with open(manifest) as handle:
+        rows = list(csv.DictReader(handle))
+    paths = [str(args.root / r["path"]) for r in rows]
+    y = np.array([r["label"] for r in rows])
+    split = tuple(map(np.asarray, train_test_split(np.arange(len(y)), test_size=0.25, stratify=y, random_state=0)))
+    results_path = out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    test_y = y[split[1]]
+
+    def record(key: str, value: dict) -> None:
+        results[key] = value
+        results_path.write_text(json.dumps(results, indent=1) + "\n")
+        print(json.dumps({"row": key, **{k: v for k, v in value.items() if k != "pred"}}), flush=True)
+
+    if "raw_pixels_pca256" not in results:
+        probe = linear_probe(raw_pixels(paths), y, split, pca=256)
+        record("raw_pixels_pca256", {**probe, "pred": probe["pred"].tolist(), "ci": bootstrap(test_y, probe["pred"])})
+    if "random_encoder" not in results:
+        from hemoembed.data.preprocess import PreprocessingRecord
+
+        model = build_encoder(PreprocessingRecord(64, 0.875, "grayworld"), "none")
+        probe = linear_probe(embed_paths(model, paths, PreprocessingRecord(64, 0.875, "grayworld")), y, split)
+        record("random_encoder", {**probe, "pred": probe["pred"].tolist(), "ci": bootstrap(test_y, probe["pred"])})
+    for name in args.rows.split(","):
+        for seed in (int(s) for s in args.seeds.split(",")):
+            key = f"{name}_s{seed}"
+            if key in results:
+                continue
+            run, cpu = pretrain_row(name, seed, ROWS[name], manifest, args.root, out)
+            model, rec = load_encoder(run / "encoder.keras")
+            x = embed_paths(model, paths, rec)
+            probe = linear_probe(x, y, split)
+            value = {**probe, "pred": probe["pred"].tolist(), "ci": bootstrap(test_y, probe["pred"]),
+                     "cpu_minutes": round(cpu / 60, 1), "args": ROWS[name], "seed": seed}
+            ref = results.get(f"{args.reference}_s{seed}")
+            if ref is not None and name != args.reference:
+                value["paired_diff_ci"] = bootstrap(test_y, probe["pred"], np.asarray(ref["pred"]))
+                value["paired_diff"] = round(probe["macro_f1"] - ref["macro_f1"], 4)
+            record(key, value)
+
+
+if __name__ == "__main__":
+    main()

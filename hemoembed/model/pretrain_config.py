@@ -1,0 +1,172 @@
+"""Pretraining settings: the typed :class:`PretrainConfig`, its presets, and how a run's saved config is read.
+
+Two presets. ``imagenet`` is the paper's fine-tuning recipe for an ImageNet-initialised encoder (semi-hard
+triplet, no head, BatchNorm frozen, Adam 1e-5, the paper's augmentation). ``scratch`` is for random
+initialisation (``--weights none``: air-gapped sites, CPU machines); its values were chosen by the ablation
+in benchmarks/RESULTS.md ("Choosing the scratch recipe"), where each lever was switched on and off at equal
+CPU budget on 6,000 PBC images.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ..config import from_dict, load_config
+from ..data.augment import AugmentConfig
+from ..data.preprocess import PreprocessingRecord
+from ..errors import InputError
+from .contrastive import check_temperature
+from .heads import parse_head
+
+# The paper's augmentation: flips, rotation ±90°, zoom ±0.1, translation ±20 px at 224, colour jitter 0.2.
+PAPER_AUGMENT: dict[str, Any] = {}
+SCRATCH_AUGMENT: dict[str, Any] = {"zoom": 0.0, "translation": 0.0, "crop_scale": (0.3, 1.0), "brightness": 0.3,
+                                   "contrast": 0.3, "saturation": 0.3, "hue": 0.05}
+PRESETS: dict[str, dict[str, Any]] = {
+    # The paper: ImageNet initialisation, BatchNorm frozen, Adam 1e-5 constant, 30 epochs, batch 100.
+    "imagenet": {"weights": "imagenet", "loss": "semihard", "head": "none", "lr": 1e-5, "lr_decay": "constant",
+                 "warmup_epochs": 0.0, "freeze_bn": True, "epochs": 30, "batch_size": 100,
+                 "augment": PAPER_AUGMENT},
+    # Random initialisation: NT-Xent on a projection head, random-resized crops, gentle hue, BatchNorm
+    # training, Adam with warm-up and cosine decay (benchmarks/RESULTS.md, "Choosing the scratch recipe").
+    "scratch": {"weights": "none", "loss": "ntxent", "head": "mlp:512,128", "lr": 1e-3, "lr_decay": "cosine",
+                "warmup_epochs": 1.0, "freeze_bn": False, "epochs": 60, "batch_size": 128,
+                "augment": SCRATCH_AUGMENT},
+}
+# What a run saved before a setting existed meant (so it resumes, and its config reads, unchanged).
+LEGACY = {"loss": "semihard", "head": "none", "augment": PAPER_AUGMENT}
+RESUME_IGNORES = ("tensorboard", "keep_checkpoints", "probe_labels", "probe_every")
+
+
+@dataclass
+class PretrainConfig:
+    """Every setting of a pretraining run. ``None`` fields are filled from the preset by :func:`resolve_config`."""
+
+    preset: Literal["imagenet", "scratch"] | None = None
+    weights: str | None = None  # imagenet | none | PATH (.keras encoder or .h5 backbone weights)
+    epochs: int | None = None
+    batch_size: int | None = None  # distinct images per batch (2x views)
+    lr: float | None = None
+    lr_decay: Literal["constant", "cosine"] | None = None
+    warmup_epochs: float | None = None
+    freeze_bn: bool | None = None
+    image_size: int = 224
+    crop_fraction: float = 0.875
+    colour: Literal["grayworld", "none"] = "grayworld"
+    loss: Literal["semihard", "hard", "ntxent"] | None = None
+    head: str | None = None  # projection head used only for the loss: none | mlp:W1,...,OUT
+    margin: float = 0.5  # triplet losses
+    distance: Literal["L2", "squared-L2", "angular"] = "L2"  # triplet losses
+    temperature: float = 0.2  # NT-Xent
+    weight_decay: float = 0.0  # decoupled (AdamW) when > 0
+    dropout: float = 0.2
+    val_fraction: float = 0.05
+    early_stopping: int = 0  # patience in epochs on the validation loss; 0 = off
+    lr_plateau: int = 0  # patience before the LR is multiplied by plateau_factor; 0 = off
+    plateau_factor: float = 0.5
+    strategy: Literal["auto", "one", "mirrored", "multiworker"] = "auto"
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
+    jit: bool = False
+    eager: bool = False  # debugging: run steps eagerly (slow)
+    cache: bool = False  # hold decoded, colour-normalised images in memory
+    strict: bool = False  # refuse unreadable images instead of skipping them
+    tensorboard: bool = False
+    keep_checkpoints: int = 1  # resume needs only the last; more are kept on request
+    probe_labels: str | None = None  # labelled images (CSV or folder-per-class) watched while training
+    probe_every: int = 1  # epochs between probe evaluations
+    keep: Literal["last", "best-probe"] = "last"  # which epoch becomes encoder.keras
+    seed: int = 0
+    augment: AugmentConfig | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.augment, dict):
+            self.augment = from_dict(AugmentConfig, self.augment, source="augment")
+
+    @property
+    def record(self) -> PreprocessingRecord:
+        return PreprocessingRecord(self.image_size, self.crop_fraction, self.colour)
+
+
+def preset_name(config: PretrainConfig) -> str:
+    """The preset a config draws its defaults from: its own, else by weights."""
+    return config.preset or ("scratch" if config.weights == "none" else "imagenet")
+
+
+def resolve_config(config: PretrainConfig | None = None, config_file: str | Path | None = None,
+                   augment: dict[str, Any] | None = None, **overrides: Any) -> PretrainConfig:
+    """Preset values < config file < ``overrides`` (``None`` overrides are ignored); checks the result.
+
+    The preset is ``config.preset`` if set, else ``scratch`` for ``weights == "none"``, else ``imagenet``.
+    ``augment`` holds single augmentation settings applied on top of the resolved augmentation.
+    """
+    base = config or (load_config(PretrainConfig, config_file) if config_file else PretrainConfig())
+    cfg = dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+    preset = preset_name(cfg)
+    values = PRESETS[preset]
+    filled = {k: v for k, v in values.items() if k != "augment" and getattr(cfg, k) is None}
+    if cfg.augment is None:
+        filled["augment"] = AugmentConfig(**values["augment"])
+    cfg = dataclasses.replace(cfg, preset=preset, **filled)
+    given = {k: v for k, v in (augment or {}).items() if v is not None}
+    if given:
+        cfg = dataclasses.replace(cfg, augment=dataclasses.replace(cfg.augment, **given))
+    check_config(cfg)
+    return cfg
+
+
+def check_config(cfg: PretrainConfig) -> None:
+    """One-line errors for settings no run could use (before anything is written)."""
+    if cfg.batch_size < 2:
+        raise InputError(f"--batch-size {cfg.batch_size}: need at least 2 images per batch")
+    if cfg.epochs < 1:
+        raise InputError(f"--epochs {cfg.epochs}: need at least 1")
+    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+        raise InputError(f"--lr {cfg.lr}: must be a positive number")
+    if not 0.0 <= cfg.val_fraction <= 0.5:
+        raise InputError(f"--val-fraction {cfg.val_fraction}: must be within [0, 0.5]")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise InputError(f"dropout {cfg.dropout}: must be within [0, 1)")
+    if not (cfg.margin >= 0 and math.isfinite(cfg.margin)):
+        raise InputError(f"--margin {cfg.margin}: must be a finite number >= 0")
+    if not (cfg.warmup_epochs >= 0 and math.isfinite(cfg.warmup_epochs)):
+        raise InputError(f"--warmup-epochs {cfg.warmup_epochs}: must be a finite number >= 0")
+    if cfg.early_stopping < 0 or cfg.lr_plateau < 0:
+        raise InputError(f"--early-stopping {cfg.early_stopping} / --lr-plateau {cfg.lr_plateau}: must be >= 0")
+    if not 0.0 < cfg.plateau_factor <= 1.0 or cfg.keep_checkpoints < 1:
+        raise InputError(f"plateau factor {cfg.plateau_factor} must be within (0, 1] and keep_checkpoints "
+                         f"{cfg.keep_checkpoints} at least 1")
+    if cfg.weights not in ("imagenet", "none") and not Path(cfg.weights).is_file():
+        raise InputError(f"--weights {cfg.weights}: no such file (expected imagenet, none, a .keras encoder or "
+                         ".h5 weights)")
+    if not (math.isfinite(cfg.weight_decay) and cfg.weight_decay >= 0):
+        raise InputError(f"--weight-decay {cfg.weight_decay}: must be a number >= 0")
+    if cfg.probe_every < 1:
+        raise InputError(f"--probe-every {cfg.probe_every}: need at least 1")
+    if cfg.keep == "best-probe" and not cfg.probe_labels:
+        raise InputError("--keep best-probe needs --probe-labels (the probe decides which epoch is best)")
+    check_temperature(cfg.temperature)
+    parse_head(cfg.head)
+    _ = cfg.record  # validates image size, crop fraction and colour mode
+
+
+def config_from_saved(data: dict[str, Any], source: str) -> PretrainConfig:
+    """A saved run's config; settings it predates take the meaning they had then (:data:`LEGACY`)."""
+    legacy = {k: v for k, v in LEGACY.items() if k not in data}
+    return from_dict(PretrainConfig, {**data, **legacy}, source=source)
+
+
+def load_run_config(run: str | Path) -> PretrainConfig:
+    """The config a run folder saved (``RUN/config.json``), read with :func:`config_from_saved`."""
+    import json
+
+    path = Path(run) / "config.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read the run's config ({exc})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: a run's config must be a mapping of setting to value")
+    return config_from_saved(data, str(path))

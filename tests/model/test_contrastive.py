@@ -1,0 +1,84 @@
+"""NT-Xent: equal to a direct NumPy transcription of SimCLR's formula, its limits, gradients, serialisation."""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from hemoembed.errors import InputError
+from hemoembed.model.contrastive import NTXentLoss, ntxent_loss
+from hemoembed.model.training import loss_function
+
+
+def _reference(labels: np.ndarray, x: np.ndarray, temperature: float) -> float:
+    """SimCLR's NT-Xent written out anchor by anchor (float64)."""
+    z = x / np.linalg.norm(x, axis=1, keepdims=True)
+    sim = z @ z.T / temperature
+    losses = []
+    for i in range(len(labels)):
+        others = [k for k in range(len(labels)) if k != i]
+        positives = [p for p in others if labels[p] == labels[i]]
+        if not positives:
+            continue
+        log_denominator = np.log(np.sum(np.exp(sim[i, others])))
+        losses.append(np.mean([log_denominator - sim[i, p] for p in positives]))
+    return float(np.mean(losses)) if losses else 0.0
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("temperature", [0.1, 0.5])
+def test_equals_the_formula_on_two_view_batches(seed: int, temperature: float) -> None:
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.repeat(np.arange(16), 2))
+    x = rng.normal(size=(32, 24)).astype(np.float32)
+    ours = float(ntxent_loss(labels, x, temperature))
+    assert ours == pytest.approx(_reference(labels, x, temperature), rel=1e-5)
+
+
+def test_several_positives_and_anchors_without_one() -> None:
+    rng = np.random.default_rng(7)
+    labels = np.array([0, 0, 0, 1, 1, 2, 3, 3])  # class 2 has no positive: it only serves as a negative
+    x = rng.normal(size=(8, 5)).astype(np.float32)
+    assert float(ntxent_loss(labels, x, 0.2)) == pytest.approx(_reference(labels, x, 0.2), rel=1e-5)
+    assert float(ntxent_loss(np.arange(6), rng.normal(size=(6, 5)), 0.2)) == 0.0
+
+
+def test_aligned_views_score_far_below_random_ones_and_scale_does_not_matter() -> None:
+    labels = np.repeat(np.arange(8), 2)
+    aligned = np.repeat(np.eye(8, 16), 2, axis=0).astype(np.float32)
+    random = np.random.default_rng(0).normal(size=(16, 16)).astype(np.float32)
+    assert float(ntxent_loss(labels, aligned, 0.1)) < 0.01 < float(ntxent_loss(labels, random, 0.1))
+    assert float(ntxent_loss(labels, 7.0 * random, 0.1)) == pytest.approx(float(ntxent_loss(labels, random, 0.1)),
+                                                                          rel=1e-5)
+
+
+def test_gradient_is_finite_and_pulls_views_together() -> None:
+    labels = tf.constant(np.repeat(np.arange(4), 2))
+    x = tf.Variable(np.random.default_rng(1).normal(size=(8, 6)).astype(np.float32))
+    with tf.GradientTape() as tape:
+        loss = ntxent_loss(labels, x, 0.2)
+    grad = tape.gradient(loss, x)
+    assert np.isfinite(grad.numpy()).all()
+    x.assign_sub(0.5 * grad)
+    assert float(ntxent_loss(labels, x, 0.2)) < float(loss)
+
+
+def test_runs_inside_a_compiled_function_and_serialises() -> None:
+    labels, x = np.repeat(np.arange(4), 2), np.random.default_rng(2).normal(size=(8, 6)).astype(np.float32)
+    compiled = tf.function(lambda a, b: ntxent_loss(a, b, 0.3), jit_compile=True)
+    assert float(compiled(labels, x)) == pytest.approx(float(ntxent_loss(labels, x, 0.3)), rel=1e-5)
+    loss = keras.losses.deserialize(keras.losses.serialize(NTXentLoss(temperature=0.3)))
+    assert loss.temperature == 0.3 and float(loss(labels, x)) == pytest.approx(float(ntxent_loss(labels, x, 0.3)))
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf"), True, "0.2"])
+def test_bad_temperature_is_a_one_line_error(bad) -> None:
+    with pytest.raises(InputError, match="temperature"):
+        ntxent_loss(np.arange(2), np.ones((2, 3)), bad)
+
+
+def test_loss_names() -> None:
+    assert loss_function("ntxent", temperature=0.5).keywords == {"temperature": 0.5}
+    with pytest.raises(InputError, match="not one of semihard, hard, ntxent"):
+        loss_function("contrastive")
