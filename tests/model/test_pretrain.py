@@ -46,7 +46,7 @@ def reference(cells, tmp_path_factory) -> Path:
 
 def _history(run: Path) -> list[dict[str, float]]:
     with open(run / "history.csv") as handle:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+        return [{k: float(v) if v else float("nan") for k, v in row.items()} for row in csv.DictReader(handle)]
 
 
 def _weights(run: Path) -> list[np.ndarray]:
