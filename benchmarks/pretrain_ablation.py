@@ -73,6 +73,8 @@ ROWS: dict[str, list[str]] = {
     "cand_48px_7ep": _with(CANDIDATE, image_size="48", epochs="7"),
     "cand_96px_2ep": _with(CANDIDATE, image_size="96", epochs="2"),
     "cand_wd": _with(CANDIDATE, weight_decay="1e-4"),
+    "cand_const": _with(CANDIDATE, lr_decay="constant", warmup_epochs="0"),
+    "cand_cos_nowarm": _with(CANDIDATE, warmup_epochs="0"),
 }
 
 
