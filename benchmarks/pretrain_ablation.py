@@ -36,8 +36,8 @@ BASE = ["--weights", "none", "--image-size", "64", "--epochs", "4", "--cache", "
 OLD_SCRATCH = ["--loss", "semihard", "--head", "none", "--batch-size", "100", "--lr", "1e-3", "--warmup-epochs", "1",
                "--crop-scale", "none", "--zoom", "0.1", "--hue", "0.2", "--colour-jitter", "0.2",
                "--config", "{paper_translation}"]
-CANDIDATE = ["--loss", "ntxent", "--head", "mlp:512,128", "--batch-size", "128", "--lr", "1e-3", "--warmup-epochs", "1",
-             "--crop-scale", "0.3,1", "--zoom", "0", "--hue", "0.05", "--colour-jitter", "0.3"]
+CANDIDATE = ["--loss", "ntxent", "--head", "mlp:512,128", "--batch-size", "128", "--lr", "1e-3", "--lr-decay", "constant",
+             "--warmup-epochs", "0", "--crop-scale", "0.3,1", "--zoom", "0", "--hue", "0.05", "--colour-jitter", "0.3"]
 
 
 def _with(base: list[str], **changes: str) -> list[str]:
@@ -73,8 +73,9 @@ ROWS: dict[str, list[str]] = {
     "cand_48px_7ep": _with(CANDIDATE, image_size="48", epochs="7"),
     "cand_96px_2ep": _with(CANDIDATE, image_size="96", epochs="2"),
     "cand_wd": _with(CANDIDATE, weight_decay="1e-4"),
-    "cand_const": _with(CANDIDATE, lr_decay="constant", warmup_epochs="0"),
-    "cand_cos_nowarm": _with(CANDIDATE, warmup_epochs="0"),
+    "cand_warmup_cosine": _with(CANDIDATE, lr_decay="cosine", warmup_epochs="1"),
+    "cand_cos_nowarm": _with(CANDIDATE, lr_decay="cosine"),
+    "cand_semihard_tuned": _with(CANDIDATE, loss="semihard", head="none", lr="3e-3"),
 }
 
 
