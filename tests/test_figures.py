@@ -1,6 +1,6 @@
 """Every figure a user looks at, rendered from a small fixture: a readable size, words in the titles, numbers
 that can be read, and no colour meaning two things. (The active-learning and GradCAM figures are tested
-beside their tasks: tests/tasks/active/test_figures.py, tests/explain/test_gradcam.py.)"""
+beside their tasks: tests/tasks/active/test_active_figures.py, tests/explain/test_gradcam.py.)"""
 from __future__ import annotations
 
 import csv
