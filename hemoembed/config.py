@@ -111,16 +111,17 @@ def csv_text(rows: typing.Iterable[typing.Sequence[Any]]) -> str:
     return buffer.getvalue()
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str, replace: bool = True) -> None:
     """Write text through a temporary sibling file and an atomic rename."""
-    atomic_write_bytes(path, text.encode())
+    atomic_write_bytes(path, text.encode(), replace)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, replace: bool = True) -> None:
     """Write bytes through a temporary sibling file, fsync and an atomic rename.
 
     When anything fails (a full disk, a file-size limit) the temporary file is removed and ``path`` is
-    left as it was.
+    left as it was. ``replace=False`` never replaces an existing ``path`` (``FileExistsError``; a hard link
+    instead of a rename, so of two concurrent writers exactly one wins).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -130,7 +131,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)
+            tmp.unlink()
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -30,27 +30,40 @@ from .common import (
               help="Comma-separated manifest columns to store (default: every column but 'label'; '' for none). "
                    "Never store labels: join them from a CSV at task time.")
 @click.option("--strict", is_flag=True, help="Fail on the first unreadable image instead of listing it in rejects.csv.")
+@click.option("--shard", default=None, metavar="I/N",
+              help="Embed only shard I of N (1-based) of the images, beside the other shards' writers (on this "
+                   "machine or others sharing the store's folder); the shards together fill the store.")
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default=None,
+              help="How a new store keeps embeddings [float32]; float16 halves disk and memory.")
+@click.option("--strategy", type=click.Choice(["one", "mirrored", "auto"]), default="one", show_default=True,
+              help="Inference devices: one, or mirrored over every local GPU (auto: mirrored when there are several).")
 @overwrite_option
 def embed(encoder: Path, manifest, store_dir: Path, batch_size: int, part_size: int, metadata: str | None,
-          strict: bool, overwrite: bool) -> None:
+          strict: bool, overwrite: bool, shard: str | None = None, dtype: str | None = None,
+          strategy: str = "one") -> None:
     """Embed images with a frozen ENCODER into an append-only embedding store.
 
     Images already in the store (same sha256) are not embedded again; unreadable images are listed in
     STORE/rejects.csv with the reason and the run goes on. Rerun after an interruption to complete it.
 
     \b
-    Example:
+    Examples:
       hemoembed embed runs/pbc64/encoder.keras ../shared/data/pbc256 --store stores/pbc64
       hemoembed embed enc.keras manifest.csv --image-root images --store stores/demo --batch-size 32
+      hemoembed embed enc.keras archive/ --store stores/big --shard 1/2 &   # two writers, one store
+      hemoembed embed enc.keras archive/ --store stores/big --shard 2/2
     """
     from ..store.build import build
+    from ..store.embed import REJECTS_FILE, parse_shard, shard_file
 
     columns = None if metadata is None else [c.strip() for c in metadata.split(",") if c.strip()]
+    parsed = parse_shard(shard) if shard else None
     store, result = build(encoder, manifest, store_dir, batch_size=batch_size, part_size=part_size, metadata=columns,
-                          strict=strict, overwrite=overwrite, progress=progress)
+                          strict=strict, overwrite=overwrite, progress=progress, shard=parsed, dtype=dtype,
+                          strategy=strategy)
     echo(result.summary())
     if result.rejected:
-        echo(f"rejected files and reasons: {store_dir / 'rejects.csv'}")
+        echo(f"rejected files and reasons: {store_dir / shard_file(REJECTS_FILE, parsed)}")
     echo(f"store {store_dir}: {len(store)} images, encoder {store.fingerprint[:12]}")
 
 

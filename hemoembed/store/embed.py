@@ -10,6 +10,12 @@ work and a rerun completes the store without duplicates.
 folder is locked before anything in it changes (``overwrite`` never removes a store another process is
 writing to), a run that fails before its first part leaves no store bound to the encoder, and
 ``embed_config.json`` is written when a run succeeds (a failed run never replaces the last good one).
+
+Several writers fill one store with ``shard=(I, N)``: each takes the manifest rows whose path hashes to
+shard I of N (deterministic and disjoint, whatever order each machine lists the files in), holds only its
+shard's lock, and commits its own parts (part names are claimed atomically, so concurrent writers never
+collide); its rejects and config go to ``rejects-shard-I-of-N.csv`` and ``embed_config-shard-I-of-N.json``.
+The union of the shards' rows is one run's rows, and a killed shard re-run embeds only its missing images.
 """
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +34,7 @@ from ..data.manifest import Manifest, ensure_apart
 from ..data.preprocess import PreprocessingRecord
 from ..errors import InputError
 from ..progress import ProgressFactory, no_progress
-from .lock import LOCK_FILE, writer_lock
+from .lock import is_lock_file, writer_lock
 from .store import BASE_COLUMNS, STORE_FILE, EmbeddingStore, make_part_table
 
 REJECTS_FILE = "rejects.csv"
@@ -47,6 +54,38 @@ class EmbedConfig:
     part_size: int = 2048
     strict: bool = False
     metadata_columns: list[str] = field(default_factory=list)
+    shard: str = ""  # "I/N" when this run embedded one shard of the images
+    strategy: str = "one"
+    dtype: str = "float32"
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` (1-based) → ``(I, N)``; a one-line error otherwise."""
+    try:
+        index, count = (int(v) for v in str(text).split("/"))
+    except ValueError:
+        raise InputError(f"--shard {text!r} is not I/N (e.g. 1/2)") from None
+    if not 1 <= index <= count:
+        raise InputError(f"--shard {text!r}: I must be between 1 and N")
+    return index, count
+
+
+def shard_rows(paths: Sequence[str], shard: tuple[int, int]) -> list[int]:
+    """Rows of ``paths`` in shard ``(I, N)``: by a hash of the path, so every machine agrees whatever order
+    it lists the images in, and every path is in exactly one shard."""
+    import hashlib
+
+    index, count = shard
+    return [i for i, path in enumerate(paths)
+            if int.from_bytes(hashlib.sha256(path.encode()).digest()[:8], "big") % count == index - 1]
+
+
+def shard_file(name: str, shard: tuple[int, int] | None) -> str:
+    """``rejects.csv`` → ``rejects-shard-I-of-N.csv`` for a shard's own copy of a run file."""
+    if shard is None:
+        return name
+    stem, dot, ext = name.partition(".")
+    return f"{stem}-shard-{shard[0]}-of-{shard[1]}{dot}{ext}"
 
 
 @dataclass
@@ -58,6 +97,7 @@ class EmbedResult:
     reused: int = 0
     rejects: list[tuple[str, str]] = field(default_factory=list)
     parts: list[str] = field(default_factory=list)
+    replicas: int = 1  # devices the images were embedded on (--strategy mirrored)
 
     @property
     def rejected(self) -> int:
@@ -66,7 +106,8 @@ class EmbedResult:
     def summary(self) -> str:
         reused = f" ({self.reused} of them new paths of stored images)" if self.reused else ""
         present = self.present + self.reused
-        return f"{self.embedded} embedded, {present} already present{reused}, {self.rejected} rejected"
+        devices = f" on {self.replicas} devices" if self.replicas > 1 else ""
+        return f"{self.embedded} embedded{devices}, {present} already present{reused}, {self.rejected} rejected"
 
 
 def make_forward(model) -> Callable:
@@ -86,15 +127,42 @@ def make_forward(model) -> Callable:
 
 
 def iter_embeddings(model, record: PreprocessingRecord, paths: Sequence[str], batch_size: int = 64,
-                    forward: Callable | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield ``(embeddings (B, D) float32, indices into paths (B,))``; undecodable files are skipped."""
+                    forward: Callable | None = None,
+                    strategy: Any = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``(embeddings (B, D) float32, indices into paths (B,))``; undecodable files are skipped.
+
+    With a ``tf.distribute`` ``strategy`` (e.g. mirrored over every local GPU) each batch is split across
+    its replicas and gathered back in order."""
     from ..data.pipeline import inference_dataset
 
     if not paths:
         return
+    dataset = inference_dataset(list(paths), record, batch_size)
+    if strategy is not None and strategy.num_replicas_in_sync > 1:
+        yield from _distributed_embeddings(model, dataset, strategy)
+        return
     forward = forward or make_forward(model)
-    for images, indices in inference_dataset(list(paths), record, batch_size):
+    for images, indices in dataset:
         yield np.asarray(forward(images), dtype=np.float32), indices.numpy()
+
+
+def _distributed_embeddings(model, dataset, strategy) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    import tensorflow as tf
+
+    with strategy.scope():  # a replica of the frozen encoder on every device
+        import keras
+
+        replica = keras.models.clone_model(model)
+        replica.set_weights(model.get_weights())
+
+    @tf.function(reduce_retracing=True)
+    def step(images, indices):
+        per_replica = strategy.run(lambda x, i: (replica(x, training=False), i), (images, indices))
+        return strategy.gather(per_replica[0], axis=0), strategy.gather(per_replica[1], axis=0)
+
+    for images, indices in strategy.experimental_distribute_dataset(dataset):
+        emb, idx = step(images, indices)
+        yield np.asarray(emb, dtype=np.float32), np.asarray(idx)
 
 
 def embed_images(model, record: PreprocessingRecord, paths: Sequence[str], batch_size: int = 64,
@@ -191,29 +259,37 @@ class _PartWriter:
 def embed_to_store(model, manifest: Manifest, directory: str | Path, *, overwrite: bool = False,
                    batch_size: int = 64, part_size: int = 2048, strict: bool = False,
                    metadata: Sequence[str] | None = None, config: EmbedConfig | None = None,
-                   progress: ProgressFactory | None = None) -> tuple[EmbeddingStore, EmbedResult]:
+                   progress: ProgressFactory | None = None, shard: tuple[int, int] | None = None,
+                   dtype: str | None = None, strategy: Any = None) -> tuple[EmbeddingStore, EmbedResult]:
     """Embed ``manifest`` with ``model`` into the store at ``directory``: created, appended to (same encoder
-    only) or, with ``overwrite``, rebuilt; see the module docstring for what is guaranteed."""
+    only) or, with ``overwrite``, rebuilt; ``shard=(I, N)``: only shard I of N, beside the other shards'
+    writers; ``dtype``: float16 or float32 storage of a new store; ``strategy``: a ``tf.distribute``
+    strategy for inference. See the module docstring for what is guaranteed."""
     from ..model.encoder import fingerprint, preprocessing_record
 
     record, fp, dim = preprocessing_record(model), fingerprint(model), int(model.output_shape[-1])
     metadata = _checked_options(manifest, batch_size, part_size, metadata)
+    if shard is not None:
+        if overwrite:
+            raise InputError("--overwrite with --shard would delete the other shards' work: rebuild the store "
+                             "without --shard, or clear it first")
+        manifest = manifest.subset(shard_rows(manifest.paths, shard))
     directory = Path(directory)
     ensure_apart(directory, manifest, "--store")
     _refuse_foreign_folder(directory, overwrite)
     created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
     try:
-        with writer_lock(directory):
+        with writer_lock(directory, shard):
             if overwrite:
                 clear_store_folder(directory)
             new = not (directory / STORE_FILE).is_file()
-            store = EmbeddingStore.open_or_create(directory, fp, record, dim)
+            store = EmbeddingStore.open_or_create(directory, fp, record, dim, dtype)
             try:
                 result = _run_embed(model, record, store, manifest, batch_size, part_size, strict, metadata,
-                                    config, progress)
+                                    config, progress, shard, strategy)
             except BaseException:
-                if new and not store.part_files():
+                if new and not store.part_files() and shard is None:  # other shards may be starting
                     clear_store_folder(directory)  # nothing embedded: leave no empty store bound to this encoder
                 raise
     except BaseException:
@@ -224,9 +300,9 @@ def embed_to_store(model, manifest: Manifest, directory: str | Path, *, overwrit
 
 
 def clear_store_folder(directory: Path) -> None:
-    """Remove everything in a store folder but its lock file (call with the writer lock held)."""
+    """Remove everything in a store folder but its lock files (call with the writer lock held)."""
     for entry in directory.iterdir():
-        if entry.name == LOCK_FILE:
+        if is_lock_file(entry.name):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
@@ -273,7 +349,8 @@ def run_embed(model, record: PreprocessingRecord, store: EmbeddingStore, manifes
 
 def _run_embed(model, record: PreprocessingRecord, store: EmbeddingStore, manifest: Manifest, batch_size: int,
                part_size: int, strict: bool, metadata: list[str], config: EmbedConfig | None,
-               progress: ProgressFactory | None) -> EmbedResult:
+               progress: ProgressFactory | None, shard: tuple[int, int] | None = None,
+               strategy: Any = None) -> EmbedResult:
     progress = progress or no_progress
     store.remove_stale_temporaries()
 
@@ -283,15 +360,16 @@ def _run_embed(model, record: PreprocessingRecord, store: EmbeddingStore, manife
     _refuse_if_strict(strict, plan.rejects, len(manifest))
     writer = _PartWriter(store, manifest, infos, metadata, part_size)
     if plan.reuse:
-        stored = store.embeddings()
-        writer.add([i for i, _ in plan.reuse], stored[[row for _, row in plan.reuse]])
+        writer.add([i for i, _ in plan.reuse], store.rows_embeddings([row for _, row in plan.reuse]))
 
     firsts = [rows[0] for rows in plan.to_embed.values()]
     done = np.zeros(len(firsts), bool)
     abs_paths = manifest.absolute()
-    result = EmbedResult(present=plan.present, reused=len(plan.reuse), rejects=list(plan.rejects))
+    result = EmbedResult(present=plan.present, reused=len(plan.reuse), rejects=list(plan.rejects),
+                         replicas=strategy.num_replicas_in_sync if strategy is not None else 1)
     with progress(len(firsts), "embedding") as advance:
-        for emb, idx in iter_embeddings(model, record, [abs_paths[i] for i in firsts], batch_size):
+        for emb, idx in iter_embeddings(model, record, [abs_paths[i] for i in firsts], batch_size,
+                                        strategy=strategy):
             done[idx] = True
             groups = [plan.to_embed[infos[firsts[j]].sha256] for j in idx]
             writer.add([r for g in groups for r in g], np.repeat(emb, [len(g) for g in groups], axis=0))
@@ -302,10 +380,10 @@ def _run_embed(model, record: PreprocessingRecord, store: EmbeddingStore, manife
     result.parts = writer.written
     result.rejects += [(manifest.paths[rows], UNDECODABLE) for j in np.nonzero(~done)[0]
                        for rows in plan.to_embed[infos[firsts[j]].sha256]]
-    write_rejects(store.directory / REJECTS_FILE, result.rejects)
+    write_rejects(store.directory / shard_file(REJECTS_FILE, shard), result.rejects)
     _refuse_if_strict(strict, result.rejects, len(manifest))
     if config is not None:
-        save_config(config, store.directory / CONFIG_FILE)
+        save_config(config, store.directory / shard_file(CONFIG_FILE, shard))
     return result
 
 

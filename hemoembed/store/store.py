@@ -97,7 +97,11 @@ class EmbeddingStore:
                              created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                              store_id=uuid.uuid4().hex)
         directory.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(directory / STORE_FILE, json.dumps(to_dict(header), indent=2, sort_keys=True) + "\n")
+        try:  # never replaces a header: of two writers creating the store at once, exactly one succeeds
+            atomic_write_text(directory / STORE_FILE, json.dumps(to_dict(header), indent=2, sort_keys=True) + "\n",
+                              replace=False)
+        except FileExistsError:
+            raise InputError(f"{directory}: a store already exists here") from None
         return cls(directory, header)
 
     @classmethod
@@ -105,14 +109,18 @@ class EmbeddingStore:
                        dim: int, dtype: str | None = None) -> EmbeddingStore:
         """Open the store at ``directory`` (refusing another encoder, or another ``dtype`` when one is given)
         or create it (``dtype`` float32 unless given)."""
-        if (Path(directory) / STORE_FILE).is_file():
-            store = cls.open(directory)
-            store.check_encoder(fingerprint, record, dim)
-            if dtype is not None and dtype != store.dtype:
-                raise MismatchError(f"{directory}: store embeddings are {store.dtype}, not {dtype} "
-                                    "(drop the dtype option to append, or use a new store)")
-            return store
-        return cls.create(directory, fingerprint, record, dim, dtype or "float32")
+        if not (Path(directory) / STORE_FILE).is_file():
+            try:
+                return cls.create(directory, fingerprint, record, dim, dtype or "float32")
+            except InputError:
+                if not (Path(directory) / STORE_FILE).is_file():
+                    raise  # not "created by a concurrent writer just now": a real error
+        store = cls.open(directory)
+        store.check_encoder(fingerprint, record, dim)
+        if dtype is not None and dtype != store.dtype:
+            raise MismatchError(f"{directory}: store embeddings are {store.dtype}, not {dtype} "
+                                "(drop the dtype option to append, or use a new store)")
+        return store
 
     def check_encoder(self, fingerprint: str, record: PreprocessingRecord | None = None,
                       dim: int | None = None) -> None:
