@@ -93,7 +93,8 @@ def store_info(store_dir: Path, as_json: bool) -> None:
     echo(f"encoder      {info['fingerprint']}")
     echo(f"embedding    {info['dim']} x {info['dtype']}")
     echo(f"preprocess   {info['record']}")
-    echo(f"parts        {info['parts']} ({sum(info['part_rows'].values())} rows written)")
+    written = sum(info["part_rows"].values())
+    echo(f"parts        {info['parts']} ({written} rows written, {info['bytes'] / 2**20:.1f} MiB)")
     echo(f"metadata     {', '.join(info['metadata_columns']) or 'none'}")
     echo(f"created      {info['created']} by hemoembed {info['hemoembed_version']} (format {info['format_version']})")
 
