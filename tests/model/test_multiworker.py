@@ -104,6 +104,10 @@ def test_two_workers_equal_one_process_and_resume_after_a_worker_is_killed(tmp_p
     assert [r["epoch"] for r in got] == [1, 2, 3]
     for column in ("loss", "val_loss", "lr"):  # equal to the one-process run, epoch by epoch
         np.testing.assert_allclose([r[column] for r in got], [r[column] for r in want], rtol=1e-4, atol=1e-6)
-    # the chief wrote the run; worker 1 left nothing in its temporary folder (nor did the chief)
+    # the chief wrote the run; no worker left run files in its temporary folder (TensorFlow's own autograph
+    # sources of the killed processes may remain there)
     assert sorted(p.name for p in run.iterdir()) == sorted(p.name for p in reference.iterdir())
-    assert not any((tmp_path / "worker1").iterdir()) and not any((tmp_path / "worker0").iterdir())
+    for index in range(2):
+        left = [p.relative_to(tmp_path) for p in (tmp_path / f"worker{index}").rglob("*")
+                if p.suffix in (".npz", ".keras", ".csv", ".json") or p.name == "checkpoints"]
+        assert not left, left
