@@ -32,9 +32,10 @@ from .common import (
 @click.option("--test-fraction", type=float, default=0.1, show_default=True,
               help="Stratified (by the first column) test fraction when --test is not given.")
 @click.option("--group-column", default="", help="Split test and CV folds by this column (patient, site).")
-@click.option("--solver", type=click.Choice(["sgd", "libsvm", "liblinear"]), default="sgd", show_default=True,
-              help="sgd: hinge-loss SGD (fast); libsvm: SVC(kernel='linear') as in the paper; liblinear: LinearSVC.")
-@click.option("--C", "c_values", default="1", show_default=True,
+@click.option("--solver", type=click.Choice(["liblinear", "sgd", "libsvm"]), default="liblinear", show_default=True,
+              help="liblinear: LinearSVC (best on trained embeddings); sgd: hinge-loss SGD (for very large stores); "
+                   "libsvm: SVC(kernel='linear') as in the paper.")
+@click.option("--C", "c_values", default="0.1", show_default=True,
               help="SVM regularisation; several values (0.1,1,10) are chosen by --cv on training rows only.")
 @click.option("--cv", type=int, default=5, show_default=True,
               help="Stratified CV folds on the training rows (0: none).")

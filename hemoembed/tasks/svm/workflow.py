@@ -15,7 +15,7 @@ from ...errors import InputError
 from ...progress import ProgressFactory, stage
 from ..common.labels import Labelled, check_trainable, load_labelled
 from ..common.metrics import macro_f1, top_two
-from .estimator import DEFAULT_SOLVER, SOLVER_WORDS, EmbeddingSVM
+from .estimator import DEFAULT_C, DEFAULT_SOLVER, SOLVER_WORDS, EmbeddingSVM
 
 
 @dataclass
@@ -31,7 +31,7 @@ class FitSVMConfig:
     test_fraction: float = 0.1
     group_column: str = ""
     solver: str = DEFAULT_SOLVER
-    C: list[float] = field(default_factory=lambda: [1.0])
+    C: list[float] = field(default_factory=lambda: [DEFAULT_C])
     cv: int = 5
     support: list[str] = field(default_factory=list)
     repeats: int = 3
