@@ -63,7 +63,8 @@ def _workers(cells: Path, run: Path, tmp: Path, *extra: str) -> list[subprocess.
 
 def _history(run: Path) -> list[dict[str, float]]:
     with open(run / "history.csv") as handle:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+        # a probe column without labels to score is empty ("" -> NaN)
+        return [{k: float(v or "nan") for k, v in row.items()} for row in csv.DictReader(handle)]
 
 
 @pytest.mark.slow
