@@ -215,7 +215,12 @@ def main() -> None:
             key = f"{name}_s{seed}"
             if key in results:
                 continue
-            run, cpu = pretrain_row(name, seed, ROWS[name], manifest, args.root, out)
+            try:
+                run, cpu = pretrain_row(name, seed, ROWS[name], manifest, args.root, out)
+            except subprocess.CalledProcessError as error:  # one failed row must not stop the others
+                print(f"{key}: pretraining failed with exit code {error.returncode}; see {out / key}.log",
+                      file=sys.stderr)
+                continue
             model, rec = load_encoder(run / "encoder.keras")
             x = embed_paths(model, paths, rec)
             np.save(out / f"{key}_emb.npy", x)
