@@ -19,13 +19,13 @@ AUGMENT_OPTIONS = ("zoom", "resolution", "crop_scale", "hue", "stain")
 @click.option("--preset", type=click.Choice(["imagenet", "scratch"]), default=None,
               help="imagenet: the paper (semi-hard triplet, no head, lr 1e-5, BN frozen, 30 epochs); scratch: "
                    "for --weights none (NT-Xent + MLP head, random-resized crops, gentle hue, BN training, "
-                   "lr 1e-3 warm-up + cosine). Default: scratch for --weights none.")
+                   "constant lr 1e-3, batch 128, 60 epochs). Default: scratch for --weights none.")
 @click.option("--weights", default=None, help="imagenet (needs internet), none, or PATH (.keras encoder / .h5).")
 @click.option("--epochs", type=int, default=None, help="Epochs [preset: 30 / 60].")
-@click.option("--batch-size", type=int, default=None, help="Distinct images per batch (twice as many views) [100].")
+@click.option("--batch-size", type=int, default=None, help="Images per batch, two views each [preset: 100 / 128].")
 @click.option("--lr", type=float, default=None, help="Adam learning rate [preset: 1e-5 / 1e-3].")
-@click.option("--lr-decay", type=click.Choice(["constant", "cosine"]), default=None, help="LR schedule [preset].")
-@click.option("--warmup-epochs", type=float, default=None, help="Linear LR warm-up [preset: 0 / 1].")
+@click.option("--lr-decay", type=click.Choice(["constant", "cosine"]), default=None, help="LR schedule [constant].")
+@click.option("--warmup-epochs", type=float, default=None, help="Linear LR warm-up in epochs [0].")
 @click.option("--freeze-bn/--no-freeze-bn", default=None, help="Freeze BatchNorm layers [preset: frozen / training].")
 @click.option("--image-size", type=int, default=None, help="Encoder input side in px [224]; 64 for CPU runs.")
 @click.option("--loss", type=click.Choice(["semihard", "hard", "ntxent"]), default=None,

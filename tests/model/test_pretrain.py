@@ -60,7 +60,7 @@ def test_run_writes_its_outputs_and_the_loss_falls(reference, cells):
     from hemoembed.model.encoder import load_encoder
 
     saved = json.loads((reference / "config.json").read_text())
-    assert saved["preset"] == "scratch" and saved["freeze_bn"] is False and saved["lr_decay"] == "cosine"
+    assert saved["preset"] == "scratch" and saved["freeze_bn"] is False and saved["lr_decay"] == "constant"
     assert saved["image_size"] == 32 and saved["augment"]["rotation"] == 0.25
     history = _history(reference)
     assert [row["epoch"] for row in history] == [1, 2, 3]
