@@ -23,6 +23,7 @@ _COMMAND_MODULES = (
     "explain_cmds",
     "adapt_cmds",
     "active_cmds",
+    "probe_cmds",
     "serve_cmds",
 )
 
