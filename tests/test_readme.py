@@ -28,8 +28,37 @@ def test_the_python_api_example_runs(tmp_path):
                          timeout=900, env=env)
     assert run.returncode == 0, run.stderr[-3000:]
     lines = dict(line.split(" ", 1) for line in run.stdout.splitlines() if line.split(" ", 1)[0] in
-                 ("macro-F1", "labels", "new", "placed"))
-    assert set(lines) == {"macro-F1", "labels", "new", "placed"}, run.stdout[-2000:]
+                 ("macro-F1", "labels", "new", "placed", "reloaded"))
+    assert set(lines) == {"macro-F1", "labels", "new", "placed", "reloaded"}, run.stdout[-2000:]
+    assert lines["reloaded"].startswith("label [")
     assert lines["labels"].startswith("used 25 ")  # 10 to start, then 3 queries of 5
     assert lines["placed"] == "(15, 2)"
     assert (tmp_path / "runs" / "demo" / "encoder.keras").is_file() and (tmp_path / "stores" / "demo").is_dir()
+    assert (tmp_path / "svm_demo" / "model.skops").is_file()
+    assert (tmp_path / "svm_demo" / "model.skops").is_file()
+
+
+def _ignored(name: str, ignore_file: str) -> bool:
+    from fnmatch import fnmatch
+
+    patterns = [line.strip().strip("/") for line in (REPO / ignore_file).read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    return any(fnmatch(name, pattern) for pattern in patterns)
+
+
+def test_every_output_the_readme_writes_is_git_and_docker_ignored():
+    """Run from the repository root, the README's commands write runs/, stores/, maps/...: none may be
+    committed by accident or sent into a Docker build."""
+    text = (REPO / "README.md").read_text()
+    blocks = re.findall(r"```(?:bash|python)\n(.*?)```", text, re.S)
+    outputs = set()
+    for block in blocks:
+        for path in re.findall(r"(?:--out|--store|--reference|--gallery|\bout=|\bstore=)[ =]?\"?([\w./-]+)", block):
+            if not path.startswith("/"):  # absolute paths are inside a container (the Docker section)
+                outputs.add(path.split("/")[0])
+        outputs.update(re.findall(r"\.save\(\"([\w-]+)\"", block))
+    outputs.discard("..")
+    assert {"runs", "stores", "maps", "svm_wbcatt", "bccd_norm", "pbc_ref.json", "svm_demo"} <= outputs, outputs
+    for name in sorted(outputs):
+        assert _ignored(name, ".gitignore"), f"{name} is not in .gitignore"
+        assert _ignored(name, ".dockerignore"), f"{name} is not in .dockerignore"
