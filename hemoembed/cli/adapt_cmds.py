@@ -88,7 +88,8 @@ def adapt(source: Path, target: Path, image_root: Path | None, labels: Path | No
         echo(f"left out (fewer than 3 labelled images): {', '.join(notes['too_few_images'])}")
     ci = report["bootstrap"]["accuracy_ci"]
     echo(f"{mode}: accuracy {report['accuracy']:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]  macro-F1 {report['macro']['f1']:.4f}"
-         f"  ({notes['n_shots']} shots, {notes['n_test']} test images)")
+         f"  ({notes['n_shots']} shots, {notes['n_test']} test images; chance: accuracy "
+         f"{report['chance']['accuracy']:.3f}, macro-F1 {report['chance']['macro_f1']:.3f})")
     if (out / "ablation.md").is_file():
         echo((out / "ablation.md").read_text().rstrip())
     echo(f"adapted model, store and reports in {out}")

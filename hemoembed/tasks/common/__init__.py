@@ -2,6 +2,7 @@
 from .labels import Labelled, check_trainable, load_labelled, manifest_labels
 from .metrics import (
     bootstrap_intervals,
+    chance,
     confusion,
     encode_labels,
     evaluate,
@@ -15,7 +16,8 @@ from .sampling import ALL, class_permutations, nested_support_sets, per_class_sa
 from .splits import cv_splits, refuse_overlap, stratified_test_split
 
 __all__ = [
-    "ALL", "Labelled", "bootstrap_intervals", "check_trainable", "class_permutations", "confusion", "cv_splits",
+    "ALL", "Labelled", "bootstrap_intervals", "chance", "check_trainable", "class_permutations", "confusion",
+    "cv_splits",
     "encode_labels", "evaluate", "f1_axis", "load_labelled", "macro_f1", "manifest_labels", "neg_log_error",
     "nested_support_sets", "per_class_rows", "per_class_sample", "refuse_overlap", "scores_from_confusion",
     "select_shots", "stratified_test_split", "summarize", "top_two", "write_json", "write_report",

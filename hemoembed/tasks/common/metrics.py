@@ -67,6 +67,14 @@ def bootstrap_intervals(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, 
             "macro_f1_ci": ci(scores["f1"].mean(axis=-1)), "per_class_f1_ci": per_class.tolist()}
 
 
+def chance(labels: Sequence[str]) -> dict[str, float]:
+    """Accuracy and macro-F1 of guessing at random in the class proportions: Σp² and 1/K (every class's
+    precision and recall are its own share). The floor every score is read against."""
+    _, counts = np.unique(np.asarray(labels, dtype=str), return_counts=True)
+    share = counts / max(counts.sum(), 1)
+    return {"accuracy": float(np.sum(share ** 2)), "macro_f1": float(np.mean(share)) if len(share) else 0.0}
+
+
 def evaluate(y_true: Sequence[str], proba: np.ndarray, classes: Sequence[str], *, column: str = "label",
              seed: int = 0, n_bootstrap: int = N_BOOTSTRAP) -> dict[str, Any]:
     """Full test report for one label column from true labels and class probabilities (N, K).
@@ -103,6 +111,7 @@ def evaluate(y_true: Sequence[str], proba: np.ndarray, classes: Sequence[str], *
                   "f1": float(scores["f1"].mean())},
         "mean_average_precision": float(np.mean(valid_ap)) if valid_ap else float("nan"),
         "per_class": per_class, "confusion_matrix": cm.tolist(), "bootstrap": boot,
+        "chance": chance(np.asarray(classes)[truth]),
     }
 
 

@@ -130,7 +130,9 @@ def summarize(reports: Mapping[str, Mapping[str, Any]], main_column: str = "labe
     rows = [{"column": col, "n_classes": len(r["classes"]), "n_test": r["n_test"], "accuracy": r["accuracy"],
              "macro_f1": r["macro"]["f1"], "macro_f1_ci_low": r["bootstrap"]["macro_f1_ci"][0],
              "macro_f1_ci_high": r["bootstrap"]["macro_f1_ci"][1],
-             "mean_average_precision": r["mean_average_precision"]} for col, r in reports.items()]
+             "mean_average_precision": r["mean_average_precision"],
+             "chance_macro_f1": r.get("chance", {}).get("macro_f1", float("nan")),
+             "chance_accuracy": r.get("chance", {}).get("accuracy", float("nan"))} for col, r in reports.items()]
     attributes = [row["macro_f1"] for row in rows if row["column"] != main_column]
     return {"columns": rows, "mean_attribute_macro_f1": float(np.mean(attributes)) if attributes else None,
             "n_attribute_columns": len(attributes)}
@@ -141,7 +143,7 @@ def write_summary(summary: Mapping[str, Any], out_dir: str | os.PathLike) -> Non
     out = Path(out_dir)
     write_json(out / "summary.json", summary)
     keys = ["column", "n_classes", "n_test", "accuracy", "macro_f1", "macro_f1_ci_low", "macro_f1_ci_high",
-            "mean_average_precision"]
+            "mean_average_precision", "chance_accuracy", "chance_macro_f1"]
     rows: list[list[Any]] = [keys]
     rows += [[row[k] if isinstance(row[k], (str, int)) else _r(row[k]) for k in keys] for row in summary["columns"]]
     atomic_write_text(out / "summary.csv", csv_text(rows))

@@ -13,15 +13,7 @@ import numpy as np
 
 from ...errors import InputError
 from ..common.labels import check_trainable
-from ..common.metrics import macro_f1
-
-
-def chance(labels: Sequence[str]) -> dict[str, float]:
-    """Accuracy and macro-F1 of guessing at random in the class proportions: Σp² and 1/K (every class's
-    precision and recall are its own share)."""
-    _, counts = np.unique(np.asarray(labels, dtype=str), return_counts=True)
-    share = counts / counts.sum()
-    return {"accuracy": float(np.sum(share ** 2)), "macro_f1": float(np.mean(share))}
+from ..common.metrics import chance, macro_f1
 
 
 def probe_splits(labels: Sequence[str], repeats: int, test_fraction: float,
