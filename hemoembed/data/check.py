@@ -112,8 +112,12 @@ def check_manifest(manifest: Manifest, min_side: int = MIN_SIDE, max_pixels: int
     return CheckReport(len(manifest), counts, histogram, rejects, _ignored_files(manifest), duplicates)
 
 
+# Tables that live beside images (a manifest, labels): expected in a data folder, never warned about.
+TABLES = (".csv", ".tsv")
+
+
 def _ignored_files(manifest: Manifest) -> list[str]:
-    """Files in a scanned folder that are not images by extension (CSV manifests have none)."""
+    """Files in a scanned folder that are neither images nor tables (CSV manifests have none)."""
     root = Path(manifest.source)
     if not root.is_dir():
         return []
@@ -121,5 +125,5 @@ def _ignored_files(manifest: Manifest) -> list[str]:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         ignored += [Path(dirpath, f).relative_to(root).as_posix() for f in filenames
-                    if not f.startswith(".") and not f.lower().endswith(IMAGE_EXTENSIONS)]
+                    if not f.startswith(".") and not f.lower().endswith(IMAGE_EXTENSIONS + TABLES)]
     return sorted(ignored)

@@ -155,5 +155,5 @@ def rates_figure(fits: Sequence[dict[str, Any]], summary: dict[str, Any]):
         ax.bar([np.nan], [np.nan], color="white", edgecolor="k", hatch="//",
                label=f"at the bound r = {R_MAX:g} (not identifiable)")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return fig
