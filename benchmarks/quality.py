@@ -176,7 +176,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=16)
     parser.add_argument("--pretrain-options", default="", help="extra pretrain options, space-separated")
-    parser.add_argument("--solver", default="sgd", help="the SVM solver of every table")
+    parser.add_argument("--solver", default="liblinear", help="the SVM solver of every table (fit-svm's default)")
     parser.add_argument("--al-repeats", type=int, default=3)
     parser.add_argument("--adapt-repeats", type=int, default=10)
     args = parser.parse_args()
