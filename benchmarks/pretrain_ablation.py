@@ -168,6 +168,25 @@ def bootstrap(y: np.ndarray, pred: np.ndarray, other: np.ndarray | None = None, 
     return [round(float(v), 4) for v in np.percentile(values, [2.5, 97.5])]
 
 
+def table(results: dict, test_y: np.ndarray, against: tuple[str, ...] = ("candidate_s0", "old_scratch_s0")) -> str:
+    """The rows as a Markdown table: macro-F1 with its interval, CPU minutes, and the paired difference
+    (with its interval) from each row in ``against`` on the same test cells."""
+    head = "| row | macro-F1 [95 % CI] | CPU min | " + " | ".join(f"vs {a} [95 % CI]" for a in against) + " |"
+    lines = [head, "|" + "---|" * (3 + len(against))]
+    for key, value in results.items():
+        cells = [key, f"{value['macro_f1']:.3f} [{value['ci'][0]:.3f}, {value['ci'][1]:.3f}]",
+                 str(value.get("cpu_minutes", "–"))]
+        for other in against:
+            if other == key or other not in results:
+                cells.append("–")
+                continue
+            pred, ref = np.asarray(value["pred"]), np.asarray(results[other]["pred"])
+            low, high = bootstrap(test_y, pred, ref)
+            cells.append(f"{value['macro_f1'] - results[other]['macro_f1']:+.3f} [{low:+.3f}, {high:+.3f}]")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("root", type=Path, help="class-per-folder image tree (PBC_dataset_normal_DIB)")
@@ -210,7 +229,7 @@ def main() -> None:
         model = build_encoder(PreprocessingRecord(64, 0.875, "grayworld"), "none")
         probe = linear_probe(embed_paths(model, paths, PreprocessingRecord(64, 0.875, "grayworld")), y, split)
         record("random_encoder", {**probe, "pred": probe["pred"].tolist(), "ci": bootstrap(test_y, probe["pred"])})
-    for name in args.rows.split(","):
+    for name in filter(None, args.rows.split(",")):  # --rows "" only writes the table
         for seed in (int(s) for s in args.seeds.split(",")):
             key = f"{name}_s{seed}"
             if key in results:
@@ -232,6 +251,7 @@ def main() -> None:
                 value["paired_diff_ci"] = bootstrap(test_y, probe["pred"], np.asarray(ref["pred"]))
                 value["paired_diff"] = round(probe["macro_f1"] - ref["macro_f1"], 4)
             record(key, value)
+    (out / "table.md").write_text(table(results, test_y))
 
 
 if __name__ == "__main__":
