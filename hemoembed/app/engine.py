@@ -6,7 +6,7 @@ count before any decoding, full decode for truncation), written content-addresse
 gathers up to ``batch_size`` queued cells, embeds them through the same pipeline as ``hemoembed embed``,
 appends them to the per-server query store (``DATA/query_store``; the reference store is never written)
 and records their predictions. On restart, queued cells are queued again (an image already in the query
-store is not embedded twice). Map placement runs when the worker is idle, or on demand for a detail view.
+store is not embedded twice). Map placement runs in a thread of its own, or on demand for a detail view.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import time
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -35,11 +35,18 @@ MIN_SIDE = 16
 
 @dataclass(frozen=True)
 class Limits:
-    """Upload limits (per file and per request), checked before anything is decoded or stored."""
+    """Upload limits (per file and per request), applied while a request streams in (files over the size
+    limit are never stored whole) and before anything is decoded (pixels from the image header)."""
 
     max_file_bytes: int = 20 * 2**20
     max_pixels: int = 25_000_000
     max_files: int = 500
+    max_request_bytes: int = 1024 * 2**20
+
+    @property
+    def request_bytes(self) -> int:
+        """Most bytes one request may send: the request limit, or every file at its limit when that is less."""
+        return min(self.max_request_bytes, self.max_files * (self.max_file_bytes + 4096))
 
 
 class Engine:
@@ -75,6 +82,7 @@ class Engine:
         self._retrain_lock = threading.Lock()
         self._ingest_lock = threading.Lock()
         self._stop = threading.Event()
+        self._placeable = threading.Event()  # cells were classified: the map thread has work
         self._threads: list[threading.Thread] = []
         self.training: int | None = None
 
@@ -95,21 +103,25 @@ class Engine:
     def start(self) -> None:
         for cell in self.state.queued():
             self._queue.put(cell)
-        self._threads = [threading.Thread(target=self._work, name="hemoembed-inference", daemon=True)]
-        self._threads[0].start()
+        self._threads = [threading.Thread(target=self._work, name="hemoembed-inference", daemon=True),
+                         threading.Thread(target=self._place_loop, name="hemoembed-map", daemon=True)]
+        for thread in self._threads:
+            thread.start()
         for version in self.state.unfinished_versions():  # a retrain was interrupted: finish it
             self._launch_retrain(version)
 
     def stop(self) -> None:
         self._stop.set()
         self._queue.put(None)
+        self._placeable.set()
         for thread in self._threads:
             thread.join(timeout=30)
         self.state.close()
 
     # ------------------------------------------------------------------ uploads
-    def ingest(self, files: list[tuple[str, bytes | None]], batch: int) -> list[dict[str, Any]]:
-        """Check and store files (``None`` bytes: over the size limit); per file its cell id or an error.
+    def ingest(self, files: list[tuple[str, bytes | BinaryIO | None]], batch: int) -> list[dict[str, Any]]:
+        """Check and store files (bytes or an open file, read one at a time; ``None``: over the size limit);
+        per file its cell id or an error.
 
         A rejected file is recorded with its reason; a duplicate names the cell that already holds it."""
         if not self.state.batch_exists(batch):
@@ -119,6 +131,8 @@ class Engine:
         with self._ingest_lock:
             for raw_name, data in files:
                 name = clean_filename(raw_name)
+                if data is not None and not isinstance(data, bytes):
+                    data = data.read()
                 cell, new, error = self._accept(name, data, seen, batch)
                 if error is not None:
                     self.state.add_reject(batch, name, error)
@@ -184,7 +198,6 @@ class Engine:
             try:
                 first = self._queue.get(timeout=0.5)
             except queue.Empty:
-                self._place_some()
                 continue
             if first is None:
                 return
@@ -205,6 +218,7 @@ class Engine:
                                              for i in ids])
             with self._done:
                 self._done.notify_all()
+            self._placeable.set()
 
     def _process(self, ids: list[int]) -> None:
         cells = [c for c in self.state.cells(ids) if c["status"] == "queued"]
@@ -236,20 +250,35 @@ class Engine:
         return self._vectors[cell["image"]]
 
     # ------------------------------------------------------------------ map placement
-    def _place_some(self, limit: int = 64) -> None:
-        if self.reference.map is None:
-            return
-        ids = self.state.unplaced(limit)
-        if ids:
-            self.place(self.state.cells(ids))
+    def _place_loop(self, limit: int = 64) -> None:
+        """Place classified cells on the map in their own thread (a placement takes seconds on a large map;
+        the inference worker never waits for it), up to ``limit`` cells per openTSNE call."""
+        while not self._stop.is_set():
+            self._placeable.wait(timeout=5.0)
+            self._placeable.clear()
+            if self.reference.map is None or self._stop.is_set():
+                continue
+            try:
+                ids = self.state.unplaced(limit)
+                if ids:
+                    self.place(self.state.cells(ids))
+                    self._placeable.set()  # maybe more
+            except Exception:  # noqa: BLE001 - the detail view places on demand and reports the error
+                time.sleep(1.0)
 
     def place(self, cells: list[dict]) -> dict[int, tuple[float, float]]:
-        """Place cells onto the reference map (openTSNE transform against the fixed map) and store it."""
+        """Place cells onto the reference map (openTSNE transform against the fixed map) and store it; cells
+        placed meanwhile (by the other thread) are not placed twice."""
         with self._map_lock:
-            xy = self.reference.map.transform(np.stack([self.vector(c) for c in cells]))
-            placed = [(c["id"], float(x), float(y)) for c, (x, y) in zip(cells, xy)]
-            self.state.set_placements(placed)
-        return {i: (x, y) for i, x, y in placed}
+            known = self.state.cells([c["id"] for c in cells])
+            placed = {c["id"]: (c["map_x"], c["map_y"]) for c in known if c["map_x"] is not None}
+            todo = [c for c in cells if c["id"] not in placed]
+            if todo:
+                xy = self.reference.map.transform(np.stack([self.vector(c) for c in todo]))
+                rows = [(c["id"], float(x), float(y)) for c, (x, y) in zip(todo, xy)]
+                self.state.set_placements(rows)
+                placed.update({i: (x, y) for i, x, y in rows})
+        return placed
 
     def map_points(self) -> dict[str, Any]:
         """The reference map for the UI: coordinates, store rows and label indices into ``classes``."""

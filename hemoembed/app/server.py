@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from .._version import __version__
 from . import lib
 from .report import export_csv, summary
+from .uploads import RequestTooLarge, too_large, upload_files
 
 STATIC = Path(__file__).parent / "static"
 UI_HEADERS = {
@@ -79,10 +80,8 @@ def create_app(engine, token: str | None = None, loopback_only: bool = True, pre
                     "host"):
                 return JSONResponse({"detail": f"cross-site request from {origin} refused"}, 403)
             length = request.headers.get("content-length")
-            if length and length.isdigit() and int(length) > limits.max_files * (limits.max_file_bytes + 4096):
-                return JSONResponse({"detail": f"request too large ({int(length) / 2**20:.0f} MB; at most "
-                                               f"{limits.max_files} files of {limits.max_file_bytes / 2**20:g} MB)"},
-                                    413)
+            if length and length.isdigit() and int(length) > limits.request_bytes:
+                return JSONResponse({"detail": too_large(int(length), limits)}, 413)
         response = await call_next(request)
         if not path.startswith(("/docs", "/static-offline-docs")):
             response.headers.update(UI_HEADERS)
@@ -91,6 +90,10 @@ def create_app(engine, token: str | None = None, loopback_only: bool = True, pre
     @app.exception_handler(lib.HemoembedError)
     async def user_error(request: Request, exc: lib.HemoembedError):
         return JSONResponse({"detail": lib.one_line(str(exc))}, 400)
+
+    @app.exception_handler(RequestTooLarge)
+    async def request_too_large(request: Request, exc: RequestTooLarge):
+        return JSONResponse({"detail": str(exc)}, 413)
 
     @app.exception_handler(KeyError)
     async def not_found(request: Request, exc: KeyError):
@@ -107,32 +110,12 @@ def create_app(engine, token: str | None = None, loopback_only: bool = True, pre
         """Liveness and the model version (Label Studio's ML backends answer ``/health`` the same way)."""
         return {"status": "ok", "model_version": engine.classifier.version, "hemoembed": __version__}
 
-    async def read_files(request: Request) -> list[tuple[str, bytes | None]]:
-        from starlette.exceptions import HTTPException
-        from starlette.formparsers import MultiPartException
-
-        try:
-            form = await request.form(max_files=limits.max_files, max_fields=50)
-        except (MultiPartException, HTTPException) as exc:
-            reason = getattr(exc, "message", None) or getattr(exc, "detail", "")
-            raise lib.InputError(f"upload refused: {reason} (at most {limits.max_files} files per "
-                                 "request)") from None
-        files = [f for f in form.getlist("files") if hasattr(f, "read")]
-        if not files:
-            raise lib.InputError("no files: send one or more images as multipart form field 'files'")
-        out = []
-        for upload in files:
-            data = await upload.read(limits.max_file_bytes + 1)
-            out.append((upload.filename or "", None if len(data) > limits.max_file_bytes else data))
-            await upload.close()
-        return out
-
     @app.post("/api/predict", tags=["contract"])
     async def predict(request: Request) -> dict[str, Any]:
         """Classify images now: per file in upload order its cell id, label and probabilities, or an error."""
-        files = await read_files(request)
-        batch = await run_in_threadpool(engine.api_batch)
-        results = await run_in_threadpool(engine.ingest, files, batch)
+        async with upload_files(request, limits) as files:
+            batch = await run_in_threadpool(engine.api_batch)
+            results = await run_in_threadpool(engine.ingest, files, batch)
         ids = [r["id"] for r in results if r["error"] is None]
         await run_in_threadpool(engine.wait, ids, predict_timeout)
         cells = {c["id"]: c for c in engine.state.cells(ids)}
@@ -157,8 +140,8 @@ def create_app(engine, token: str | None = None, loopback_only: bool = True, pre
     @app.post("/api/batches/{batch}/files")
     async def upload(batch: int, request: Request) -> dict[str, Any]:
         """Add files to a batch; they are classified in the background (poll ``/api/cells``)."""
-        files = await read_files(request)
-        return {"results": await run_in_threadpool(engine.ingest, files, batch)}
+        async with upload_files(request, limits) as files:
+            return {"results": await run_in_threadpool(engine.ingest, files, batch)}
 
     @app.get("/api/batches/{batch}/summary")
     def batch_summary(batch: int) -> dict[str, Any]:

@@ -37,12 +37,14 @@ from .common import echo
 @click.option("--max-pixels", type=int, default=25_000_000, show_default=True,
               help="Largest accepted image (pixels; checked before decoding).")
 @click.option("--max-files", type=int, default=500, show_default=True, help="Most files per upload request.")
+@click.option("--max-request-mb", type=float, default=1024.0, show_default=True,
+              help="Largest upload request (cut off with 413 as soon as the body passes it).")
 @click.option("--retrain-cv", type=int, default=3, show_default=True,
               help="Cross-validation folds reported at each retrain (0: none, faster).")
 def serve(store_dir: Path, model_dir: Path, map_dir: Path | None, data_dir: Path, host: str, port: int,
           token: str | None, generate_token: bool, encoder: Path | None, column: str | None, labels: tuple[Path, ...],
           image_root: Path | None, k: int, max_file_mb: float, max_pixels: int, max_files: int,
-          retrain_cv: int) -> None:
+          max_request_mb: float, retrain_cv: int) -> None:
     """Start the review app: a browser UI and a JSON API (docs at /docs) on one port.
 
     \b
@@ -62,16 +64,17 @@ def serve(store_dir: Path, model_dir: Path, map_dir: Path | None, data_dir: Path
 
     if not is_loopback(host) and token is None:
         raise InputError(f"--host {host} is reachable from other machines: add --token TOKEN or --generate-token")
-    if not 1 <= k <= 100 or max_file_mb <= 0 or max_pixels < 256 or max_files < 1 or retrain_cv < 0:
-        raise InputError("-k must be 1..100; --max-file-mb, --max-pixels (≥ 256), --max-files must be positive; "
-                         "--retrain-cv ≥ 0")
+    if (not 1 <= k <= 100 or max_file_mb <= 0 or max_pixels < 256 or max_files < 1 or max_request_mb <= 0
+            or retrain_cv < 0):
+        raise InputError("-k must be 1..100; --max-file-mb, --max-pixels (≥ 256), --max-files, --max-request-mb "
+                         "must be positive; --retrain-cv ≥ 0")
     from ..app.engine import Engine, Limits
     from ..app.reference import load_store_encoder, open_reference
     from ..app.server import create_app
 
     reference = open_reference(store_dir, model_dir, map_dir, column=column, labels=labels, image_root=image_root)
     model, record, encoder_path = load_store_encoder(reference, encoder)
-    limits = Limits(int(max_file_mb * 2**20), max_pixels, max_files)
+    limits = Limits(int(max_file_mb * 2**20), max_pixels, max_files, int(max_request_mb * 2**20))
     engine = Engine(reference, model, record, data_dir, limits=limits, k=k, retrain_cv=retrain_cv)
     app = create_app(engine, token=token, loopback_only=is_loopback(host))
     shown = f"[{host}]" if ":" in host else host
