@@ -311,6 +311,20 @@ class Engine:
         cell["ranked"] = sorted(cell["probabilities"].items(), key=lambda kv: -kv[1])
         return cell
 
+    def review_order(self, cells: list[dict]) -> list[dict]:
+        """``cells`` in "needs review" order: those classified and not yet corrected first, ranked by the
+        labelling session's query under the current version (the code of ``active-learn --session``), then
+        the corrected ones, then the rest (queued or failed), each group by id."""
+        todo = [c for c in cells if c["status"] == "done" and not c["corrected"] and c["image"] in self._vectors]
+        if todo:
+            order = self.versions.review_order(self.classifier, np.stack([self._vectors[c["image"]] for c in todo]))
+            todo = [todo[i] for i in order]
+        first = {c["id"] for c in todo}
+        rest = sorted((c for c in cells if c["id"] not in first), key=lambda c: (not c["corrected"], c["id"]))
+        for rank, cell in enumerate(todo):
+            cell["review_rank"] = rank
+        return todo + rest
+
     def correct(self, cell_id: int, label: str, reviewer: str, seconds: float | None) -> dict[str, Any]:
         """Store a reviewer's label at once; only known classes (new ones through :meth:`add_class`)."""
         cell = self.cell(cell_id)

@@ -29,11 +29,15 @@ class Classifier:
     proba: Callable[[np.ndarray], np.ndarray]
     decision: Callable[[], object]  # → gradcam.LinearDecision of this version
 
+    def predict_proba(self, vectors: np.ndarray) -> np.ndarray:
+        """(N, K) probabilities, columns in the order of ``classes`` (what modAL's query strategies read)."""
+        return np.asarray(self.proba(np.asarray(vectors, np.float32)), np.float64)
+
     def predict(self, vectors: np.ndarray) -> list[tuple[str, float, float, dict[str, float]]]:
         """Per vector: (label, confidence, uncertainty = 1 − max p as modAL ranks it, {class: p})."""
         if len(vectors) == 0:
             return []
-        proba = np.asarray(self.proba(np.asarray(vectors, np.float32)), np.float64)
+        proba = self.predict_proba(vectors)
         out = []
         for row in proba:
             best = int(row.argmax())
@@ -88,6 +92,11 @@ class Versions:
         for name in classes:
             if name not in self.session.config.classes:
                 self.session.add_class(name)
+
+    def review_order(self, classifier: Classifier, vectors: np.ndarray) -> np.ndarray:
+        """Indices of ``vectors`` in "needs review" order: the session's query (``active-learn --session``)
+        with ``classifier``, most informative first."""
+        return self.session.rank(classifier, vectors)[0]
 
     def teach(self, corrections: dict[str, str], source: str) -> dict:
         """Teach the reference labels plus ``corrections`` (image → label) and retrain; returns the event."""

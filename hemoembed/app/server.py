@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from fastapi import Request
@@ -155,8 +155,11 @@ def create_app(engine, token: str | None = None, loopback_only: bool = True, pre
             "Content-Disposition": f'attachment; filename="hemoembed_batch_{batch}.csv"'})
 
     @app.get("/api/cells")
-    def cells(batch: int | None = None) -> list[dict[str, Any]]:
-        return engine.state.cells(batch=batch)
+    def cells(batch: int | None = None, order: Literal["id", "review"] = "id") -> list[dict[str, Any]]:
+        """A batch's cells (all without ``batch``); ``order=review``: "needs review" first, in the labelling
+        session's query order (``review_rank`` 0, 1, ...), then the reviewed ones."""
+        found = engine.state.cells(batch=batch)
+        return engine.review_order(found) if order == "review" else found
 
     @app.get("/api/cells/{cell}")
     async def cell_detail(cell: int) -> dict[str, Any]:

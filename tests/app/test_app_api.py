@@ -131,6 +131,11 @@ def test_review_loop_upload_detail_correct_new_class_retrain_export(client_for, 
     for name, cell in list(by_name.items())[:6]:  # six reviewed (some confirmed, some changed)
         assert client.post(f"/api/cells/{cell}/correction",
                            json={"label": truth[name], "reviewer": "dr x", "seconds": 2.5}).status_code == 200
+    review = client.get("/api/cells", params={"batch": batch, "order": "review"}).json()  # "needs review"
+    assert [c.get("review_rank") for c in review] == [0, 1, 2, 3, 4, 5] + [None] * 6
+    assert all(not c["corrected"] for c in review[:6]) and all(c["corrected"] for c in review[6:])
+    uncertainty = [c["uncertainty"] for c in review[:6]]
+    assert uncertainty == sorted(uncertainty, reverse=True)  # the session's query: modAL uncertainty sampling
     assert client.post("/api/classes", json={"name": "neutrophil"}).status_code == 400
     assert client.post("/api/classes", json={"name": "smudge cell"}).json()[-1] == "smudge cell"
     smudges = [cell for name, cell in by_name.items() if name.startswith("smudge_")]

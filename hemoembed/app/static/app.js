@@ -101,7 +101,8 @@ function updateProgress() {
 async function refresh() {
   try {
     const [model, cells] = await Promise.all([getJSON("/api/model"),
-      S.batch === null ? Promise.resolve([]) : getJSON(`/api/cells?batch=${S.batch}`)]);
+      S.batch === null ? Promise.resolve([])
+        : getJSON(`/api/cells?batch=${S.batch}${$("sort").value === "review" ? "&order=review" : ""}`)]);
     S.model = model; S.classes = model.classes; S.cells = cells;
     renderModel(); renderFilters(); renderGallery(); updateProgress();
     if (S.batch !== null) renderSummary(await getJSON(`/api/batches/${S.batch}/summary`));
@@ -147,9 +148,9 @@ function visibleCells() {
   let cells = S.cells.filter((c) => (!cls || finalLabel(c) === cls) && (!$("only-unreviewed").checked || !c.corrected));
   const by = $("sort").value;
   const conf = (c) => (c.confidence === null ? -1 : c.confidence);
-  if (by === "review") {  // the active-learning order: not yet reviewed, most uncertain first
-    cells = cells.slice().sort((a, b) => (!!a.corrected - !!b.corrected) || ((b.uncertainty ?? -1) - (a.uncertainty ?? -1)) || a.id - b.id);
-  } else if (by === "conf-asc") cells = cells.slice().sort((a, b) => conf(a) - conf(b) || a.id - b.id);
+  // "review": kept as the server sent it (refresh asks for order=review): the labelling session's
+  // active-learning query first, reviewed cells last
+  if (by === "conf-asc") cells = cells.slice().sort((a, b) => conf(a) - conf(b) || a.id - b.id);
   else if (by === "conf-desc") cells = cells.slice().sort((a, b) => conf(b) - conf(a) || a.id - b.id);
   else if (by === "class") cells = cells.slice().sort((a, b) => finalLabel(a).localeCompare(finalLabel(b)) || a.id - b.id);
   return cells;
@@ -489,7 +490,8 @@ async function start() {
   ["dragenter", "dragover"].forEach((t) => drop.addEventListener(t, (e) => { e.preventDefault(); drop.classList.add("over"); }));
   ["dragleave", "drop"].forEach((t) => drop.addEventListener(t, (e) => { e.preventDefault(); drop.classList.remove("over"); }));
   drop.addEventListener("drop", (e) => uploadFiles(e.dataTransfer.files));
-  ["sort", "filter-class", "only-unreviewed"].forEach((id) => $(id).addEventListener("change", renderGallery));
+  ["filter-class", "only-unreviewed"].forEach((id) => $(id).addEventListener("change", renderGallery));
+  $("sort").addEventListener("change", () => { renderGallery(); refresh(); });
   $("retrain").addEventListener("click", async () => {
     try { await postJSON("/api/retrain"); } catch (e) { $("pending").textContent = e.message; }
     refresh();

@@ -261,22 +261,34 @@ class LabellingSession:
         X = self._features()[pool]
         current = self.model()
         take = min(batch, len(pool))
-        rng = np.random.default_rng([self.config.seed, len(labels)])
         if current is None or len(set(labels.values())) < 2:
             chosen = initial_indices(X, None, take, "kmeans", self.config.seed)  # cold start: cover the space
             rows = [[self.store.paths[pool[i]], "", "", "", ""] for i in chosen]
         else:
             model = current["model"]
-            np.random.seed(self.config.seed)
-            chosen, _ = query_strategy(self.config.strategy, rng)(model, X, n_instances=take)
-            proba = model.predict_proba(X[np.asarray(chosen)])
-            uncertainty = 1.0 - proba.max(axis=1)
-            order = np.argsort(-uncertainty, kind="stable")
-            rows = [[self.store.paths[pool[chosen[o]]], model.classes_[proba[o].argmax()],
-                     f"{proba[o].max():.4f}", f"{uncertainty[o]:.4f}", ""] for o in order]
+            chosen, proba = self.rank(model, X, take, len(labels))
+            rows = [[self.store.paths[pool[i]], model.classes_[p.argmax()], f"{p.max():.4f}", f"{1.0 - p.max():.4f}",
+                     ""] for i, p in zip(chosen, proba)]
         atomic_write_text(target, csv_text([["path", "prediction", "probability", "uncertainty",
                                              self.config.column], *rows]))
         return target
+
+    def rank(self, model: Any, X: np.ndarray, n: int | None = None, n_labels: int = 0
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """The rows of ``X`` to label next, most informative first, as :meth:`query` picks them: the
+        session's strategy (modAL) chooses ``n`` rows (all by default) with ``model`` (anything with
+        ``predict_proba``), listed by uncertainty (1 − max p), highest first. Returns (row indices, their
+        probabilities). ``hemoembed serve`` orders its "needs review" list with this."""
+        if len(X) == 0:
+            return np.zeros(0, np.int64), np.zeros((0, 0))
+        take = len(X) if n is None else min(n, len(X))
+        rng = np.random.default_rng([self.config.seed, n_labels])
+        np.random.seed(self.config.seed)
+        chosen, _ = query_strategy(self.config.strategy, rng)(model, X, n_instances=take)
+        chosen = np.asarray(chosen, np.int64)
+        proba = np.asarray(model.predict_proba(X[chosen]))
+        order = np.argsort(-(1.0 - proba.max(axis=1)), kind="stable")
+        return chosen[order], proba[order]
 
     def _pending_filled(self, target: Path) -> int:
         """Rows of an existing ``to_label.csv`` with a label that was never taught."""
