@@ -83,6 +83,7 @@ class Engine:
         self._ingest_lock = threading.Lock()
         self._stop = threading.Event()
         self._placeable = threading.Event()  # cells were classified: the map thread has work
+        self._working = False  # the inference worker is embedding a batch
         self._threads: list[threading.Thread] = []
         self.training: int | None = None
 
@@ -201,6 +202,7 @@ class Engine:
                 continue
             if first is None:
                 return
+            self._working = True
             ids, deadline = [first], time.monotonic() + self.gather_seconds
             while len(ids) < self.batch_size:
                 try:
@@ -216,6 +218,7 @@ class Engine:
             except Exception as exc:  # noqa: BLE001 - a worker must survive; the cells say why
                 self.state.finish_cells([], [(i, f"internal error while embedding ({lib.one_line(exc)[:200]})")
                                              for i in ids])
+            self._working = False
             with self._done:
                 self._done.notify_all()
             self._placeable.set()
@@ -252,9 +255,13 @@ class Engine:
     # ------------------------------------------------------------------ map placement
     def _place_loop(self, limit: int = 64) -> None:
         """Place classified cells on the map in their own thread (a placement takes seconds on a large map;
-        the inference worker never waits for it), up to ``limit`` cells per openTSNE call."""
+        the inference worker never waits for it), up to ``limit`` cells per openTSNE call, while no upload
+        waits to be classified."""
         while not self._stop.is_set():
             self._placeable.wait(timeout=5.0)
+            if self._working or not self._queue.empty():  # classification first: placement waits its turn
+                time.sleep(0.2)
+                continue
             self._placeable.clear()
             if self.reference.map is None or self._stop.is_set():
                 continue
