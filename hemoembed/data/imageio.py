@@ -117,53 +117,87 @@ def _pil_decode(data: bytes) -> np.ndarray:
         return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
 
 
-def decode_rgb_tf(data):
-    """Decode encoded image bytes (scalar string tensor) to an RGB uint8 tensor of shape (H, W, 3)."""
+JPEG_SCALES = (1, 2, 4, 8)  # libjpeg's DCT scaling: decode at 1/r of the size for the cost of a smaller image
+
+
+def decode_rgb_tf(data, min_crop_side: int = 0, crop_fraction: float = 1.0):
+    """Decode encoded image bytes (scalar string tensor) to an RGB uint8 tensor of shape (H, W, 3).
+
+    With ``min_crop_side``, a JPEG is decoded at the smallest of its DCT scales 1/1, 1/2, 1/4, 1/8 (libjpeg
+    computes the scaled image in the IDCT, far cheaper than decoding fully and shrinking) whose central crop
+    of ``crop_fraction`` of the shorter side keeps at least ``min_crop_side`` px; other formats decode fully.
+    Whatever the format, a header announcing more than ``MAX_PIXELS`` is refused before decoding.
+    """
     import tensorflow as tf
 
-    native = tf.reduce_any(tf.stack([tf.equal(tf.strings.substr(data, 0, len(m)), m) for m in _NATIVE_MAGIC]))
+    limit = MAX_PIXELS  # read at trace time: a patched limit (tests) reaches the graph
 
-    def tf_native():
-        # the header is checked first: a failed check raises before the decoder allocates anything
-        check = tf.debugging.assert_less_equal(_header_pixels_tf(data), tf.constant(MAX_PIXELS, tf.int64),
-                                               message=f"too many pixels (> {MAX_PIXELS}): {BOMB}")
-        with tf.control_dependencies([check]):
+    def jpeg():
+        shape = tf.io.extract_jpeg_shape(data, output_type=tf.int64)[:2]
+        with tf.control_dependencies([_refuse_bomb(tf.reduce_prod(shape), limit)]):
+            if not min_crop_side:
+                return tf.io.decode_jpeg(data, channels=3)
+            scale = _jpeg_scale_index(tf.reduce_min(shape), min_crop_side, crop_fraction)
+            return tf.switch_case(scale, [lambda r=r: tf.io.decode_jpeg(data, channels=3, ratio=r)
+                                          for r in JPEG_SCALES])
+
+    def png_bmp():
+        with tf.control_dependencies([_refuse_bomb(_png_bmp_pixels_tf(data), limit)]):
             return tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
 
-    def pillow():
-        return tf.numpy_function(_pil_decode, [data], tf.uint8, stateful=False)
+    def other():
+        native = tf.logical_or(tf.equal(tf.strings.substr(data, 0, len(_NATIVE_MAGIC[1])), _NATIVE_MAGIC[1]),
+                               tf.equal(tf.strings.substr(data, 0, len(_NATIVE_MAGIC[2])), _NATIVE_MAGIC[2]))
+        return tf.cond(native, png_bmp, lambda: tf.numpy_function(_pil_decode, [data], tf.uint8, stateful=False))
 
-    image = tf.cond(native, tf_native, pillow)
+    image = tf.cond(tf.equal(tf.strings.substr(data, 0, len(_NATIVE_MAGIC[0])), _NATIVE_MAGIC[0]), jpeg, other)
     image.set_shape([None, None, 3])
     return image
 
 
-def _header_pixels_tf(data):
-    """Width × height announced by a JPEG, PNG or BMP header (int64 scalar tensor), read without decoding."""
+def _refuse_bomb(pixels, limit: int):
     import tensorflow as tf
 
-    head = tf.strings.substr(tf.strings.join([tf.strings.substr(data, 0, 32), b"\0" * 32]), 0, 32)
-    b = tf.cast(tf.io.decode_raw(head, tf.uint8), tf.int64)
+    return tf.debugging.assert_less_equal(pixels, tf.constant(limit, tf.int64),
+                                          message=f"too many pixels (> {limit}): {BOMB}")
 
-    def number(offset: int, size: int, big_endian: bool):
-        order = range(size) if big_endian else range(size - 1, -1, -1)
-        value = tf.constant(0, tf.int64)
-        for k in order:
-            value = value * 256 + b[offset + k]
-        return value
 
-    def signed32(value):
-        return tf.abs(tf.where(value >= 2**31, value - 2**32, value))  # BMP heights are negative top-down
+def jpeg_scale_thresholds(min_crop_side: int, crop_fraction: float) -> list[int]:
+    """Per scale in ``JPEG_SCALES``, the shorter side a JPEG needs for that scale's central crop to keep
+    ``min_crop_side`` px (libjpeg rounds scaled sides up; the crop rounds like ``central_crop_tf``)."""
+    import numpy as np
 
-    png = number(16, 4, True) * number(20, 4, True)
-    core_bmp = tf.equal(number(14, 4, False), 12)  # OS/2 BITMAPCOREHEADER: 16-bit sides
-    bmp = tf.where(core_bmp, number(18, 2, False) * number(20, 2, False),
-                   signed32(number(18, 4, False)) * signed32(number(22, 4, False)))
-    is_jpeg = tf.equal(tf.strings.substr(data, 0, 3), _NATIVE_MAGIC[0])
-    jpeg = tf.cond(is_jpeg, lambda: tf.reduce_prod(tf.cast(tf.io.extract_jpeg_shape(data)[:2], tf.int64)),
-                   lambda: tf.constant(0, tf.int64))
-    is_png = tf.equal(tf.strings.substr(data, 0, 4), _NATIVE_MAGIC[1])
-    return tf.where(is_jpeg, jpeg, tf.where(is_png, png, bmp))
+    need = 1
+    while np.round(np.float32(need) * np.float32(crop_fraction)) < min_crop_side:
+        need += 1
+    return [(need - 1) * r + 1 for r in JPEG_SCALES]  # ceil(side / r) >= need  <=>  side > (need - 1) * r
+
+
+def _jpeg_scale_index(shorter, min_crop_side: int, crop_fraction: float):
+    """Index into ``JPEG_SCALES`` of the coarsest scale whose central crop keeps ``min_crop_side`` px."""
+    import tensorflow as tf
+
+    thresholds = tf.constant(jpeg_scale_thresholds(min_crop_side, crop_fraction), tf.int64)
+    fits = tf.reduce_sum(tf.cast(shorter >= thresholds, tf.int32))  # scales only get coarser
+    return tf.maximum(fits - 1, 0)
+
+
+def _png_bmp_pixels_tf(data):
+    """Width × height announced by a PNG or BMP header (int64 scalar tensor), read without decoding."""
+    import tensorflow as tf
+
+    head = tf.strings.substr(tf.strings.join([tf.strings.substr(data, 0, 26), b"\0" * 26]), 0, 26)
+
+    def numbers(offset: int, kind, big_endian: bool = False):  # two numbers from ``offset``, as int64
+        raw = tf.strings.substr(head, offset, 2 * kind.size)
+        return tf.cast(tf.io.decode_raw(raw, kind, little_endian=not big_endian), tf.int64)
+
+    png_sides = numbers(16, tf.int32, big_endian=True)
+    png = tf.reduce_prod(tf.where(png_sides < 0, png_sides + 2**32, png_sides))  # unsigned 32-bit
+    core_bmp = tf.equal(numbers(14, tf.int32)[0], 12)  # OS/2 BITMAPCOREHEADER: 16-bit sides
+    bmp = tf.where(core_bmp, tf.reduce_prod(numbers(18, tf.uint16)),
+                   tf.reduce_prod(tf.abs(numbers(18, tf.int32))))  # BMP heights are negative top-down
+    return tf.where(tf.equal(tf.strings.substr(data, 0, len(_NATIVE_MAGIC[1])), _NATIVE_MAGIC[1]), png, bmp)
 
 
 def read_file_tf(path):
