@@ -124,12 +124,17 @@ def gray_world(image: np.ndarray) -> np.ndarray:
     return _as_input_dtype(x * gains, arr)
 
 
-def gray_world_tf(images: Any) -> Any:
-    """TensorFlow gray world for float32 ``(H, W, 3)`` or ``(B, H, W, 3)`` in [0, 255]."""
+def gray_world_tf(images: Any, means_of: Any = None) -> Any:
+    """TensorFlow gray world for float32 ``(H, W, 3)`` or ``(B, H, W, 3)`` in [0, 255].
+
+    ``means_of``: take the channel means from this region of the image (e.g. its central crop) instead
+    of the whole image; the gains are applied to the whole image.
+    """
     import tensorflow as tf
 
     x = tf.cast(images, tf.float32)
-    gains = _gains(tf.reduce_mean(x, axis=[-3, -2], keepdims=True), tf.experimental.numpy)
+    region = x if means_of is None else tf.cast(means_of, tf.float32)
+    gains = _gains(tf.reduce_mean(region, axis=[-3, -2], keepdims=True), tf.experimental.numpy)
     return tf.clip_by_value(x * gains, 0.0, 255.0)
 
 

@@ -8,7 +8,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .imageio import decode_rgb_tf
-from .preprocess import PreprocessingRecord, preprocess_tf
+from .preprocess import (
+    PreprocessingRecord,
+    decode_tf,
+    finish_batch_tf,
+    finishes_batches,
+    prepare_image_tf,
+    preprocess_tf,
+    resize_tf,
+)
 
 AUTOTUNE = -1  # tf.data.AUTOTUNE, without importing TensorFlow at module import
 
@@ -27,14 +35,31 @@ def decoded_dataset(paths: Sequence[str], *, num_parallel_calls: int = AUTOTUNE,
     return ds.ignore_errors()
 
 
-def inference_dataset(paths: Sequence[str], record: PreprocessingRecord, batch_size: int = 64):
-    """Batches of ``(float32 images (B, S, S, 3) in [0, 255], int64 indices (B,))`` ready for an encoder."""
+def inference_dataset(paths: Sequence[str], record: PreprocessingRecord, batch_size: int = 64, *,
+                      shuffle_seed: int | None = None):
+    """Batches of ``(float32 images (B, S, S, 3) in [0, 255], int64 indices (B,))`` ready for an encoder.
+
+    The record's one path (:mod:`.preprocess`): read, decode at the record's scale and crop/resize each image
+    in parallel, then finish each batch (version 2's gray world) and prefetch, so input work overlaps the
+    encoder. Undecodable files are skipped (compare the indices). ``shuffle_seed``: seeded order (training).
+    """
     import tensorflow as tf
 
-    ds = decoded_dataset(paths)
-    ds = ds.map(lambda image, index: (preprocess_tf(image, record), index),
+    indices = tf.range(len(paths), dtype=tf.int64)
+    ds = tf.data.Dataset.from_tensor_slices((tf.constant(list(paths), tf.string), indices))
+
+    def load(path, index):
+        return prepare_image_tf(decode_tf(tf.io.read_file(path), record), record), index
+
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
+    if shuffle_seed is not None:
+        ds = ds.shuffle(min(len(paths), 2048), seed=shuffle_seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if not finishes_batches(record):
+        return ds.prefetch(tf.data.AUTOTUNE)
+    ds = ds.map(lambda images, index: (finish_batch_tf(images, record), index),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 # --------------------------------------------------------------------------- two-view training data
@@ -52,24 +77,16 @@ def augmentation_side(record: PreprocessingRecord) -> int:
 
 def _training_image(image, record: PreprocessingRecord, side: int):
     """Decoded uint8 image → colour-normalised float32 square (side, side, 3) in [0, 255]."""
-    import tensorflow as tf
-
     from .preprocess import central_crop_tf
 
-    x = central_crop_tf(preprocess_tf(image, record, crop=False), 1.0)
-    x = tf.image.resize(x, (side, side), method="bilinear", antialias=True)
-    return tf.clip_by_value(x, 0.0, 255.0)
+    return resize_tf(central_crop_tf(preprocess_tf(image, record, crop=False), 1.0), side, record)
 
 
 def _crop_to_record(images, record: PreprocessingRecord):
     """The record's central crop and resize, applied to an augmented batch."""
-    import tensorflow as tf
-
     from .preprocess import central_crop_tf
 
-    x = central_crop_tf(images, record.crop_fraction)
-    x = tf.image.resize(x, (record.image_size, record.image_size), method="bilinear", antialias=True)
-    return tf.clip_by_value(x, 0.0, 255.0)
+    return resize_tf(central_crop_tf(images, record.crop_fraction), int(record.image_size), record)
 
 
 def cache_training_images(paths: Sequence[str], record: PreprocessingRecord, progress=None):

@@ -1,20 +1,34 @@
-"""The preprocessing record every encoder carries, and the one function that applies it.
+"""The preprocessing record every encoder carries, and the one path that applies it.
 
-Decoded RGB uint8 image → (optional) gray-world colour normalisation → central crop of ``crop_fraction``
-of the shorter side → bilinear resize to ``image_size`` → float32 in [0, 255]. Training, embedding,
-prediction and GradCAM all call :func:`preprocess_tf` with the record saved inside the encoder, so a cell
-is seen the same way everywhere.
+Training, embedding, prediction, GradCAM, the adapter and the review app all turn image bytes into encoder
+inputs with the record saved inside the encoder, so a cell is seen the same way everywhere. What the record
+means depends on its ``version`` (an encoder keeps the version it was trained with, so it embeds exactly as
+it always did; new encoders get ``RECORD_VERSION``):
+
+* **1** (hemoembed before #18): decode at full size → gray world with the whole image's channel means →
+  central crop of ``crop_fraction`` of the shorter side → antialiased bilinear resize to ``image_size`` →
+  float32 in [0, 255].
+* **2**: decode a JPEG at the coarsest DCT scale (1/1 … 1/8) whose central crop keeps at least
+  ``image_size`` px (other formats at full size) → central crop → one resize to ``image_size`` (area
+  average when shrinking, bilinear otherwise) → gray world with the channel means of that resized crop,
+  values above 255 clipped. The same meaning at a fraction of the cost: no full-size float image, no
+  antialiasing kernel, and the colour step runs on whole batches.
+
+Pipelines apply :func:`prepare_image_tf` to each image and :func:`finish_batch_tf` to each batch;
+:func:`preprocess_tf` is both in one call for a single image.
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from ..errors import InputError
 
 ColourMode = Literal["grayworld", "none"]
+RECORD_VERSION = 2  # what new encoders get
+RECORD_VERSIONS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -24,6 +38,7 @@ class PreprocessingRecord:
     image_size: int = 224
     crop_fraction: float = 0.875
     colour: ColourMode = "grayworld"
+    version: int = RECORD_VERSION
 
     def __post_init__(self) -> None:
         if not 16 <= int(self.image_size) <= 1024:
@@ -32,16 +47,27 @@ class PreprocessingRecord:
             raise InputError(f"crop fraction {self.crop_fraction} is outside 0.1..1.0")
         if self.colour not in ("grayworld", "none"):
             raise InputError(f"colour normalisation {self.colour!r} is not one of grayworld, none")
+        if self.version not in RECORD_VERSIONS:
+            raise InputError(f"preprocessing record version {self.version!r} is unknown to this hemoembed "
+                             f"(it knows {', '.join(map(str, RECORD_VERSIONS))}): upgrade hemoembed")
 
     def to_dict(self) -> dict:
-        return {"image_size": int(self.image_size), "crop_fraction": float(self.crop_fraction),
+        """Version 1 records keep their original three keys, so old encoders keep their fingerprints."""
+        data = {"image_size": int(self.image_size), "crop_fraction": float(self.crop_fraction),
                 "colour": self.colour}
+        return data if self.version == 1 else {**data, "version": int(self.version)}
+
+    def without_colour(self) -> PreprocessingRecord:
+        """The same record (version included) with no colour step: an adapted encoder does colour inside."""
+        return replace(self, colour="none")
 
     @classmethod
     def from_dict(cls, data: dict) -> PreprocessingRecord:
+        """A record without ``version`` was written before versions existed: version 1."""
         try:
-            return cls(int(data["image_size"]), float(data["crop_fraction"]), str(data["colour"]))
-        except (KeyError, TypeError, ValueError) as exc:
+            return cls(int(data["image_size"]), float(data["crop_fraction"]), str(data["colour"]),
+                       int(data.get("version", 1)))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InputError(f"invalid preprocessing record {data!r} ({exc})") from None
 
 
@@ -58,23 +84,81 @@ def central_crop_tf(image, crop_fraction: float):
     return image[..., top:top + side, left:left + side, :]
 
 
-def preprocess_tf(image, record: PreprocessingRecord, *, crop: bool = True):
-    """Apply ``record`` to one decoded (H, W, 3) uint8 image; returns float32 (S, S, 3) in [0, 255].
+def decode_tf(data, record: PreprocessingRecord):
+    """Encoded image bytes → RGB uint8 at the scale the record needs (version 2: JPEG DCT scaling)."""
+    from .imageio import decode_rgb_tf
 
-    ``crop=False`` skips the crop/resize (the training pipeline crops after geometric augmentation).
+    if record.version == 1:
+        return decode_rgb_tf(data)
+    return decode_rgb_tf(data, min_crop_side=int(record.image_size), crop_fraction=float(record.crop_fraction))
+
+
+def resize_tf(images, size: int, record: PreprocessingRecord):
+    """The record's resampling of square ``(..., H, H, 3)`` images to ``size`` × ``size``, float32 in [0, 255].
+
+    Version 1: antialiased bilinear. Version 2: area average when shrinking (each source pixel weighted by
+    its overlap: antialiased without a kernel), bilinear when enlarging or keeping the size.
     """
     import tensorflow as tf
 
+    if record.version == 1:
+        out = tf.image.resize(images, (size, size), method="bilinear", antialias=True)
+        return tf.clip_by_value(out, 0.0, 255.0)
+    return tf.cond(tf.shape(images)[-3] > size,
+                   lambda: tf.image.resize(images, (size, size), method="area"),
+                   lambda: tf.image.resize(images, (size, size), method="bilinear"))
+
+
+def prepare_image_tf(image, record: PreprocessingRecord):
+    """The per-image part of the record: decoded (H, W, 3) uint8 → (S, S, 3) float32 in [0, 255]."""
+    import tensorflow as tf
+
+    if record.version == 1:
+        from .colour import gray_world_tf
+
+        x = tf.cast(image, tf.float32)
+        if record.colour == "grayworld":
+            x = gray_world_tf(x)
+        return resize_tf(central_crop_tf(x, record.crop_fraction), int(record.image_size), record)
+    return resize_tf(central_crop_tf(image, record.crop_fraction), int(record.image_size), record)
+
+
+def finishes_batches(record: PreprocessingRecord) -> bool:
+    """Whether :func:`finish_batch_tf` does anything for ``record`` (pipelines skip the step otherwise)."""
+    return record.version != 1 and record.colour == "grayworld"
+
+
+def finish_batch_tf(images, record: PreprocessingRecord):
+    """The part of the record that runs on whole batches ``(..., S, S, 3)``: version 2's gray world."""
+    if not finishes_batches(record):
+        return images
     from .colour import gray_world_tf
 
-    image = tf.cast(image, tf.float32)
-    if record.colour == "grayworld":
-        image = gray_world_tf(image)
+    return gray_world_tf(images)
+
+
+def preprocess_tf(image, record: PreprocessingRecord, *, crop: bool = True):
+    """Apply ``record`` to one decoded (H, W, 3) uint8 image; returns float32 (S, S, 3) in [0, 255].
+
+    ``crop=False`` applies only the colour step, to the whole image (the training pipeline crops and
+    resizes after geometric augmentation, with :func:`resize_tf`); version 2 takes the gray-world means
+    from the central crop, the region the encoder sees.
+    """
+    import tensorflow as tf
+
     if crop:
-        image = central_crop_tf(image, record.crop_fraction)
-        image = tf.image.resize(image, (record.image_size, record.image_size), method="bilinear", antialias=True)
-        image = tf.clip_by_value(image, 0.0, 255.0)
-    return image
+        return finish_batch_tf(prepare_image_tf(image, record), record)
+    x = tf.cast(image, tf.float32)
+    if record.colour == "none":
+        return x
+    from .colour import gray_world_tf
+
+    return gray_world_tf(x, None if record.version == 1 else central_crop_tf(x, record.crop_fraction))
+
+
+def preprocess_bytes_tf(data, record: PreprocessingRecord):
+    """Encoded image bytes → (S, S, 3) float32 encoder input: :func:`decode_tf` then :func:`preprocess_tf`."""
+    return preprocess_tf(decode_tf(data, record), record)
 
 
 def load_inputs(paths: Sequence[str | os.PathLike], record: PreprocessingRecord, batch_size: int = 64):

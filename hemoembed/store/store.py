@@ -132,8 +132,11 @@ class EmbeddingStore:
                                 "to add images or query it with an encoder, rebuild it: hemoembed embed ENCODER "
                                 "IMAGES --store NEW_DIR (or this one with --overwrite)")
         if fingerprint != self.fingerprint:
+            differs = record is not None and record.to_dict() != self.record.to_dict()
+            why = (f"; its preprocessing {record.to_dict()} differs from the store's {self.record.to_dict()}"
+                   if differs else "")
             raise MismatchError(f"{self.directory}: store was built by encoder {short(self.fingerprint)} but this "
-                                f"encoder is {short(fingerprint)} (use a new --store, or --overwrite to rebuild)")
+                                f"encoder is {short(fingerprint)}{why} (use a new --store, or --overwrite to rebuild)")
         if record is not None and record.to_dict() != self.record.to_dict():
             raise MismatchError(f"{self.directory}: store preprocessing {self.record.to_dict()} differs from the "
                                 f"encoder's {record.to_dict()}")

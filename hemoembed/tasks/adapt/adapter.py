@@ -40,7 +40,7 @@ def adapted_encoder(source: keras.Model, record: PreprocessingRecord,
     from ...model.encoder import SPEC_LAYER
     from ...model.layers import GrayWorld, PreprocessingSpec, ReinhardNormalization
 
-    new_record = PreprocessingRecord(record.image_size, record.crop_fraction, "none")
+    new_record = record.without_colour()
     size = int(record.image_size)
     inputs = keras.Input((size, size, 3), name="image")
     x = PreprocessingSpec(new_record.to_dict(), name=SPEC_LAYER)(inputs)

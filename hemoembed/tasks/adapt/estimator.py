@@ -58,7 +58,6 @@ class SiteAdapter(ClassifierMixin, BaseEstimator):
     def fit(self, images: Sequence[str | os.PathLike] | Manifest | np.ndarray,
             labels: Sequence[str] | None = None) -> SiteAdapter:
         """Adapt on ``images`` with ``labels`` (default: a manifest's ``label`` column)."""
-        from ...data.preprocess import PreprocessingRecord
         from ...model.encoder import load_encoder
         from ..common.labels import check_trainable
         from .adapter import SiteExperiment
@@ -73,7 +72,7 @@ class SiteAdapter(ClassifierMixin, BaseEstimator):
         encoder_path, run_dir = resolve_source(self.source)
         source, record = load_encoder(encoder_path)
         self.reference_ = self._reference(run_dir) if self.colour_transform else None
-        self.record_ = PreprocessingRecord(record.image_size, record.crop_fraction, "none")
+        self.record_ = record.without_colour()
         pixels = self._pixels(images, self.record_)
         if len(pixels) != len(y):
             raise InputError(f"{len(pixels)} images but {len(y)} labels")

@@ -99,7 +99,7 @@ def prepare(config: AdaptConfig, progress: ProgressFactory | None = None) -> Pre
     mapped = [mapped[i] for i in rows]
     need_ref = config.colour_transform or config.ablation
     reference, origin = source_reference(run_dir, src, seed=config.seed) if need_ref else (None, "")
-    new_record = PreprocessingRecord(record.image_size, record.crop_fraction, "none")
+    new_record = record.without_colour()
     with stage(progress, len(target), "reading target") as advance:
         images = load_inputs(target.absolute(), new_record, config.embed_batch_size)
         advance(len(target))

@@ -77,16 +77,11 @@ def _dataset(paths: Sequence[str], labels: np.ndarray, record: PreprocessingReco
     """(image, label) batches through the project's one decoding/preprocessing path."""
     import tensorflow as tf
 
-    from ...data.pipeline import decoded_dataset
-    from ...data.preprocess import preprocess_tf
+    from ...data.pipeline import inference_dataset
 
     table = tf.constant(np.asarray(labels, np.int64))
-    ds = decoded_dataset(list(paths))
-    ds = ds.map(lambda image, i: (preprocess_tf(image, record), tf.gather(table, i)),
-                num_parallel_calls=tf.data.AUTOTUNE)
-    if shuffle_seed is not None:
-        ds = ds.shuffle(min(len(paths), 2048), seed=shuffle_seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    ds = inference_dataset(list(paths), record, batch_size, shuffle_seed=shuffle_seed)
+    return ds.map(lambda images, i: (images, tf.gather(table, i)))
 
 
 def train_baseline(config: BaselineConfig, train: Manifest, train_labels: Sequence[str], test: Manifest,
