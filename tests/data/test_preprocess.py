@@ -6,6 +6,7 @@ import io
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import FIXTURES
 from PIL import Image
 
 from hemoembed.data.colour import gray_world
@@ -71,6 +72,16 @@ def test_version_is_part_of_the_fingerprint_and_an_old_store_is_refused_by_a_new
 
 
 # ------------------------------------------------------------------------------------------------- version 1
+def test_version_1_reproduces_inputs_computed_before_versions_existed():
+    """``fixtures/preprocess_v1``: three files and their 16-px inputs written by the code at 872a7cf (before
+    #18) with the record ``{"image_size": 16, "crop_fraction": 0.875, "colour": ...}``: equal bit for bit."""
+    files = [str(FIXTURES / "preprocess_v1" / name) for name in ("smooth.jpg", "noise.png", "small.bmp")]
+    expected = np.load(FIXTURES / "preprocess_v1" / "expected.npz")
+    for colour in ("grayworld", "none"):
+        record = PreprocessingRecord.from_dict({"image_size": 16, "crop_fraction": 0.875, "colour": colour})
+        np.testing.assert_array_equal(_batches(files, record), expected[colour])
+
+
 def test_version_1_is_exactly_the_path_before_versions(tmp_path):
     """Full decode → gray world on the whole image → crop → antialiased bilinear → clip, bit for bit."""
     paths = [_write(tmp_path / "a.jpg", _smooth_cell(90, 1), quality=90),
