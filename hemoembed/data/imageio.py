@@ -120,26 +120,48 @@ def _pil_decode(data: bytes) -> np.ndarray:
 JPEG_SCALES = (1, 2, 4, 8)  # libjpeg's DCT scaling: decode at 1/r of the size for the cost of a smaller image
 
 
-def decode_rgb_tf(data, min_crop_side: int = 0, crop_fraction: float = 1.0):
+def decode_rgb_tf(data):
     """Decode encoded image bytes (scalar string tensor) to an RGB uint8 tensor of shape (H, W, 3).
 
-    With ``min_crop_side``, a JPEG is decoded at the smallest of its DCT scales 1/1, 1/2, 1/4, 1/8 (libjpeg
-    computes the scaled image in the IDCT, far cheaper than decoding fully and shrinking) whose central crop
-    of ``crop_fraction`` of the shorter side keeps at least ``min_crop_side`` px; other formats decode fully.
     Whatever the format, a header announcing more than ``MAX_PIXELS`` is refused before decoding.
     """
     import tensorflow as tf
 
+    return _decode_tf(data, lambda shape: tf.io.decode_jpeg(data, channels=3))
+
+
+def decode_central_crop_tf(data, crop_fraction: float, min_side: int = 0):
+    """The central square crop of encoded image bytes, RGB uint8: ``crop_fraction`` of the shorter side, taken
+    as :func:`~hemoembed.data.preprocess.central_crop_tf` takes it.
+
+    A JPEG is decoded only inside the crop window and at the coarsest of its DCT scales 1/1, 1/2, 1/4, 1/8
+    whose crop keeps at least ``min_side`` px (libjpeg scales in the IDCT and skips what lies outside: far
+    cheaper than decoding fully, cropping and shrinking); other formats are decoded fully, then cropped.
+    """
+    import tensorflow as tf
+
+    from .preprocess import central_crop_tf
+
+    def jpeg(shape):
+        if not min_side:
+            return _jpeg_crop(data, shape, 1, crop_fraction)
+        scale = _jpeg_scale_index(tf.reduce_min(shape), min_side, crop_fraction)
+        return tf.switch_case(scale, [lambda r=r: _jpeg_crop(data, shape, r, crop_fraction) for r in JPEG_SCALES])
+
+    return _decode_tf(data, jpeg, lambda image: central_crop_tf(image, crop_fraction))
+
+
+def _decode_tf(data, jpeg, crop_other=None):
+    """The one format dispatch: ``jpeg(header (h, w) int64)`` decodes a JPEG whose header passed the pixel
+    limit; PNG/BMP (TensorFlow) and anything else (Pillow) are checked, decoded and passed to ``crop_other``."""
+    import tensorflow as tf
+
     limit = MAX_PIXELS  # read at trace time: a patched limit (tests) reaches the graph
 
-    def jpeg():
+    def jpeg_branch():
         shape = tf.io.extract_jpeg_shape(data, output_type=tf.int64)[:2]
         with tf.control_dependencies([_refuse_bomb(tf.reduce_prod(shape), limit)]):
-            if not min_crop_side:
-                return tf.io.decode_jpeg(data, channels=3)
-            scale = _jpeg_scale_index(tf.reduce_min(shape), min_crop_side, crop_fraction)
-            return tf.switch_case(scale, [lambda r=r: tf.io.decode_jpeg(data, channels=3, ratio=r)
-                                          for r in JPEG_SCALES])
+            return jpeg(shape)
 
     def png_bmp():
         with tf.control_dependencies([_refuse_bomb(_png_bmp_pixels_tf(data), limit)]):
@@ -148,11 +170,24 @@ def decode_rgb_tf(data, min_crop_side: int = 0, crop_fraction: float = 1.0):
     def other():
         native = tf.logical_or(tf.equal(tf.strings.substr(data, 0, len(_NATIVE_MAGIC[1])), _NATIVE_MAGIC[1]),
                                tf.equal(tf.strings.substr(data, 0, len(_NATIVE_MAGIC[2])), _NATIVE_MAGIC[2]))
-        return tf.cond(native, png_bmp, lambda: tf.numpy_function(_pil_decode, [data], tf.uint8, stateful=False))
+        image = tf.cond(native, png_bmp, lambda: tf.numpy_function(_pil_decode, [data], tf.uint8, stateful=False))
+        image.set_shape([None, None, 3])
+        return image if crop_other is None else crop_other(image)
 
-    image = tf.cond(tf.equal(tf.strings.substr(data, 0, len(_NATIVE_MAGIC[0])), _NATIVE_MAGIC[0]), jpeg, other)
+    image = tf.cond(tf.equal(tf.strings.substr(data, 0, len(_NATIVE_MAGIC[0])), _NATIVE_MAGIC[0]), jpeg_branch, other)
     image.set_shape([None, None, 3])
     return image
+
+
+def _jpeg_crop(data, shape, ratio: int, crop_fraction: float):
+    """Decode only the central crop of a JPEG, at DCT scale 1/``ratio`` (``shape``: the header's (h, w))."""
+    import tensorflow as tf
+
+    scaled = (shape + ratio - 1) // ratio  # libjpeg rounds scaled sides up
+    side = tf.cast(tf.round(tf.cast(tf.reduce_min(scaled), tf.float32) * crop_fraction), tf.int64)
+    side = tf.maximum(side, 1)
+    window = tf.cast(tf.concat([(scaled - side) // 2, tf.stack([side, side])], 0), tf.int32)
+    return tf.io.decode_and_crop_jpeg(data, window, channels=3, ratio=ratio)
 
 
 def _refuse_bomb(pixels, limit: int):

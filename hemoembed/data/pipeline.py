@@ -10,10 +10,9 @@ from collections.abc import Sequence
 from .imageio import decode_rgb_tf
 from .preprocess import (
     PreprocessingRecord,
-    decode_tf,
     finish_batch_tf,
     finishes_batches,
-    prepare_image_tf,
+    prepare_bytes_tf,
     preprocess_tf,
     resize_tf,
 )
@@ -49,7 +48,7 @@ def inference_dataset(paths: Sequence[str], record: PreprocessingRecord, batch_s
     ds = tf.data.Dataset.from_tensor_slices((tf.constant(list(paths), tf.string), indices))
 
     def load(path, index):
-        return prepare_image_tf(decode_tf(tf.io.read_file(path), record), record), index
+        return prepare_bytes_tf(tf.io.read_file(path), record), index
 
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
     if shuffle_seed is not None:

@@ -8,14 +8,16 @@ it always did; new encoders get ``RECORD_VERSION``):
 * **1** (hemoembed before #18): decode at full size → gray world with the whole image's channel means →
   central crop of ``crop_fraction`` of the shorter side → antialiased bilinear resize to ``image_size`` →
   float32 in [0, 255].
-* **2**: decode a JPEG at the coarsest DCT scale (1/1 … 1/8) whose central crop keeps at least
-  ``image_size`` px (other formats at full size) → central crop → one resize to ``image_size`` (area
-  average when shrinking, bilinear otherwise) → gray world with the channel means of that resized crop,
-  values above 255 clipped. The same meaning at a fraction of the cost: no full-size float image, no
-  antialiasing kernel, and the colour step runs on whole batches.
+* **2**: decode the central crop (a JPEG only inside the crop window, at the coarsest DCT scale 1/1 … 1/8
+  whose crop keeps at least ``image_size`` px; other formats fully, then cropped) → one resize to
+  ``image_size`` (area average when shrinking, bilinear otherwise) → gray world with the channel means of
+  that resized crop, values above 255 clipped. The same meaning at a fraction of the cost: no full-size
+  float image, no antialiasing kernel, and the colour step runs on whole batches.
 
-Pipelines apply :func:`prepare_image_tf` to each image and :func:`finish_batch_tf` to each batch;
-:func:`preprocess_tf` is both in one call for a single image.
+Pipelines apply :func:`prepare_bytes_tf` to each file's bytes and :func:`finish_batch_tf` to each batch;
+:func:`preprocess_bytes_tf` is both for one file, :func:`preprocess_tf` both for an already decoded image
+(version 2: the crop of a fully decoded JPEG may differ from the decoded crop window by a few levels along
+the crop's edge, where chroma upsampling sees different neighbours).
 """
 from __future__ import annotations
 
@@ -84,15 +86,6 @@ def central_crop_tf(image, crop_fraction: float):
     return image[..., top:top + side, left:left + side, :]
 
 
-def decode_tf(data, record: PreprocessingRecord):
-    """Encoded image bytes → RGB uint8 at the scale the record needs (version 2: JPEG DCT scaling)."""
-    from .imageio import decode_rgb_tf
-
-    if record.version == 1:
-        return decode_rgb_tf(data)
-    return decode_rgb_tf(data, min_crop_side=int(record.image_size), crop_fraction=float(record.crop_fraction))
-
-
 def resize_tf(images, size: int, record: PreprocessingRecord):
     """The record's resampling of square ``(..., H, H, 3)`` images to ``size`` × ``size``, float32 in [0, 255].
 
@@ -121,6 +114,20 @@ def prepare_image_tf(image, record: PreprocessingRecord):
             x = gray_world_tf(x)
         return resize_tf(central_crop_tf(x, record.crop_fraction), int(record.image_size), record)
     return resize_tf(central_crop_tf(image, record.crop_fraction), int(record.image_size), record)
+
+
+def prepare_bytes_tf(data, record: PreprocessingRecord):
+    """The per-image part of the record from encoded bytes: (S, S, 3) float32 in [0, 255].
+
+    Version 2 decodes only the central crop, at the JPEG DCT scale the record allows (see
+    :func:`~hemoembed.data.imageio.decode_central_crop_tf`); version 1 decodes fully.
+    """
+    from .imageio import decode_central_crop_tf, decode_rgb_tf
+
+    if record.version == 1:
+        return prepare_image_tf(decode_rgb_tf(data), record)
+    crop = decode_central_crop_tf(data, float(record.crop_fraction), int(record.image_size))
+    return resize_tf(crop, int(record.image_size), record)
 
 
 def finishes_batches(record: PreprocessingRecord) -> bool:
@@ -157,8 +164,8 @@ def preprocess_tf(image, record: PreprocessingRecord, *, crop: bool = True):
 
 
 def preprocess_bytes_tf(data, record: PreprocessingRecord):
-    """Encoded image bytes → (S, S, 3) float32 encoder input: :func:`decode_tf` then :func:`preprocess_tf`."""
-    return preprocess_tf(decode_tf(data, record), record)
+    """Encoded image bytes → (S, S, 3) float32 encoder input: :func:`prepare_bytes_tf`, then the batch step."""
+    return finish_batch_tf(prepare_bytes_tf(data, record), record)
 
 
 def load_inputs(paths: Sequence[str | os.PathLike], record: PreprocessingRecord, batch_size: int = 64):

@@ -10,13 +10,12 @@ from helpers import FIXTURES
 from PIL import Image
 
 from hemoembed.data.colour import gray_world
-from hemoembed.data.imageio import decode_rgb_tf, jpeg_scale_thresholds, load_image
+from hemoembed.data.imageio import decode_central_crop_tf, decode_rgb_tf, jpeg_scale_thresholds, load_image
 from hemoembed.data.pipeline import inference_dataset
 from hemoembed.data.preprocess import (
     RECORD_VERSION,
     PreprocessingRecord,
     central_crop_tf,
-    decode_tf,
     load_inputs,
     preprocess_bytes_tf,
     preprocess_tf,
@@ -104,17 +103,21 @@ def test_version_1_is_exactly_the_path_before_versions(tmp_path):
 # ------------------------------------------------------------------------------------------------- version 2
 @pytest.mark.parametrize("side,size,scale", [(256, 224, 1), (256, 128, 1), (256, 64, 2), (256, 32, 4),
                                              (256, 16, 8), (146, 64, 2), (144, 64, 1), (40, 64, 1)])
-def test_jpegs_decode_at_the_coarsest_scale_that_keeps_the_crop(side, size, scale):
+def test_jpegs_decode_only_the_crop_at_the_coarsest_scale_that_keeps_it(side, size, scale):
     data = io.BytesIO()
-    Image.fromarray(_smooth_cell(side)).save(data, format="JPEG")
-    record = PreprocessingRecord(size, 0.875)
-    decoded = decode_tf(tf.constant(data.getvalue()), record).numpy()
-    assert decoded.shape[0] == -(-side // scale)
-    crop = round(decoded.shape[0] * 0.875)
-    assert crop >= size or scale == 1  # never below the target size (unless the image itself is smaller)
+    Image.fromarray(_smooth_cell(side)).save(data, format="JPEG", quality=95)
+    data = tf.constant(data.getvalue())
+    crop = decode_central_crop_tf(data, 0.875, size).numpy()
+    scaled = -(-side // scale)  # libjpeg rounds up
+    assert crop.shape == (round(scaled * 0.875),) * 2 + (3,)
+    assert crop.shape[0] >= size or scale == 1  # never below the target size (unless the image is smaller)
     assert scale == 8 or round(-(-side // (2 * scale)) * 0.875) < size  # and the next scale would be
     assert jpeg_scale_thresholds(64, 0.875) == [73, 145, 289, 577]  # 73 px: round(73 × 0.875) = 64
-    assert decode_tf(tf.constant(data.getvalue()), PreprocessingRecord(size, version=1)).shape[0] == side
+    # the crop window is the central crop of the scaled image: equal inside, a few levels along its edge
+    whole = tf.io.decode_jpeg(data, channels=3, ratio=scale).numpy()
+    top = (scaled - crop.shape[0]) // 2
+    diff = np.abs(crop.astype(int) - whole[top:top + crop.shape[0], top:top + crop.shape[0]])
+    assert diff[2:-2, 2:-2].max() <= 1 and diff.mean() < 0.2
 
 
 def test_version_2_means_crop_resize_then_gray_world_of_what_the_encoder_sees(tmp_path):
@@ -190,11 +193,9 @@ def test_preprocess_tf_without_crop_takes_version_2_means_from_the_crop():
 @pytest.mark.realdata
 def test_pbc_jpegs_at_64_px_decode_at_half_scale_close_to_a_full_decode(shared_data):
     files = sorted((shared_data / "pbc256" / "PBC_dataset_normal_DIB" / "neutrophil").glob("*.jpg"))[:8]
-    record = PreprocessingRecord(64)
     for path in files:
         data = tf.io.read_file(str(path))
-        assert tuple(decode_tf(data, record).shape) == (128, 128, 3)
-        full = decode_rgb_tf(data).numpy()
-        reference = tf.image.resize(full[16:240, 16:240], (64, 64), method="area").numpy()
-        scaled = tf.image.resize(decode_tf(data, record).numpy()[8:120, 8:120], (64, 64), method="area").numpy()
-        assert np.abs(scaled - reference).mean() < 2.0
+        crop = decode_central_crop_tf(data, 0.875, 64)
+        assert tuple(crop.shape) == (112, 112, 3)  # 1/2 scale: 128 px, central 112
+        reference = tf.image.resize(decode_rgb_tf(data).numpy()[16:240, 16:240], (64, 64), method="area").numpy()
+        assert np.abs(tf.image.resize(crop, (64, 64), method="area").numpy() - reference).mean() < 2.0
