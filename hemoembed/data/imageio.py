@@ -143,24 +143,30 @@ def decode_central_crop_tf(data, crop_fraction: float, min_side: int = 0):
     from .preprocess import central_crop_tf
 
     def jpeg(shape):
+        scales = JPEG_SCALES if min_side else JPEG_SCALES[:1]
+        sides = (shape[None, :] + tf.constant([[r - 1] for r in scales])) // tf.constant([[r] for r in scales])
+        crops = tf.maximum(tf.cast(tf.round(tf.cast(tf.reduce_min(sides, 1), tf.float32) * crop_fraction), tf.int32), 1)
+        windows = tf.concat([(sides - crops[:, None]) // 2, tf.stack([crops, crops], 1)], 1)  # top, left, h, w
         if not min_side:
-            return _jpeg_crop(data, shape, 1, crop_fraction)
-        scale = _jpeg_scale_index(tf.reduce_min(shape), min_side, crop_fraction)
-        return tf.switch_case(scale, [lambda r=r: _jpeg_crop(data, shape, r, crop_fraction) for r in JPEG_SCALES])
+            return tf.io.decode_and_crop_jpeg(data, windows[0], channels=3)
+        scale = tf.maximum(tf.reduce_sum(tf.cast(crops >= min_side, tf.int32)) - 1, 0)  # crops only shrink
+        window = tf.gather(windows, scale)
+        return tf.switch_case(scale, [lambda r=r: tf.io.decode_and_crop_jpeg(data, window, channels=3, ratio=r)
+                                      for r in scales])
 
     return _decode_tf(data, jpeg, lambda image: central_crop_tf(image, crop_fraction))
 
 
 def _decode_tf(data, jpeg, crop_other=None):
-    """The one format dispatch: ``jpeg(header (h, w) int64)`` decodes a JPEG whose header passed the pixel
+    """The one format dispatch: ``jpeg(header (h, w) int32)`` decodes a JPEG whose header passed the pixel
     limit; PNG/BMP (TensorFlow) and anything else (Pillow) are checked, decoded and passed to ``crop_other``."""
     import tensorflow as tf
 
     limit = MAX_PIXELS  # read at trace time: a patched limit (tests) reaches the graph
 
     def jpeg_branch():
-        shape = tf.io.extract_jpeg_shape(data, output_type=tf.int64)[:2]
-        with tf.control_dependencies([_refuse_bomb(tf.reduce_prod(shape), limit)]):
+        shape = tf.io.extract_jpeg_shape(data)[:2]
+        with tf.control_dependencies([_refuse_bomb(tf.reduce_prod(tf.cast(shape, tf.int64)), limit)]):
             return jpeg(shape)
 
     def png_bmp():
@@ -179,42 +185,11 @@ def _decode_tf(data, jpeg, crop_other=None):
     return image
 
 
-def _jpeg_crop(data, shape, ratio: int, crop_fraction: float):
-    """Decode only the central crop of a JPEG, at DCT scale 1/``ratio`` (``shape``: the header's (h, w))."""
-    import tensorflow as tf
-
-    scaled = (shape + ratio - 1) // ratio  # libjpeg rounds scaled sides up
-    side = tf.cast(tf.round(tf.cast(tf.reduce_min(scaled), tf.float32) * crop_fraction), tf.int64)
-    side = tf.maximum(side, 1)
-    window = tf.cast(tf.concat([(scaled - side) // 2, tf.stack([side, side])], 0), tf.int32)
-    return tf.io.decode_and_crop_jpeg(data, window, channels=3, ratio=ratio)
-
-
 def _refuse_bomb(pixels, limit: int):
+    """One Assert op (string data: no guarding cond, so it costs nothing per image when it holds)."""
     import tensorflow as tf
 
-    return tf.debugging.assert_less_equal(pixels, tf.constant(limit, tf.int64),
-                                          message=f"too many pixels (> {limit}): {BOMB}")
-
-
-def jpeg_scale_thresholds(min_crop_side: int, crop_fraction: float) -> list[int]:
-    """Per scale in ``JPEG_SCALES``, the shorter side a JPEG needs for that scale's central crop to keep
-    ``min_crop_side`` px (libjpeg rounds scaled sides up; the crop rounds like ``central_crop_tf``)."""
-    import numpy as np
-
-    need = 1
-    while np.round(np.float32(need) * np.float32(crop_fraction)) < min_crop_side:
-        need += 1
-    return [(need - 1) * r + 1 for r in JPEG_SCALES]  # ceil(side / r) >= need  <=>  side > (need - 1) * r
-
-
-def _jpeg_scale_index(shorter, min_crop_side: int, crop_fraction: float):
-    """Index into ``JPEG_SCALES`` of the coarsest scale whose central crop keeps ``min_crop_side`` px."""
-    import tensorflow as tf
-
-    thresholds = tf.constant(jpeg_scale_thresholds(min_crop_side, crop_fraction), tf.int64)
-    fits = tf.reduce_sum(tf.cast(shorter >= thresholds, tf.int32))  # scales only get coarser
-    return tf.maximum(fits - 1, 0)
+    return tf.debugging.Assert(pixels <= limit, [f"too many pixels (> {limit}): {BOMB}"])
 
 
 def _png_bmp_pixels_tf(data):
