@@ -55,10 +55,9 @@ def _direct(model, record, files) -> np.ndarray:
     """Reference embeddings: the single decoding path + preprocessing + model, image by image."""
     import tensorflow as tf
 
-    from hemoembed.data.imageio import load_image
-    from hemoembed.data.preprocess import preprocess_tf
+    from hemoembed.data.preprocess import preprocess_bytes_tf
 
-    batch = tf.stack([preprocess_tf(load_image(f), record) for f in files])
+    batch = tf.stack([preprocess_bytes_tf(tf.io.read_file(str(f)), record) for f in files])
     return model(batch, training=False).numpy()
 
 
