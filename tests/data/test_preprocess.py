@@ -112,6 +112,7 @@ def test_jpegs_decode_only_the_crop_at_the_coarsest_scale_that_keeps_it(side, si
     assert crop.shape == (round(scaled * 0.875),) * 2 + (3,)
     assert crop.shape[0] >= size or scale == 1  # never below the target size (unless the image is smaller)
     assert scale == 8 or round(-(-side // (2 * scale)) * 0.875) < size  # and the next scale would be
+    assert decode_central_crop_tf(data, 0.875).shape[0] == round(side * 0.875)  # no target size: full scale
     # the crop window is the central crop of the scaled image: equal inside, a few levels along its edge
     whole = tf.io.decode_jpeg(data, channels=3, ratio=scale).numpy()
     top = (scaled - crop.shape[0]) // 2
@@ -139,12 +140,13 @@ def test_version_2_means_crop_resize_then_gray_world_of_what_the_encoder_sees(tm
 def test_one_path_batched_single_and_every_loader_agree(tmp_path):
     paths = [_write(tmp_path / f"c{i}.jpg", _smooth_cell(100 + 30 * i, i), quality=92) for i in range(5)]
     paths.append(_write(tmp_path / "c5.bmp", _smooth_cell(64, 9)))
+    paths.append(_write(tmp_path / "c6.gif", _smooth_cell(50, 10)))  # Pillow's branch, cropped after decoding
     for record in (PreprocessingRecord(32), PreprocessingRecord(48, 1.0, "none")):
         batched = _batches(paths, record, batch_size=4)
         single = np.stack([preprocess_bytes_tf(tf.io.read_file(p), record).numpy() for p in paths])
         np.testing.assert_allclose(batched, single, atol=1e-4)
         np.testing.assert_allclose(load_inputs(paths, record), batched, atol=1e-4)
-        assert batched.shape == (6, record.image_size, record.image_size, 3) and batched.dtype == np.float32
+        assert batched.shape == (7, record.image_size, record.image_size, 3) and batched.dtype == np.float32
         assert 0.0 <= batched.min() and batched.max() <= 255.0
 
 
