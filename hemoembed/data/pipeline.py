@@ -22,15 +22,18 @@ AUTOTUNE = -1  # tf.data.AUTOTUNE, without importing TensorFlow at module import
 
 def decoded_dataset(paths: Sequence[str], *, num_parallel_calls: int = AUTOTUNE, deterministic: bool = True):
     """Dataset of ``(uint8 image (H, W, 3), index)`` for ``paths``; undecodable files are skipped."""
+    return _files_dataset(paths, decode_rgb_tf, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
+
+
+def _files_dataset(paths: Sequence[str], load, *, num_parallel_calls: int = AUTOTUNE, deterministic: bool = True):
+    """``(load(file bytes), index)`` for ``paths``, read and loaded in parallel; a file whose ``load`` fails
+    (an undecodable image, a refused header) is skipped."""
     import tensorflow as tf
 
     indices = tf.range(len(paths), dtype=tf.int64)
     ds = tf.data.Dataset.from_tensor_slices((tf.constant(list(paths), tf.string), indices))
-
-    def load(path, index):
-        return decode_rgb_tf(tf.io.read_file(path)), index
-
-    ds = ds.map(load, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
+    ds = ds.map(lambda path, index: (load(tf.io.read_file(path)), index), num_parallel_calls=num_parallel_calls,
+                deterministic=deterministic)
     return ds.ignore_errors()
 
 
@@ -44,13 +47,7 @@ def inference_dataset(paths: Sequence[str], record: PreprocessingRecord, batch_s
     """
     import tensorflow as tf
 
-    indices = tf.range(len(paths), dtype=tf.int64)
-    ds = tf.data.Dataset.from_tensor_slices((tf.constant(list(paths), tf.string), indices))
-
-    def load(path, index):
-        return prepare_bytes_tf(tf.io.read_file(path), record), index
-
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
+    ds = _files_dataset(paths, lambda data: prepare_bytes_tf(data, record))
     if shuffle_seed is not None:
         ds = ds.shuffle(min(len(paths), 2048), seed=shuffle_seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
@@ -74,11 +71,20 @@ def augmentation_side(record: PreprocessingRecord) -> int:
     return max(int(record.image_size), round(record.image_size / record.crop_fraction))
 
 
-def _training_image(image, record: PreprocessingRecord, side: int):
-    """Decoded uint8 image → colour-normalised float32 square (side, side, 3) in [0, 255]."""
+def _training_image(data, record: PreprocessingRecord, side: int):
+    """Encoded image bytes → colour-normalised float32 square (side, side, 3) in [0, 255].
+
+    Decoded as the record decodes for inference, so training and embedding see an image the same way:
+    version 1 fully (then colour, then the resize); version 2 the central square, a JPEG at the coarsest DCT
+    scale that keeps ``side`` px (a scaled decode differs a little from a full one), resized, then gray
+    world with the means of the region the encoder will see.
+    """
+    from .imageio import decode_central_crop_tf
     from .preprocess import central_crop_tf
 
-    return resize_tf(central_crop_tf(preprocess_tf(image, record, crop=False), 1.0), side, record)
+    if record.version == 1:
+        return resize_tf(central_crop_tf(preprocess_tf(decode_rgb_tf(data), record, crop=False), 1.0), side, record)
+    return preprocess_tf(resize_tf(decode_central_crop_tf(data, 1.0, side), side, record), record, crop=False)
 
 
 def _crop_to_record(images, record: PreprocessingRecord):
@@ -98,9 +104,8 @@ def cache_training_images(paths: Sequence[str], record: PreprocessingRecord, pro
     import tensorflow as tf
 
     side = augmentation_side(record)
-    ds = decoded_dataset(paths).map(
-        lambda image, index: (tf.cast(tf.round(_training_image(image, record, side)), tf.uint8), index),
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(256)
+    ds = _files_dataset(paths, lambda data: tf.cast(tf.round(_training_image(data, record, side)), tf.uint8))
+    ds = ds.batch(256)
     chunks, kept = [], []
     for images, indices in ds:
         chunks.append(images.numpy())
@@ -139,7 +144,7 @@ def two_view_dataset(paths: Sequence[str], labels: Sequence[int], record: Prepro
         side = augmentation_side(record)
         files = tf.constant([str(paths[i]) for i in order], tf.string)
         ds = tf.data.Dataset.from_tensor_slices((files, ids)).map(
-            lambda path, label: (_training_image(decode_rgb_tf(tf.io.read_file(path)), record, side), label),
+            lambda path, label: (_training_image(tf.io.read_file(path), record, side), label),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     else:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from ..config import from_dict, load_config
 from ..data.augment import AugmentConfig
-from ..data.preprocess import PreprocessingRecord
+from ..data.preprocess import RECORD_VERSION, PreprocessingRecord
 from ..errors import InputError
 from .contrastive import check_temperature
 from .heads import parse_head
@@ -38,8 +38,9 @@ PRESETS: dict[str, dict[str, Any]] = {
                 "warmup_epochs": 0.0, "freeze_bn": False, "epochs": 60, "batch_size": 128,
                 "augment": SCRATCH_AUGMENT},
 }
-# What a run saved before a setting existed meant (so it resumes, and its config reads, unchanged).
-LEGACY = {"loss": "semihard", "head": "none", "augment": PAPER_AUGMENT}
+# What a run saved before a setting existed meant (so it resumes, and its config reads, unchanged): a run
+# from before preprocessing record versions (#18) keeps version 1, its checkpoints' and cache's meaning.
+LEGACY = {"loss": "semihard", "head": "none", "augment": PAPER_AUGMENT, "record_version": 1}
 RESUME_IGNORES = ("tensorboard", "keep_checkpoints", "probe_labels", "probe_every")
 
 
@@ -58,6 +59,7 @@ class PretrainConfig:
     image_size: int = 224
     crop_fraction: float = 0.875
     colour: Literal["grayworld", "none"] = "grayworld"
+    record_version: int = RECORD_VERSION  # the preprocessing record's meaning (hemoembed.data.preprocess)
     loss: Literal["semihard", "hard", "ntxent"] | None = None
     head: str | None = None  # projection head used only for the loss: none | mlp:W1,...,OUT
     margin: float = 0.5  # triplet losses
@@ -89,7 +91,7 @@ class PretrainConfig:
 
     @property
     def record(self) -> PreprocessingRecord:
-        return PreprocessingRecord(self.image_size, self.crop_fraction, self.colour)
+        return PreprocessingRecord(self.image_size, self.crop_fraction, self.colour, self.record_version)
 
 
 def preset_name(config: PretrainConfig) -> str:
@@ -151,7 +153,7 @@ def check_config(cfg: PretrainConfig) -> None:
         raise InputError("--keep best-probe needs --probe-labels (the probe decides which epoch is best)")
     check_temperature(cfg.temperature)
     parse_head(cfg.head)
-    _ = cfg.record  # validates image size, crop fraction and colour mode
+    _ = cfg.record  # validates image size, crop fraction, colour mode and record version
 
 
 def config_from_saved(data: dict[str, Any], source: str) -> PretrainConfig:

@@ -163,19 +163,24 @@ def test_load_inputs_names_the_file_that_cannot_be_used(tmp_path):
 
 
 @pytest.mark.parametrize("version", [1, 2])
-def test_training_sees_an_image_as_embedding_does(tmp_path, version):
+@pytest.mark.parametrize("crop_scale", [None, (1.0, 1.0)])
+@pytest.mark.parametrize("fmt, side", [("png", 96), ("jpeg", 256)])
+def test_training_sees_an_image_as_embedding_does(tmp_path, version, crop_scale, fmt, side):
     """Two-view training batches with augmentation off equal the inference inputs up to resampling: the
-    record's colour step (its gray-world region) and resampling filter are the same in both."""
+    record's colour step (its gray-world region) and resampling filter are the same in both, whether the
+    record's fixed crop or a random-resized crop (the scratch preset; here of the whole region) makes the
+    encoder's input, and when inference decodes a JPEG at a DCT scale (256 px, 48 px input: 1/4)."""
     from hemoembed.data.augment import AugmentConfig
     from hemoembed.data.pipeline import two_view_dataset
 
     paths = []
     for i in range(4):
-        image = _smooth_cell(96, i, tint=(1.15, 0.8, 1.0))
-        image[:4] = (40, 60, 230)  # a blue band outside the central crop: moves whole-image means, not the crop's
-        paths.append(_write(tmp_path / f"c{i}.png", image))
+        image = _smooth_cell(side, i, tint=(1.15, 0.8, 1.0))
+        image[:side // 24] = (40, 60, 230)  # a blue band outside the central crop: moves whole-image means only
+        paths.append(_write(tmp_path / f"c{i}.{fmt}", image, **({"quality": 95} if fmt == "jpeg" else {})))
     record = PreprocessingRecord(48, 0.875, version=version)
-    off = AugmentConfig(flip=False, rotation=0, zoom=0, translation=0, brightness=0, contrast=0, saturation=0, hue=0)
+    off = AugmentConfig(flip=False, rotation=0, zoom=0, translation=0, brightness=0, contrast=0, saturation=0, hue=0,
+                        crop_scale=crop_scale, crop_ratio=(1.0, 1.0))
     views, _ = next(iter(two_view_dataset(paths, range(4), record, off, 4, seed=0, stream=0, shuffle=False)))
     train, infer = views.numpy()[0::2], _batches(paths, record)
     assert np.abs(train - infer).mean() < 2.5  # two resamplings in training, one at inference

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from hemoembed.cli import main
 from hemoembed.data.manifest import load_manifest
+from hemoembed.data.preprocess import RECORD_VERSION, PreprocessingRecord
 from hemoembed.data.synthetic import make_synthetic_dataset
 from hemoembed.model.pretrain import PretrainConfig, pretrain, resolve_config
 
@@ -242,10 +243,12 @@ def test_a_run_saved_before_heads_and_crops_keeps_its_meaning(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(OLD_RUN_CONFIG))
     old = load_run_config(tmp_path)
     assert (old.loss, old.head, old.augment.crop_scale, old.augment.hue) == ("semihard", "none", None, 0.2)
+    assert old.record == PreprocessingRecord(64, 0.875, "grayworld", version=1)  # its encoder's record, as saved
     resumed = resolve_config(old)  # what a bare --resume resolves: the preset changes nothing that was saved
     require_same_config(old, resumed, where="test")
     fresh = resolve_config(weights="none")  # a new run gets today's scratch preset
     assert (fresh.loss, fresh.head, fresh.augment.crop_scale) == ("ntxent", "mlp:512,128", (0.3, 1.0))
+    assert fresh.record.version == RECORD_VERSION  # new encoders get the current record version
     assert resolve_config().head == "none" and resolve_config().augment.crop_scale is None  # the paper's
 
 
