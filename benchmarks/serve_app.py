@@ -16,10 +16,11 @@ folder and drive it over HTTP, as a browser or a script would; the server's CPU 
 ``/proc/PID/stat`` (user + system, all threads), so load from other work on a shared machine inflates
 wall time but not the CPU figures.
 
-* ``throughput``: ``--n`` held-out images uploaded through ``POST /api/batches/B/files`` (100 per request,
-  the UI's chunk) until every prediction is stored, against the library in one process on the same files
-  (the encoder and SVM already loaded, as in the server): ``embed`` (``run_embed`` into a fresh store) then
-  ``predict`` (``EmbeddingSVM.predict_proba`` on the stored rows). Ratio = baseline / server, wall and CPU.
+* ``throughput``: ``--n`` held-out images uploaded through ``POST /api/batches/B/files`` (``--chunk`` per
+  request: 16, as the browser UI sends them) until every prediction is stored, against the library in one
+  process on the same files (the encoder and SVM already loaded, as in the server): ``embed`` (``run_embed``
+  into a fresh store) then ``predict`` (``EmbeddingSVM.predict_proba`` on the stored rows). Ratio =
+  baseline / server, wall and CPU.
 * ``latency``: ``POST /api/predict`` with one new image, then ``GET /api/cells/ID`` (the detail view: the
   k nearest reference cells and the on-demand t-SNE placement, the cell not placed yet) and the same detail
   opened again (placement stored); p50 and p95 over ``--n-latency`` cells (after 3 warm-up cells).
@@ -136,8 +137,8 @@ class Server:
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    def upload(self, batch: int, files: list[Path], chunk: int = 100) -> list[int]:
-        """Upload in requests of ``chunk`` files (as the UI does); the cell ids in order."""
+    def upload(self, batch: int, files: list[Path], chunk: int) -> list[int]:
+        """Upload in requests of ``chunk`` files; the cell ids in order."""
         ids = []
         for at in range(0, len(files), chunk):
             parts = [("files", (f.name, f.read_bytes(), "image/jpeg")) for f in files[at:at + chunk]]
@@ -164,7 +165,7 @@ class Server:
         self.log.close()
 
 
-def throughput(store_dir: Path, out: Path, n: int) -> dict:
+def throughput(store_dir: Path, out: Path, n: int, chunk: int) -> dict:
     """Upload ``n`` held-out images through HTTP until predictions are stored vs embed + predict in-process."""
     root, paths, _ = heldout_files(store_dir, out)
     files = [root / p for p in paths[:n]]
@@ -172,14 +173,15 @@ def throughput(store_dir: Path, out: Path, n: int) -> dict:
     try:
         batch = server.http.post("/api/batches", json={"name": "throughput"}).json()["id"]
         cpu0, t0 = server.cpu(), time.perf_counter()
-        ids = server.upload(batch, files)
+        ids = server.upload(batch, files, chunk)
         cells = server.wait_done(batch)
         wall, cpu = time.perf_counter() - t0, server.cpu() - cpu0
         failed = [c for c in cells if c["status"] != "done"]
     finally:
         server.close()
     base = embed_and_predict(store_dir, out, files)
-    return {"images": len(ids), "failed": len(failed), "server_start_seconds": round(server.start_seconds, 1),
+    return {"images": len(ids), "files_per_request": chunk, "failed": len(failed),
+            "server_start_seconds": round(server.start_seconds, 1),
             "http": {"seconds": round(wall, 2), "images_per_s": round(n / wall, 2), "cpu_seconds": round(cpu, 2)},
             "embed_predict": base,
             "ratio_wall": round(base["seconds"] / wall, 3), "ratio_cpu": round(base["cpu_seconds"] / cpu, 3)}
@@ -254,7 +256,7 @@ def retrain(store_dir: Path, out: Path, corrections: int) -> dict:
     server = Server(store_dir, out, "retrain")
     try:
         batch = server.http.post("/api/batches", json={"name": "retrain"}).json()["id"]
-        ids = server.upload(batch, [root / p for p in paths])
+        ids = server.upload(batch, [root / p for p in paths], 100)
         true = dict(zip(ids, truth))
         server.wait_done(batch)
         order = server.http.get("/api/cells", params={"batch": batch, "order": "review"}).json()
@@ -298,6 +300,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--heldout", type=int, default=1000)
     parser.add_argument("--n", type=int, default=500, help="throughput: images uploaded")
+    parser.add_argument("--chunk", type=int, default=16, help="throughput: files per upload request")
     parser.add_argument("--n-latency", type=int, default=60)
     parser.add_argument("--corrections", type=int, default=90)
     parser.add_argument("--seed", type=int, default=0)
@@ -309,7 +312,7 @@ def main() -> None:
         if step == "setup":
             result["setup"] = setup(args.store, args.out, args.heldout, args.seed)
         elif step == "throughput":
-            result["throughput"] = throughput(args.store, args.out, args.n)
+            result["throughput"] = throughput(args.store, args.out, args.n, args.chunk)
         elif step == "latency":
             result["latency"] = latency(args.store, args.out, args.n_latency)
         else:
