@@ -31,6 +31,7 @@ FORMATS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "BMP": ".bmp", "TIFF": 
 BROWSER_FORMATS = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "BMP": "image/bmp",
                    "GIF": "image/gif"}
 MIN_SIDE = 16
+PLACE_AFTER_IDLE = 2.0  # seconds without classification work before the map thread places cells
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class Engine:
         self._stop = threading.Event()
         self._placeable = threading.Event()  # cells were classified: the map thread has work
         self._working = False  # the inference worker is embedding a batch
+        self._last_work = 0.0  # time.monotonic() when the worker last finished a batch
         self._threads: list[threading.Thread] = []
         self.training: int | None = None
 
@@ -218,7 +220,7 @@ class Engine:
             except Exception as exc:  # noqa: BLE001 - a worker must survive; the cells say why
                 self.state.finish_cells([], [(i, f"internal error while embedding ({lib.one_line(exc)[:200]})")
                                              for i in ids])
-            self._working = False
+            self._working, self._last_work = False, time.monotonic()
             with self._done:
                 self._done.notify_all()
             self._placeable.set()
@@ -255,11 +257,11 @@ class Engine:
     # ------------------------------------------------------------------ map placement
     def _place_loop(self, limit: int = 64) -> None:
         """Place classified cells on the map in their own thread (a placement takes seconds on a large map;
-        the inference worker never waits for it), up to ``limit`` cells per openTSNE call, while no upload
-        waits to be classified."""
+        the inference worker never waits for it), up to ``limit`` cells per openTSNE call, once no upload
+        has waited to be classified for ``PLACE_AFTER_IDLE`` seconds (an upload in progress goes first)."""
         while not self._stop.is_set():
             self._placeable.wait(timeout=5.0)
-            if self._working or not self._queue.empty():  # classification first: placement waits its turn
+            if self._working or not self._queue.empty() or time.monotonic() - self._last_work < PLACE_AFTER_IDLE:
                 time.sleep(0.2)
                 continue
             self._placeable.clear()

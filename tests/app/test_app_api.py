@@ -144,8 +144,9 @@ def test_review_loop_upload_detail_correct_new_class_retrain_export(client_for, 
     status = client.get("/api/model").json()
     assert status["pending_corrections"] == 9 and status["version"] == 0
 
-    assert client.post("/api/retrain").json()["version"] == 1
-    assert client.post("/api/retrain").status_code == 400  # one at a time
+    with engine._retrain_lock:  # the retrain waits here, so the second request surely finds it running
+        assert client.post("/api/retrain").json()["version"] == 1
+        assert client.post("/api/retrain").status_code == 400  # one at a time
     wait_until(lambda: client.get("/health").json()["model_version"] == 1, timeout=300)
     status = client.get("/api/model").json()
     latest = status["versions"][-1]
