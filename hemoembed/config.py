@@ -136,8 +136,10 @@ def atomic_write_bytes(path: Path, data: bytes, replace: bool = True) -> None:
         else:
             os.link(tmp, path)
             tmp.unlink()
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not exc.filename:  # name the file a full disk refused
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
 
 
