@@ -24,6 +24,14 @@ from .imageio import IMAGE_EXTENSIONS
 
 PATH_COLUMN = "path"
 CELL_SPACE = " \t"  # stripped around every CSV cell; line separators and other whitespace are content
+# What spreadsheets and data-frame libraries write for a missing value: never a class (compared lower-case).
+MISSING_VALUES = frozenset({"", "nan", "na", "n/a", "#n/a", "<na>", "null"})
+
+
+def label_value(value: object) -> str:
+    """A label cell as the project reads it: stripped, and ``""`` (no label) for a missing-value marker."""
+    text = str(value).strip()
+    return "" if text.lower() in MISSING_VALUES else text
 
 
 @dataclass
@@ -76,13 +84,20 @@ class Manifest:
         atomic_write_text(Path(path), csv_text(lines))
 
 
-def ensure_apart(out: str | os.PathLike, manifest: Manifest, option: str = "--out",
+def ensure_apart(out: str | os.PathLike, manifest: Manifest | str | os.PathLike, option: str = "--out",
                  writes_images: bool = False) -> None:
     """Refuse an output (file or folder) that is the input, contains it, or holds any of its images or its
     manifest: writing there (``--overwrite`` first removes an output) would destroy what is being read.
     ``writes_images`` also refuses a folder inside a scanned input folder (the outputs would join the input).
+    ``manifest`` may also be any input file or folder (a store, a labels CSV, a saved model).
     """
     target = Path(out).resolve()
+    if not isinstance(manifest, Manifest):
+        source = Path(manifest).resolve()
+        if source == target or source.is_relative_to(target):
+            raise InputError(f"{option} {out}: {'is' if source == target else 'contains'} the input {manifest}; "
+                             "choose an output apart from the input")
+        return
     root = manifest.root.resolve()
     source = Path(manifest.source).resolve() if manifest.source else None
     scanned = source is not None and source.is_dir()

@@ -31,7 +31,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from ..config import atomic_write_text, to_dict
-from ..data.manifest import CELL_SPACE
+from ..data.manifest import CELL_SPACE, label_value
 from ..data.preprocess import PreprocessingRecord
 from ..errors import HemoembedError, InputError, MismatchError
 from .format import (  # noqa: F401 - re-exported: the store's public names
@@ -322,7 +322,7 @@ class EmbeddingStore:
                              f"{_hint(unmatched[0], self.paths) if key == 'path' else ''}")
         keep = [j for j, i in enumerate(rows_idx) if i >= 0]
         index = np.asarray([rows_idx[j] for j in keep], dtype=np.int64)
-        labels = {c: [rows[j][header.index(c)] for j in keep] for c in wanted}
+        labels = {c: [label_value(rows[j][header.index(c)]) for j in keep] for c in wanted}  # NaN etc.: ""
         if len(index) == len(self) and np.array_equal(index, np.arange(len(self))):
             return self.embeddings(), labels, [csv_keys[j] for j in keep]  # the CSV lists the store in order
         if self._embeddings is None:  # only the joined rows are held, never the whole matrix as well
@@ -339,7 +339,7 @@ class EmbeddingStore:
         else:
             X, columns, keys = self.join(labels, key=key, columns=[column])
             values = columns[column]
-        y = np.asarray([v.strip() for v in values])
+        y = np.asarray([label_value(v) for v in values])
         keep = y != ""
         kept = [str(k) for k, ok in zip(keys, keep) if ok]
         return (X[keep], y[keep], kept) if return_keys else (X[keep], y[keep])

@@ -18,11 +18,10 @@ def split(config: BaselineConfig, manifest: Manifest) -> tuple[Manifest, Manifes
     from ..common.splits import stratified_test_split
 
     column = config.column
-    if config.labels:
-        values = manifest_labels(manifest, config.labels, column)
-        keep = [i for i, v in enumerate(values) if v.strip()]
-        manifest = manifest.subset(keep)
-        manifest.columns[column] = [values[i] for i in keep]
+    values = manifest_labels(manifest, config.labels, column)  # unlabelled images (and NaN markers) dropped
+    keep = [i for i, v in enumerate(values) if v]
+    manifest = manifest.subset(keep)
+    manifest.columns[column] = [values[i] for i in keep]
     if config.test:
         test = read_manifest_csv(config.test, manifest.root)
         held = set(test.paths)

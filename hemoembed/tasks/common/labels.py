@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...data.manifest import Manifest
+from ...data.manifest import Manifest, label_value
 from ...errors import InputError
 
 
@@ -28,7 +28,7 @@ class Labelled:
 
     def rows_with(self, column: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """(embeddings, labels, keys) of the rows that have a value for ``column``."""
-        values = np.asarray([str(v).strip() for v in self.columns[column]])
+        values = np.asarray([label_value(v) for v in self.columns[column]])
         keep = values != ""
         if keep.all():  # no copy of the matrix when every row is labelled
             return self.X, values, list(self.keys)
@@ -44,7 +44,7 @@ def load_labelled(store, labels: Sequence[str], key: str, columns: Sequence[str]
             raise InputError(f"{store.directory}: no column {absent[0]!r} in the store (it holds "
                              f"{', '.join(store.metadata_columns) or 'no metadata'}); labels are never stored: "
                              "pass --labels with a CSV or the class-per-folder image tree")
-        return Labelled(store.embeddings(), {c: [str(v) for v in store.column(c)] for c in wanted},
+        return Labelled(store.embeddings(), {c: [label_value(v) for v in store.column(c)] for c in wanted},
                         [str(v) for v in store.column(key)])
     parts = [store.join(path, key=key, columns=columns) for path in labels]
     names = list(parts[0][1])
@@ -70,11 +70,12 @@ def check_trainable(labels: Sequence[str], column: str, min_per_class: int = 2) 
 
 def manifest_labels(manifest: Manifest, labels_csv: str | os.PathLike | None, column: str = "label") -> list[str]:
     """Label of every manifest row: folder names / manifest column, or joined from ``labels_csv`` on ``path``
-    (``""`` for an image the CSV does not label): the one join of labels to images by path."""
+    (``""`` for an image the CSV does not label, or whose value is a missing-value marker such as NaN): the one
+    join of labels to images by path."""
     if not labels_csv:
-        return [str(v) for v in manifest.column(column)]
+        return [label_value(v) for v in manifest.column(column)]
     from ...data.manifest import read_manifest_csv
 
     table = read_manifest_csv(Path(labels_csv), manifest.root)
     by_path = dict(zip(table.paths, table.column(column), strict=True))
-    return [by_path.get(p, "") for p in manifest.paths]
+    return [label_value(by_path.get(p, "")) for p in manifest.paths]

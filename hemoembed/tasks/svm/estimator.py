@@ -39,6 +39,10 @@ DEFAULT_C = 0.1  # equal macro-F1 to C = 1 on trained embeddings, 3-5x faster (s
 SOLVER_WORDS = {"sgd": "hinge-loss SGD", "libsvm": "libsvm, as in the paper", "liblinear": "liblinear"}
 SGD_EPOCHS = 50  # at most; stops earlier when the loss improves by less than 1e-3 for 5 epochs
 MODEL_FILE, META_FILE, FORMAT = "model.skops", "model.json", "hemoembed-svm/1"
+# The keys of model.json that loading relies on, with their JSON types (checked by read_meta).
+_META_TYPES: dict[str, tuple[type, ...]] = {
+    "column": (str,), "classes": (list,), "solver": (str,), "C": (int, float), "calibration_folds": (int,),
+    "random_state": (int,), "dim": (int,), "store_fingerprint": (str,)}
 # Every type a saved pipeline may contain; anything else in a model file is refused before loading.
 _TRUSTED = (
     "sklearn.pipeline.Pipeline", "sklearn.preprocessing._data.StandardScaler",
@@ -210,10 +214,22 @@ def read_meta(folder: str | os.PathLike) -> dict[str, Any]:
         raise InputError(f"{folder}: not a saved SVM (no {META_FILE})")
     try:
         meta = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: unreadable model metadata ({exc})") from None
+    if not isinstance(meta, dict):
+        raise InputError(f"{path}: model metadata is not a JSON object")
     if meta.get("format") != FORMAT:
         raise InputError(f"{path}: format {meta.get('format')!r} is not {FORMAT}")
+    for key, kinds in _META_TYPES.items():
+        value = meta.get(key)
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            raise InputError(f"{path}: {key!r} is {value!r:.40} (expected "
+                             f"{' or '.join(k.__name__ for k in kinds)}); the file is damaged")
+    classes = meta["classes"]
+    if len(classes) < 2 or len(set(classes)) != len(classes) or not all(isinstance(c, str) for c in classes):
+        raise InputError(f"{path}: 'classes' must list at least 2 distinct class names")
+    if meta["solver"] not in SOLVERS or not (np.isfinite(meta["C"]) and meta["C"] > 0) or meta["dim"] < 1:
+        raise InputError(f"{path}: solver {meta['solver']!r}, C {meta['C']!r} or dim {meta['dim']!r} is invalid")
     return meta
 
 
@@ -222,7 +238,8 @@ def check_fingerprint(meta: dict[str, Any], fingerprint: str, where: str) -> Non
     if meta["store_fingerprint"] != fingerprint:
         raise MismatchError(f"model for column {meta['column']!r} was trained on store fingerprint "
                             f"{meta['store_fingerprint'][:16]}…, but {where} has fingerprint {fingerprint[:16]}…; "
-                            "refit the SVM on this store")
+                            "refit the SVM on this store (a model fitted on a store of format 1, before the "
+                            "fingerprint covered architecture and preprocessing, needs a store rebuilt by embed)")
 
 
 def load_svm(folder: str | os.PathLike, fingerprint: str | None = None,

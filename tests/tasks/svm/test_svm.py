@@ -292,3 +292,42 @@ def test_linear_model_gives_the_svm_scores(solver, per_class):
     scaled = (X - mean) / scale
     assert untied.sum() > 0.8 * len(X)
     np.testing.assert_array_equal(svm.classes_[votes.argmax(axis=1)][untied], svm._svm().predict(scaled)[untied])
+
+
+@pytest.mark.parametrize("damage,message", [
+    ([], "not a JSON object"),
+    ({"format": "hemoembed-svm/1"}, "'column' is None"),
+    ({"classes": "c0c1c2c3"}, "'classes' is 'c0c1c2c3'"),
+    ({"classes": ["c0", "c0"]}, "at least 2 distinct"),
+    ({"solver": "magic"}, "solver 'magic'"),
+    ({"C": -1}, "C -1"),
+    ({"C": True}, "'C' is True"),
+    ({"dim": "1280"}, "'dim' is '1280'"),
+    ({"store_fingerprint": None}, "'store_fingerprint' is None"),
+])
+def test_a_damaged_model_json_is_one_clear_error(tmp_path, damage, message):
+    """Missing keys, a list, wrong types: refused on reading, before anything trusts them."""
+    X, y = clusters(n_per_class=12, dim=32, seed=3)
+    EmbeddingSVM().fit(X, y).save(tmp_path / "m", fingerprint="a" * 64, column="label")
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    whole = not isinstance(damage, dict) or "format" in damage  # the whole file replaced, or keys changed
+    (tmp_path / "m" / "model.json").write_text(json.dumps(damage if whole else {**meta, **damage}))
+    with pytest.raises(InputError, match=message):
+        load_svm(tmp_path / "m", "a" * 64)
+
+
+def test_missing_value_markers_never_become_a_class(tmp_path):
+    """NaN, NA, <NA>, null (what data-frame libraries write for an empty cell) are no label, like ""."""
+    from helpers import write_store
+
+    from hemoembed.tasks.common import load_labelled
+
+    X, y = clusters(n_per_class=12, k=2, dim=32, seed=4)
+    store = write_store(tmp_path / "store", X, y)
+    markers = ["NaN", "nan", "NA", "<NA>", "null", "#N/A", "n/a", ""]
+    rows = [f"{p},{markers[i] if i < len(markers) else c}" for i, (p, c) in enumerate(zip(store.paths, y))]
+    (tmp_path / "labels.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    X_kept, labels, _ = load_labelled(store, [str(tmp_path / "labels.csv")], "path", ["label"]).rows_with("label")
+    assert sorted(set(labels)) == ["c0", "c1"] and len(labels) == len(y) - len(markers)
+    X2, y2 = store.labelled(tmp_path / "labels.csv")
+    assert sorted(set(y2)) == ["c0", "c1"] and len(y2) == len(y) - len(markers)
