@@ -6,7 +6,17 @@ from pathlib import Path
 import click
 
 from . import main
-from .common import echo, overwrite_option, prepare_output_dir, progress, seed_option
+from .common import (
+    FRACTION,
+    NON_NEGATIVE,
+    POSITIVE,
+    POSITIVE_FLOAT,
+    echo,
+    overwrite_option,
+    prepare_output_dir,
+    progress,
+    seed_option,
+)
 
 
 @main.command("active-learn")
@@ -17,17 +27,19 @@ from .common import echo, overwrite_option, prepare_output_dir, progress, seed_o
 @click.option("--column", default="label", show_default=True, help="Label column (simulation and session).")
 @click.option("--key", default="path", show_default=True, help="Column joining --labels to the store.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder (simulation).")
-@click.option("--batch", type=int, default=90, show_default=True, help="Images queried per iteration.")
-@click.option("--init", "init", type=int, default=90, show_default=True, help="Labels to start from (simulation).")
+@click.option("--batch", type=POSITIVE, default=90, show_default=True, help="Images queried per iteration.")
+@click.option("--init", "init", type=POSITIVE, default=90, show_default=True,
+              help="Labels to start from (simulation).")
 @click.option("--init-strategy", type=click.Choice(["stratified", "kmeans"]), default="stratified", show_default=True)
 @click.option("--strategy", default="uncertainty,margin,entropy,random", show_default=True,
               help="Query strategies, comma-separated (a session uses the first).")
-@click.option("--repeats", type=int, default=1, show_default=True, help="Seeds per strategy (simulation).")
-@click.option("--max-labels", type=int, default=0, help="Stop at this many labels (default: pool exhausted).")
+@click.option("--repeats", type=POSITIVE, default=1, show_default=True, help="Seeds per strategy (simulation).")
+@click.option("--max-labels", type=NON_NEGATIVE, default=0,
+              help="Stop at this many labels (default 0: until the pool is exhausted).")
 @click.option("--test", "test_csv", type=click.Path(path_type=Path), default=None,
               help="Fixed held-out test labels CSV (default: --test-fraction of --labels).")
-@click.option("--test-fraction", type=float, default=0.2, show_default=True)
-@click.option("--C", "C", type=float, default=1.0, show_default=True, help="SVM regularisation.")
+@click.option("--test-fraction", type=FRACTION, default=0.2, show_default=True)
+@click.option("--C", "C", type=POSITIVE_FLOAT, default=1.0, show_default=True, help="SVM regularisation.")
 @click.option("--session", type=click.Path(path_type=Path), default=None, help="Labelling session folder.")
 @click.option("--query", is_flag=True, help="Session: write DIR/to_label.csv with the next --batch images.")
 @click.option("--teach", type=click.Path(path_type=Path), default=None, help="Session: ingest a filled CSV.")
@@ -71,7 +83,7 @@ def active_learn(store: Path, simulate: bool, labels: Path | None, column: str, 
                               repeats=repeats, max_labels=max_labels, test_fraction=test_fraction, C=C, seed=seed,
                               source=source)
         config.validate()
-        out = prepare_output_dir(out, overwrite)
+        out = prepare_output_dir(out, overwrite, inputs=[store, labels, test_csv])
         summary = run(config, out, progress=progress)
         _echo_study(summary, out)
         return

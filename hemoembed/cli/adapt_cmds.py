@@ -6,7 +6,16 @@ from pathlib import Path
 import click
 
 from . import main
-from .common import echo, number_list, overwrite_option, prepare_output_dir, progress, seed_option
+from .common import (
+    NON_NEGATIVE,
+    POSITIVE,
+    echo,
+    number_list,
+    overwrite_option,
+    prepare_output_dir,
+    progress,
+    seed_option,
+)
 
 
 @main.command()
@@ -22,23 +31,25 @@ from .common import echo, number_list, overwrite_option, prepare_output_dir, pro
               help="Labelled source images: colour reference when the run keeps none, source support, ablation.")
 @click.option("--class-map", type=click.Path(path_type=Path), default=None,
               help="CSV target class,source class (default: case-insensitive name match).")
-@click.option("--shots", type=int, default=100, show_default=True, help="Labelled target images used.")
-@click.option("--min-per-class", type=int, default=2, show_default=True)
+@click.option("--shots", type=click.IntRange(min=2), default=100, show_default=True,
+              help="Labelled target images used.")
+@click.option("--min-per-class", type=POSITIVE, default=2, show_default=True)
 @click.option("--mode", type=click.Choice(["svm", "head", "finetune"]), default="svm", show_default=True)
 @click.option("--no-colour-transform", is_flag=True, help="Skip the Reinhard transfer to the source style.")
-@click.option("--source-support", type=int, default=0, show_default=True,
+@click.option("--source-support", type=NON_NEGATIVE, default=0, show_default=True,
               help="svm mode: add N source images per (mapped) class to the shots.")
 @click.option("--lr", default="1e-4,1e-3", show_default=True, help="finetune: learning rates tried by CV.")
 @click.option("--epochs", default="5,10", show_default=True, help="finetune: epoch counts tried by CV.")
 @click.option("--batch-size", default="16", show_default=True, help="finetune: batch sizes tried by CV.")
-@click.option("--cv", type=int, default=3, show_default=True, help="finetune: CV folds inside the shots.")
+@click.option("--cv", type=NON_NEGATIVE, default=3, show_default=True,
+              help="finetune: CV folds inside the shots (0 or 1: none).")
 @click.option("--ablation", is_flag=True, help="Also run every ablation condition (ablation.md/csv/png).")
-@click.option("--repeats", type=int, default=10, show_default=True, help="Ablation / curve repeats.")
+@click.option("--repeats", type=POSITIVE, default=10, show_default=True, help="Ablation / curve repeats.")
 @click.option("--conditions", default="", help="Ablation conditions (default all: scratch,no_adaptation,"
               "head_only,svm,mixed,no_colour,full).")
 @click.option("--curve", default="", help="Shot-count curve, e.g. 10,20,30,45,60,75,90,100.")
 @click.option("--curve-mode", type=click.Choice(["svm", "head", "finetune"]), default="svm", show_default=True)
-@click.option("--bootstrap", type=int, default=1000, show_default=True)
+@click.option("--bootstrap", type=POSITIVE, default=1000, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
 @seed_option
 @overwrite_option
@@ -64,12 +75,9 @@ def adapt(source: Path, target: Path, image_root: Path | None, labels: Path | No
         --source-images ../shared/data/pbc256/PBC_dataset_normal_DIB --shots 100 --mode finetune \\
         --ablation --repeats 10 --curve 10,20,30,45,60,75,90,100 --out adapt_bccd
     """
-    from ..errors import InputError
     from ..tasks.adapt import CONDITIONS, AdaptConfig
     from ..tasks.adapt import run as run_adapt
 
-    if shots < 2 or min_per_class < 1 or repeats < 1 or bootstrap < 1 or source_support < 0:
-        raise InputError("--shots ≥ 2, --min-per-class ≥ 1, --repeats ≥ 1, --bootstrap ≥ 1, --source-support ≥ 0")
     config = AdaptConfig(
         source=str(source), target=str(target), image_root=str(image_root or ""), labels=str(labels or ""),
         label_column=label_column, source_images=str(source_images or ""), class_map=str(class_map or ""),
@@ -78,7 +86,7 @@ def adapt(source: Path, target: Path, image_root: Path | None, labels: Path | No
         batch_size=number_list(batch_size, "--batch-size", int), cv=cv, n_bootstrap=bootstrap, ablation=ablation,
         repeats=repeats, conditions=[c.strip() for c in conditions.split(",") if c.strip()] or list(CONDITIONS),
         curve_shots=number_list(curve, "--curve", int) if curve.strip() else [], curve_mode=curve_mode, seed=seed)
-    prepare_output_dir(out, overwrite)
+    prepare_output_dir(out, overwrite, inputs=[source, target, labels, source_images, class_map])
     report = run_adapt(config, out, progress=progress)
     notes = report["adapter"]
     for side in ("target_only", "source_only"):

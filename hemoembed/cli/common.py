@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import shutil
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import click
@@ -30,13 +31,44 @@ def images_argument(func: Callable) -> Callable:
     return wrapper
 
 
-seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+class FiniteFloat(click.FloatRange):
+    """A float range that also refuses nan and inf (which compare false with every bound)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+# Every numeric option declares its range here, so a bad value is refused before anything runs.
+POSITIVE = click.IntRange(min=1)
+NON_NEGATIVE = click.IntRange(min=0)
+PIXELS = click.IntRange(16, 1024)  # an encoder input side (the preprocessing record's range)
+POSITIVE_FLOAT = FiniteFloat(min=0.0, min_open=True)
+NON_NEGATIVE_FLOAT = FiniteFloat(min=0.0)
+FRACTION = FiniteFloat(0.0, 1.0, min_open=True, max_open=True)  # a share strictly between 0 and 1
+UNIT = FiniteFloat(0.0, 1.0, max_open=True)  # an augmentation strength in [0, 1)
+
+SEED = click.IntRange(0, 2**63 - 1)
+
+seed_option = click.option("--seed", type=SEED, default=0, show_default=True, help="Random seed.")
 overwrite_option = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 
 
-def prepare_output_dir(path: Path, overwrite: bool, *, allow_resume: bool = False) -> Path:
-    """Create ``path``; refuse a non-empty existing folder unless ``overwrite`` (or resuming)."""
+def _apart(path: Path, inputs: Iterable) -> None:
+    from ..data.manifest import ensure_apart
+
+    for item in inputs:
+        if item is not None and str(item):
+            ensure_apart(path, item)
+
+
+def prepare_output_dir(path: Path, overwrite: bool, *, allow_resume: bool = False, inputs: Iterable = ()) -> Path:
+    """Create ``path``; refuse a non-empty existing folder unless ``overwrite`` (or resuming), and an output
+    that is, contains or holds one of ``inputs`` (manifests or paths) even then."""
     path = Path(path)
+    _apart(path, inputs)
     if path.exists() and not path.is_dir():
         raise InputError(f"{path}: exists and is not a folder")
     if path.is_dir() and any(path.iterdir()) and not allow_resume:
@@ -47,9 +79,12 @@ def prepare_output_dir(path: Path, overwrite: bool, *, allow_resume: bool = Fals
     return path
 
 
-def prepare_output_file(path: Path, overwrite: bool) -> Path:
-    """Refuse to replace an existing file unless ``overwrite``; create its folder."""
+def prepare_output_file(path: Path, overwrite: bool, *, inputs: Iterable = ()) -> Path:
+    """Refuse to replace an existing file unless ``overwrite``, or one of ``inputs`` ever; create its folder."""
     path = Path(path)
+    _apart(path, inputs)
+    if path.exists() and not path.is_file():
+        raise InputError(f"{path}: exists and is not a file")
     if path.exists() and not overwrite:
         raise InputError(f"{path}: output file exists (use --overwrite to replace it)")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,7 +112,7 @@ def number_list(text: str, option: str, kind: type = float) -> list:
         values = [kind(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise InputError(f"{option}: {text!r} is not a comma-separated list of {kind.__name__}s") from None
-    if not values or min(values) <= 0:
+    if not values or not all(math.isfinite(v) and v > 0 for v in values):
         raise InputError(f"{option}: {text!r} must list positive numbers (example: 0.1,1,10)")
     return values
 

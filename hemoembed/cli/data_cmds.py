@@ -7,6 +7,7 @@ import click
 
 from . import main
 from .common import (
+    POSITIVE,
     echo,
     images_argument,
     overwrite_option,
@@ -21,7 +22,8 @@ from .common import (
 @images_argument
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Write every finding (rejected files, duplicates) with its reason to this CSV.")
-@click.option("--min-size", type=int, default=16, show_default=True, help="Reject images with a side below this.")
+@click.option("--min-size", type=click.IntRange(min=16), default=16, show_default=True,
+              help="Reject images with a side below this (at least 16: smaller images are never usable).")
 @click.option("--strict", is_flag=True, help="Treat warnings (duplicates, ignored non-image files) as errors.")
 @overwrite_option
 def check(manifest, out: Path | None, min_size: int, strict: bool, overwrite: bool) -> None:
@@ -40,7 +42,7 @@ def check(manifest, out: Path | None, min_size: int, strict: bool, overwrite: bo
     from ..errors import InputError
 
     if out is not None:
-        prepare_output_file(out, overwrite)
+        prepare_output_file(out, overwrite, inputs=[manifest])
     with progress(len(manifest), "checking") as advance:
         report = check_manifest(manifest, min_side=min_size, progress=advance)
     for line in report.summary_lines():
@@ -60,9 +62,10 @@ def check(manifest, out: Path | None, min_size: int, strict: bool, overwrite: bo
 
 @main.command("demo-data")
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--n-per-class", type=int, default=60, show_default=True, help="Images per class and site.")
-@click.option("--sites", type=int, default=2, show_default=True, help="Number of sites (stain/camera styles).")
-@click.option("--size", type=int, default=96, show_default=True, help="Image side in pixels.")
+@click.option("--n-per-class", type=POSITIVE, default=60, show_default=True, help="Images per class and site.")
+@click.option("--sites", type=click.IntRange(1, 8), default=2, show_default=True,
+              help="Number of sites (stain/camera styles).")
+@click.option("--size", type=click.IntRange(32, 1024), default=96, show_default=True, help="Image side in pixels.")
 @seed_option
 @overwrite_option
 def demo_data(out: Path, n_per_class: int, sites: int, size: int, seed: int, overwrite: bool) -> None:
@@ -83,7 +86,7 @@ def demo_data(out: Path, n_per_class: int, sites: int, size: int, seed: int, ove
 @main.command("colour-reference")
 @images_argument
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Reference JSON to write.")
-@click.option("--sample", type=int, default=500, show_default=True, help="Images sampled for the statistics.")
+@click.option("--sample", type=POSITIVE, default=500, show_default=True, help="Images sampled for the statistics.")
 @seed_option
 @overwrite_option
 def colour_reference(manifest, out: Path, sample: int, seed: int, overwrite: bool) -> None:
@@ -97,7 +100,7 @@ def colour_reference(manifest, out: Path, sample: int, seed: int, overwrite: boo
 
     from ..data.normalise import sample_reference
 
-    prepare_output_file(out, overwrite)
+    prepare_output_file(out, overwrite, inputs=[manifest])
     reference, n = sample_reference(manifest, sample, seed, progress=progress)
     reference.to_json(out)
     echo(f"reference from {n} images: mean {np.round(reference.mean, 4).tolist()}, "
@@ -119,10 +122,12 @@ def normalize(manifest, method: str, reference: Path | None, out: Path, overwrit
       hemoembed normalize ../shared/data/bccd --method reinhard --reference pbc_ref.json --out bccd_norm
     """
     from ..data.colour import ReinhardReference
+    from ..data.manifest import ensure_apart
     from ..data.normalise import check_method, normalised_copies
 
     check_method(method, reference)
     ref = ReinhardReference.from_json(reference) if method == "reinhard" else None
-    prepare_output_dir(out, overwrite)
+    ensure_apart(out, manifest, writes_images=True)  # --overwrite would delete the images being read
+    prepare_output_dir(out, overwrite, inputs=[reference])
     written = normalised_copies(manifest, method, out, ref, progress=progress)
     echo(f"{len(manifest)} images normalised ({method}) into {out}, manifest {written}")

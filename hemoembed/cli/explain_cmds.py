@@ -6,7 +6,17 @@ from pathlib import Path
 import click
 
 from . import main
-from .common import deprecated_option, echo, overwrite_option, prepare_output_dir, progress, seed_option
+from .common import (
+    NON_NEGATIVE,
+    POSITIVE,
+    FiniteFloat,
+    deprecated_option,
+    echo,
+    overwrite_option,
+    prepare_output_dir,
+    progress,
+    seed_option,
+)
 
 
 @main.command()
@@ -21,12 +31,14 @@ from .common import deprecated_option, echo, overwrite_option, prepare_output_di
 @click.option("--query", "query_dir", type=click.Path(path_type=Path), default=None,
               help="Store of new cells to place onto --map (same encoder).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
-@click.option("--perplexity", type=float, default=30.0, show_default=True)
-@click.option("--n-iter", type=int, default=1000, show_default=True,
+@click.option("--perplexity", type=FiniteFloat(min=1.0), default=30.0, show_default=True)
+@click.option("--n-iter", type=POSITIVE, default=1000, show_default=True,
               help="Optimisation iterations after the early-exaggeration phase.")
-@click.option("--early-exaggeration-iter", type=int, default=250, show_default=True)
-@click.option("--pca", "pca_dims", type=int, default=50, show_default=True, help="PCA dimensions first (0: off).")
-@click.option("--n-jobs", type=int, default=-1, show_default=True, help="Threads (-1: all cores).")
+@click.option("--early-exaggeration-iter", type=NON_NEGATIVE, default=250, show_default=True)
+@click.option("--pca", "pca_dims", type=NON_NEGATIVE, default=50, show_default=True,
+              help="PCA dimensions first (0: off).")
+@click.option("--n-jobs", type=click.IntRange(min=-1), default=-1, show_default=True,
+              help="Threads (-1: all cores; 0 is refused).")
 @click.option("--gradient", type=click.Choice(["bh", "fft"]), default="bh", show_default=True,
               help="Repulsive forces: Barnes-Hut (faster and more exact up to ~10^5 cells here) or FFT "
                    "interpolation (scales better for much larger maps).")
@@ -54,7 +66,9 @@ def tsne(store_dir: Path | None, labels: Path | None, colour_by: tuple[str, ...]
 
     if (map_dir is None) == (store_dir is None) or (map_dir is None) != (query_dir is None):
         raise InputError("give either STORE (fit a map) or --map MAP --query STORE2 (place cells on a map)")
-    out = prepare_output_dir(out, overwrite)
+    if n_jobs == 0:
+        raise InputError("--n-jobs 0: give a number of threads, or -1 for all cores")
+    out = prepare_output_dir(out, overwrite, inputs=[store_dir, labels, map_dir, query_dir])
     config = TsneConfig(perplexity=perplexity, n_iter=n_iter, early_exaggeration_iter=early_exaggeration_iter,
                         pca_dims=pca_dims, seed=seed, n_jobs=n_jobs, gradient=gradient)
     if map_dir is not None:
@@ -94,6 +108,6 @@ def gradcam(encoder: Path, images: tuple[Path, ...], against: tuple[Path, ...], 
     config = GradcamRun(str(encoder), tuple(map(str, images)), tuple(map(str, against)), str(model_dir or ""),
                         class_name or "")
     config.check()
-    out = prepare_output_dir(out, overwrite)
+    out = prepare_output_dir(out, overwrite, inputs=[encoder, *images, *against, model_dir])
     n_maps, explained, panel = run_gradcam(config, out, column=column, pair_target=target, progress=progress)
     echo(f"{n_maps} maps ({explained}) in {out}; panel {panel}")

@@ -6,7 +6,22 @@ from pathlib import Path
 import click
 
 from . import main
-from .common import echo, images_argument, number_list, overwrite_option, prepare_output_dir, progress
+from .common import (
+    NON_NEGATIVE,
+    NON_NEGATIVE_FLOAT,
+    PIXELS,
+    POSITIVE,
+    POSITIVE_FLOAT,
+    SEED,
+    UNIT,
+    FiniteFloat,
+    echo,
+    images_argument,
+    number_list,
+    overwrite_option,
+    prepare_output_dir,
+    progress,
+)
 
 AUGMENT_OPTIONS = ("zoom", "resolution", "crop_scale", "hue", "stain")
 
@@ -21,27 +36,31 @@ AUGMENT_OPTIONS = ("zoom", "resolution", "crop_scale", "hue", "stain")
                    "for --weights none (NT-Xent + MLP head, random-resized crops, gentle hue, BN training, "
                    "constant lr 1e-3, batch 128, 60 epochs). Default: scratch for --weights none.")
 @click.option("--weights", default=None, help="imagenet (needs internet), none, or PATH (.keras encoder / .h5).")
-@click.option("--epochs", type=int, default=None, help="Epochs [preset: 30 / 60].")
-@click.option("--batch-size", type=int, default=None, help="Images per batch, two views each [preset: 100 / 128].")
-@click.option("--lr", type=float, default=None, help="Adam learning rate [preset: 1e-5 / 1e-3].")
+@click.option("--epochs", type=POSITIVE, default=None, help="Epochs [preset: 30 / 60].")
+@click.option("--batch-size", type=click.IntRange(min=2), default=None,
+              help="Images per batch, two views each [preset: 100 / 128].")
+@click.option("--lr", type=POSITIVE_FLOAT, default=None, help="Adam learning rate [preset: 1e-5 / 1e-3].")
 @click.option("--lr-decay", type=click.Choice(["constant", "cosine"]), default=None, help="LR schedule [constant].")
-@click.option("--warmup-epochs", type=float, default=None, help="Linear LR warm-up in epochs [0].")
+@click.option("--warmup-epochs", type=NON_NEGATIVE_FLOAT, default=None, help="Linear LR warm-up in epochs [0].")
 @click.option("--freeze-bn/--no-freeze-bn", default=None, help="Freeze BatchNorm layers [preset: frozen / training].")
-@click.option("--image-size", type=int, default=None, help="Encoder input side in px [224]; 64 for CPU runs.")
+@click.option("--image-size", type=PIXELS, default=None, help="Encoder input side in px [224]; 64 for CPU runs.")
 @click.option("--loss", type=click.Choice(["semihard", "hard", "ntxent"]), default=None,
               help="semihard/hard: triplet loss with online mining (tfa parity); ntxent: SimCLR's contrastive "
                    "loss [preset: semihard / ntxent].")
 @click.option("--head", default=None,
               help="Projection head used only for the loss, never stored: none or mlp:W1,...,OUT "
                    "[preset: none / mlp:512,128].")
-@click.option("--temperature", type=float, default=None,
+@click.option("--temperature", type=POSITIVE_FLOAT, default=None,
               help="NT-Xent temperature [0.2].")
-@click.option("--margin", type=float, default=None, help="Triplet margin [0.5].")
-@click.option("--weight-decay", type=float, default=None,
+@click.option("--margin", type=NON_NEGATIVE_FLOAT, default=None, help="Triplet margin [0.5].")
+@click.option("--weight-decay", type=NON_NEGATIVE_FLOAT, default=None,
               help="Decoupled weight decay (AdamW) [0: plain Adam].")
-@click.option("--val-fraction", type=float, default=None, help="Held-out share of images for the val loss [0.05].")
-@click.option("--early-stopping", type=int, default=None, help="Stop after N epochs without val-loss gain [0: off].")
-@click.option("--lr-plateau", type=int, default=None, help="Halve the LR after N epochs without gain [0: off].")
+@click.option("--val-fraction", type=FiniteFloat(0.0, 0.5), default=None,
+              help="Held-out share of images for the val loss [0.05].")
+@click.option("--early-stopping", type=NON_NEGATIVE, default=None,
+              help="Stop after N epochs without val-loss gain [0: off].")
+@click.option("--lr-plateau", type=NON_NEGATIVE, default=None,
+              help="Halve the LR after N epochs without gain [0: off].")
 @click.option("--strategy", type=click.Choice(["auto", "one", "mirrored", "multiworker"]), default=None,
               help="tf.distribute strategy [auto].")
 @click.option("--precision", type=click.Choice(["float32", "mixed_float16", "mixed_bfloat16"]), default=None,
@@ -50,25 +69,25 @@ AUGMENT_OPTIONS = ("zoom", "resolution", "crop_scale", "hue", "stain")
 @click.option("--cache/--no-cache", default=None, help="Keep decoded images in memory [off].")
 @click.option("--strict/--no-strict", default=None, help="Refuse unreadable images instead of skipping them.")
 @click.option("--tensorboard/--no-tensorboard", default=None, help="Write TensorBoard logs to RUN/tensorboard.")
-@click.option("--zoom", type=float, default=None, help="Random zoom, fraction of the side [preset: 0.1 / 0].")
+@click.option("--zoom", type=UNIT, default=None, help="Random zoom, fraction of the side [preset: 0.1 / 0].")
 @click.option("--crop-scale", default=None,
               help="Random-resized crop: MIN,MAX share of the area, or none [preset: none / 0.3,1].")
-@click.option("--colour-jitter", "colour_jitter", type=float, default=None,
+@click.option("--colour-jitter", "colour_jitter", type=UNIT, default=None,
               help="Brightness, contrast and saturation jitter strength [preset: 0.2 / 0.3].")
-@click.option("--hue", type=float, default=None,
+@click.option("--hue", type=FiniteFloat(0.0, 0.5), default=None,
               help="Hue jitter, fraction of the colour circle [preset: 0.2 / 0.05]; colour marks cell types.")
-@click.option("--stain-jitter", "stain", type=float, default=None,
+@click.option("--stain-jitter", "stain", type=UNIT, default=None,
               help="HED stain-concentration jitter strength [0: off; e.g. 0.05].")
-@click.option("--resolution", type=float, default=None,
+@click.option("--resolution", type=UNIT, default=None,
               help="Degradation: down-sample by up to this fraction of the side and back up, so a source of sharp "
                    "images also sees blurrier ones [0: off; e.g. 0.5].")
 @click.option("--probe-labels", type=click.Path(path_type=Path), default=None,
               help="Labelled images to watch training with (CSV with path,label relative to the images' root, or "
                    "a class-per-folder tree; never a test set): k-NN and linear-probe macro-F1 per epoch.")
-@click.option("--probe-every", type=int, default=None, help="Epochs between probe scores [1].")
+@click.option("--probe-every", type=POSITIVE, default=None, help="Epochs between probe scores [1].")
 @click.option("--keep", type=click.Choice(["last", "best-probe"]), default=None,
               help="Which epoch becomes encoder.keras: the last, or the one with the best probe score [last].")
-@click.option("--seed", type=int, default=None, help="Random seed (order, augmentation, initialisation) [0].")
+@click.option("--seed", type=SEED, default=None, help="Random seed (order, augmentation, initialisation) [0].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last completed epoch.")
 @overwrite_option
 def pretrain(manifest, out: Path, config_file: Path | None, resume: bool, overwrite: bool, **options) -> None:
@@ -108,7 +127,8 @@ def pretrain(manifest, out: Path, config_file: Path | None, resume: bool, overwr
 
     chief = is_chief()
     if chief:  # other workers never create, clear or write the run folder (shared with the chief)
-        prepare_output_dir(out, overwrite, allow_resume=resume)
+        inputs = [manifest, options.get("probe_labels")] + ([] if resume else [config_file])
+        prepare_output_dir(out, overwrite, allow_resume=resume, inputs=inputs)
     result = run_pretrain(manifest, out, config, resume=resume, progress=progress, log=echo)
     if result.stopped_early:
         echo(f"stopped early after {len(result.history)} epochs (no validation-loss gain)")

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from . import main
-from .common import echo
+from .common import NON_NEGATIVE, POSITIVE, POSITIVE_FLOAT, echo
 
 
 @main.command()
@@ -21,7 +21,7 @@ from .common import echo
               show_default=True, help="Folder for uploads, the database and retrained models (kept across restarts).")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind; any non-loopback address needs --token or --generate-token.")
-@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--token", default=None, envvar="HEMOEMBED_TOKEN",
               help="Access token: every /api call must send 'Authorization: Bearer TOKEN' (env HEMOEMBED_TOKEN).")
 @click.option("--generate-token", is_flag=True, help="Generate a token and print it once.")
@@ -32,14 +32,15 @@ from .common import echo
               help="Reference labels CSV (path + column) or class folders; default: those the SVM was fitted on.")
 @click.option("--image-root", type=click.Path(path_type=Path), default=None,
               help="Folder the store's paths are relative to (default: the one recorded by embed).")
-@click.option("-k", "k", type=int, default=10, show_default=True, help="Nearest reference cells shown per cell.")
-@click.option("--max-file-mb", type=float, default=20.0, show_default=True, help="Largest accepted file.")
-@click.option("--max-pixels", type=int, default=25_000_000, show_default=True,
+@click.option("-k", "k", type=click.IntRange(1, 100), default=10, show_default=True,
+              help="Nearest reference cells shown per cell.")
+@click.option("--max-file-mb", type=POSITIVE_FLOAT, default=20.0, show_default=True, help="Largest accepted file.")
+@click.option("--max-pixels", type=click.IntRange(min=256), default=25_000_000, show_default=True,
               help="Largest accepted image (pixels; checked before decoding).")
-@click.option("--max-files", type=int, default=500, show_default=True, help="Most files per upload request.")
-@click.option("--max-request-mb", type=float, default=1024.0, show_default=True,
+@click.option("--max-files", type=POSITIVE, default=500, show_default=True, help="Most files per upload request.")
+@click.option("--max-request-mb", type=POSITIVE_FLOAT, default=1024.0, show_default=True,
               help="Largest upload request (cut off with 413 as soon as the body passes it).")
-@click.option("--retrain-cv", type=int, default=3, show_default=True,
+@click.option("--retrain-cv", type=NON_NEGATIVE, default=3, show_default=True,
               help="Cross-validation folds reported at each retrain (0: none, faster).")
 def serve(store_dir: Path, model_dir: Path, map_dir: Path | None, data_dir: Path, host: str, port: int,
           token: str | None, generate_token: bool, encoder: Path | None, column: str | None, labels: tuple[Path, ...],

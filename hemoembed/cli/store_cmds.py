@@ -8,6 +8,7 @@ import click
 
 from . import main
 from .common import (
+    POSITIVE,
     deprecated_command,
     echo,
     images_argument,
@@ -23,8 +24,8 @@ from .common import (
 @images_argument
 @click.option("--store", "store_dir", type=click.Path(path_type=Path), required=True,
               help="Store folder: created, or appended to when it was built by the same encoder.")
-@click.option("--batch-size", type=int, default=64, show_default=True, help="Images per forward pass.")
-@click.option("--part-size", type=int, default=2048, show_default=True,
+@click.option("--batch-size", type=POSITIVE, default=64, show_default=True, help="Images per forward pass.")
+@click.option("--part-size", type=POSITIVE, default=2048, show_default=True,
               help="Images per Parquet part (a killed run loses at most one part's work).")
 @click.option("--metadata", default=None,
               help="Comma-separated manifest columns to store (default: every column but 'label'; '' for none). "
@@ -138,7 +139,7 @@ def store_index(store_dir: Path, metric: str, nlist: int | None, target_recall: 
               help="Encoder that built the store, to embed --image files.")
 @click.option("--image", "images", type=click.Path(path_type=Path), multiple=True,
               help="An image file to query with (needs --encoder); repeatable.")
-@click.option("-k", "k", type=int, default=10, show_default=True, help="Neighbours per query.")
+@click.option("-k", "k", type=POSITIVE, default=10, show_default=True, help="Neighbours per query.")
 @click.option("--metric", type=click.Choice(["cosine", "euclidean"]), default="cosine", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the neighbours as CSV.")
 @click.option("--gallery", type=click.Path(path_type=Path), default=None,
@@ -164,7 +165,7 @@ def neighbours(store_dir: Path, stored_paths: tuple[str, ...], encoder: Path | N
     from ..store.store import EmbeddingStore
 
     if out is not None:
-        prepare_output_file(out, overwrite)
+        prepare_output_file(out, overwrite, inputs=[store_dir, encoder, *images])
     store = EmbeddingStore.open(store_dir)
     found = find_neighbours(store, paths=stored_paths, encoder=encoder, images=images, k=k, metric=metric,
                             approximate=approximate)

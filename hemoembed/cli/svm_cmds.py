@@ -7,6 +7,10 @@ import click
 
 from . import main
 from .common import (
+    FRACTION,
+    NON_NEGATIVE,
+    PIXELS,
+    POSITIVE,
     echo,
     images_argument,
     number_list,
@@ -29,7 +33,7 @@ from .common import (
 @click.option("--key", default="path", show_default=True, help="Join column shared by the CSV and the store.")
 @click.option("--test", "test_csv", type=click.Path(path_type=Path), default=None,
               help="Labels CSV of the test images (e.g. an official split); otherwise --test-fraction.")
-@click.option("--test-fraction", type=float, default=0.1, show_default=True,
+@click.option("--test-fraction", type=FRACTION, default=0.1, show_default=True,
               help="Stratified (by the first column) test fraction when --test is not given.")
 @click.option("--group-column", default="", help="Split test and CV folds by this column (patient, site).")
 @click.option("--solver", type=click.Choice(["liblinear", "sgd", "libsvm"]), default="liblinear", show_default=True,
@@ -37,11 +41,12 @@ from .common import (
                    "libsvm: SVC(kernel='linear') as in the paper.")
 @click.option("--C", "c_values", default="0.1", show_default=True,
               help="SVM regularisation; several values (0.1,1,10) are chosen by --cv on training rows only.")
-@click.option("--cv", type=int, default=5, show_default=True,
-              help="Stratified CV folds on the training rows (0: none).")
+@click.option("--cv", type=NON_NEGATIVE, default=5, show_default=True,
+              help="Stratified CV folds on the training rows (0 or 1: none).")
 @click.option("--support", default="", help="Learning curve: labelled images per class, e.g. 2,5,10,20,50,100,all.")
-@click.option("--repeats", type=int, default=3, show_default=True, help="Seeds per support size.")
-@click.option("--bootstrap", type=int, default=1000, show_default=True, help="Bootstrap resamples for 95% intervals.")
+@click.option("--repeats", type=POSITIVE, default=3, show_default=True, help="Seeds per support size.")
+@click.option("--bootstrap", type=POSITIVE, default=1000, show_default=True,
+              help="Bootstrap resamples for 95% intervals.")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Output folder (one sub-folder per column).")
 @seed_option
@@ -63,18 +68,15 @@ def fit_svm(store: Path, labels: tuple[Path, ...], columns: str, key: str, test_
       hemoembed fit-svm stores/pbc64 --labels ../shared/data/pbc256 --columns label --test-fraction 0.1 \
         --out svm_pbc8
     """
-    from ..errors import InputError
     from ..tasks.svm import FitSVMConfig, parse_sizes, run
 
-    if repeats < 1 or bootstrap < 1:
-        raise InputError("--repeats and --bootstrap must be at least 1")
     sizes = [str(s) for s in parse_sizes(support)] if support.strip() else []
     config = FitSVMConfig(store=str(store), labels=[str(p) for p in labels],
                           columns=[c.strip() for c in columns.split(",") if c.strip()], key=key,
                           test=str(test_csv or ""), test_fraction=test_fraction, group_column=group_column,
                           solver=solver, C=number_list(c_values, "--C"), cv=cv, support=sizes, repeats=repeats,
                           n_bootstrap=bootstrap, seed=seed)
-    prepare_output_dir(out, overwrite)
+    prepare_output_dir(out, overwrite, inputs=[store, *labels, test_csv])
     summary = run(config, out, progress=progress)
     for row in summary["columns"]:
         echo(f"{row['column']:<28} macro-F1 {row['macro_f1']:.4f} "
@@ -95,7 +97,7 @@ def fit_svm(store: Path, labels: tuple[Path, ...], columns: str, key: str, test_
               help="Encoder (.keras) that embeds IMAGES (folder or CSV manifest) first.")
 @click.option("--image-root", type=click.Path(path_type=Path), default=None,
               help="Folder that a CSV manifest's 'path' column is relative to.")
-@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--batch-size", type=POSITIVE, default=64, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Predictions CSV to write.")
 @overwrite_option
 def predict(model_dir: Path, images: Path | None, store: Path | None, encoder: Path | None,
@@ -117,7 +119,7 @@ def predict(model_dir: Path, images: Path | None, store: Path | None, encoder: P
         raise InputError("give exactly one of --store STORE or --encoder ENCODER IMAGES")
     config = PredictConfig(model=str(model_dir), store=str(store or ""), encoder=str(encoder or ""),
                            images=str(images or ""), image_root=str(image_root or ""), batch_size=batch_size)
-    prepare_output_file(out, overwrite)
+    prepare_output_file(out, overwrite, inputs=[model_dir, store, images, encoder])
     done = run_predict(config, out, progress=progress)
     if done.skipped:
         echo(f"warning: {len(done.skipped)} image(s) could not be decoded and are not predicted, "
@@ -132,15 +134,15 @@ def predict(model_dir: Path, images: Path | None, store: Path | None, encoder: P
 @click.option("--column", default="label", show_default=True, help="Label column to learn.")
 @click.option("--test", "test_csv", type=click.Path(path_type=Path), default=None,
               help="CSV of test images (path + column); otherwise --test-fraction of IMAGES.")
-@click.option("--test-fraction", type=float, default=0.1, show_default=True)
+@click.option("--test-fraction", type=FRACTION, default=0.1, show_default=True)
 @click.option("--weights", default="none", show_default=True, help="Encoder init: imagenet, none or a .keras path.")
-@click.option("--image-size", type=int, default=224, show_default=True)
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--head-epochs", type=int, default=10, show_default=True)
-@click.option("--finetune-epochs", type=int, default=20, show_default=True)
-@click.option("--small-head-epochs", type=int, default=30, show_default=True,
+@click.option("--image-size", type=PIXELS, default=224, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True)
+@click.option("--head-epochs", type=NON_NEGATIVE, default=10, show_default=True)
+@click.option("--finetune-epochs", type=NON_NEGATIVE, default=20, show_default=True)
+@click.option("--small-head-epochs", type=POSITIVE, default=30, show_default=True,
               help="Head-only epochs when there are 450 training images or fewer (no fine-tuning).")
-@click.option("--bootstrap", type=int, default=1000, show_default=True)
+@click.option("--bootstrap", type=POSITIVE, default=1000, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder.")
 @seed_option
 @overwrite_option
@@ -164,7 +166,8 @@ def baseline(manifest, labels: Path | None, column: str, test_csv: Path | None, 
                             image_size=image_size, batch_size=batch_size, head_epochs=head_epochs,
                             finetune_epochs=finetune_epochs, small_head_epochs=small_head_epochs,
                             n_bootstrap=bootstrap, seed=seed)
-    prepare_output_dir(out, overwrite)
+    prepare_output_dir(out, overwrite, inputs=[manifest, labels, test_csv,
+                                              None if weights in ("none", "imagenet") else weights])
     report = run(config, out, manifest=manifest, progress=progress)
     echo(f"{column}: macro-F1 {report['macro']['f1']:.4f} [{report['bootstrap']['macro_f1_ci'][0]:.4f}, "
          f"{report['bootstrap']['macro_f1_ci'][1]:.4f}]  accuracy {report['accuracy']:.4f}  "

@@ -21,6 +21,8 @@ def sample_reference(manifest: Manifest, sample: int = 500, seed: int = 0,
     returns the reference and how many images it was computed from."""
     from .imageio import load_image
 
+    if int(sample) < 1:
+        raise InputError(f"sample of {sample} images: need at least 1")
     rng = np.random.default_rng(seed)
     paths = manifest.absolute()
     chosen = sorted(rng.choice(len(paths), size=min(sample, len(paths)), replace=False))

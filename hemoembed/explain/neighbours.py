@@ -70,18 +70,18 @@ def _stored_queries(store, stored_paths: Sequence[str]):
 
 
 def _image_queries(store, encoder: str | os.PathLike | None, images: Sequence[str | os.PathLike]):
-    from pathlib import Path
-
+    from ..data.imageio import probe
     from ..model.encoder import fingerprint, load_encoder
     from ..store.embed import embed_images
 
     if encoder is None:
         raise InputError("--image needs --encoder ENC (the encoder that built the store)")
+    for image in images:  # the usability rule of embed and check, with its reason
+        info = probe(image)
+        if not info.ok:
+            raise InputError(f"{image}: {info.error}")
     model, record = load_encoder(encoder)
     store.check_encoder(fingerprint(model), record)
-    for image in images:
-        if not Path(image).is_file():
-            raise InputError(f"{image}: image file not found")
     vectors, ok = embed_images(model, record, [str(p) for p in images], batch_size=32)
     failed = sorted(set(range(len(images))) - set(ok.tolist()))
     if failed:

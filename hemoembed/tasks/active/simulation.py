@@ -50,6 +50,10 @@ class ActiveConfig:
             raise InputError("--batch, --init and --repeats must be at least 1")
         if not 0.0 < self.test_fraction < 1.0:
             raise InputError(f"--test-fraction must be between 0 and 1, got {self.test_fraction}")
+        if self.max_labels < 0:
+            raise InputError(f"--max-labels {self.max_labels}: must be at least 0 (0: until the pool is exhausted)")
+        if not (np.isfinite(self.C) and self.C > 0):
+            raise InputError(f"--C {self.C}: must be a positive number")
 
 
 def f1_rows(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str], **keys: object) -> list[dict]:

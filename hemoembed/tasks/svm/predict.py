@@ -101,5 +101,10 @@ def embed_for_predict(config: PredictConfig, meta: dict, progress: ProgressFacto
     with stage(progress, len(manifest), "embedding") as advance:
         X, ok = embed_images(model, record, manifest.absolute(), config.batch_size, progress=advance)
     missing = sorted(set(range(len(manifest))) - set(ok.tolist()))
+    if not len(ok):
+        from ...data.imageio import probe
+
+        reason = probe(manifest.absolute()[0]).error or "cannot decode image"
+        raise InputError(f"{manifest.absolute()[0]}: {reason} (none of the {len(manifest)} image(s) could be used)")
     return (X, [manifest.paths[i] for i in ok], fp, f"encoder {config.encoder}",
             [manifest.paths[i] for i in missing])
