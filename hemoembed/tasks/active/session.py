@@ -1,13 +1,16 @@
 """The real labelling loop: query a batch, let an expert label it, teach, repeat; never lose a label.
 
-A session is a folder bound to one embedding store (by fingerprint):
+A session is a folder bound to one embedding store: its encoder fingerprint and, for stores of format 2, its
+``store_id`` (another store of the same encoder is refused), and every taught path must be in the store:
 
-- ``session.json``: :class:`SessionConfig` (classes, batch, strategy, C, the store);
+- ``session.json``: :class:`SessionConfig` (classes, batch, strategy, C, the store and its id);
 - ``labels.csv``: every label taught so far, ``path,label``; the single source of truth, replaced
   atomically *before* anything else is written, so a crash at any point keeps every taught label;
 - ``model.npz``: the fitted SVM (plain arrays, no pickle) and the hash of the ``labels.csv`` it was
   trained on: a stale model (crash after the labels were saved) is simply retrained;
-- ``history.json``: one entry per teach (new and relabelled counts, cross-validated macro-F1);
+- ``history.json``: one entry per teach (new and relabelled counts, cross-validated macro-F1, the hash of
+  the ``labels.csv`` it produced); a teach killed after saving its labels is recorded when the session is
+  next opened (``"recovered": true``);
 - ``to_label.csv``: the current query, ``path,prediction,probability,uncertainty,label``;
 - ``standardiser.npz``: the feature mean and scale of the store when the session started, so a store that
   grows later (the review app appends uploaded cells) never shifts the features a saved model reads.
@@ -45,6 +48,7 @@ class SessionConfig:
 
     store: str = ""
     store_fingerprint: str = ""
+    store_id: str = ""  # the store's own id (format 2 stores); "" for sessions and stores from before
     classes: list[str] = field(default_factory=list)
     column: str = "label"
     batch: int = 90
@@ -74,18 +78,56 @@ class LabellingSession:
             if config.store_fingerprint != store.fingerprint:
                 raise MismatchError(f"{directory}: session was started on store fingerprint "
                                     f"{config.store_fingerprint[:16]}…, this store has {store.fingerprint[:16]}…")
-            return cls(directory, store, config)
+            session = cls(directory, store, config)
+            session._check_bound()
+            session._recover_history()
+            return session
         if new is None or not new.classes:
             raise InputError(f"{directory}: no labelling session here yet; start one with --classes A,B,C")
         if len(set(new.classes)) != len(new.classes) or len(new.classes) < 2 or any(not c for c in new.classes):
             raise InputError(f"--classes {','.join(new.classes)}: need at least 2 distinct, non-empty class names")
         if new.strategy not in STRATEGIES:
             raise InputError(f"unknown strategy {new.strategy!r} (choose from {', '.join(STRATEGIES)})")
-        new.store_fingerprint = store.fingerprint
+        if int(new.batch) < 1 or not (np.isfinite(new.C) and new.C > 0) or int(new.cv) < 0:
+            raise InputError(f"session batch {new.batch} must be at least 1, C {new.C} positive, cv {new.cv} >= 0")
+        new.store_fingerprint, new.store_id = store.fingerprint, _store_id(store)
         save_config(new, directory / CONFIG)
         session = cls(directory, store, new)
         session.standardiser()  # fixed now, over the store as it is at the start
         return session
+
+    def _check_bound(self) -> None:
+        """Refuse a store other than the session's (same encoder, other images); bind an old session."""
+        here = _store_id(self.store)
+        if self.config.store_id and here and here != self.config.store_id:
+            raise MismatchError(f"{self.directory}: session belongs to store {self.config.store} (id "
+                                f"{self.config.store_id[:12]}), not to {_store_name(self.store)} (id {here[:12]}), "
+                                "although the same encoder built both; open it with its own store")
+        foreign = [p for p in self.labels() if p not in self._index]
+        if foreign:
+            raise MismatchError(f"{self.directory}: {len(foreign)} taught path(s) are not in "
+                                f"{_store_name(self.store)}, e.g. {foreign[0]!r}: the session belongs to store "
+                                f"{self.config.store}; open it with that store")
+        if here and not self.config.store_id:  # a session from before store ids: bind it now
+            self.config.store_id = here
+            save_config(self.config, self.directory / CONFIG)
+
+    def _recover_history(self) -> None:
+        """Record a teach whose labels were saved but that was killed before ``history.json`` was written."""
+        path = self.directory / LABELS
+        labels = self.labels()
+        if not labels:
+            return
+        history = self.history()
+        last = history[-1] if history else {}
+        digest = self._labels_hash(labels)
+        if last.get("labels_sha256", digest if last.get("n_labels") == len(labels) else None) == digest:
+            return
+        event = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(path.stat().st_mtime)),
+                 "file": "(a teach interrupted after saving its labels)",
+                 "added": len(labels) - last.get("n_labels", 0), "relabelled": None, "n_labels": len(labels),
+                 "cv_macro_f1": None, "recovered": True, "labels_sha256": digest}
+        atomic_write_text(self.directory / HISTORY, json.dumps(history + [event], indent=2) + "\n")
 
     # ------------------------------------------------------------------ labels
     def labels(self) -> dict[str, str]:
@@ -105,7 +147,7 @@ class LabellingSession:
 
     def read_labelled_file(self, csv_path: str | Path) -> dict[str, str]:
         """Validate a filled ``to_label.csv`` completely (nothing is taught when any row is wrong)."""
-        from ...data.manifest import read_csv_rows
+        from ...data.manifest import label_value, read_csv_rows
 
         header, rows = read_csv_rows(csv_path)
         column = self.config.column
@@ -117,7 +159,7 @@ class LabellingSession:
         p_col, l_col = header.index("path"), header.index(column)
         out: dict[str, str] = {}
         for line, row in enumerate(rows, start=2):
-            path, label = row[p_col].strip(), row[l_col].strip()
+            path, label = row[p_col], label_value(row[l_col])
             self._check_label(path, label, f"{csv_path}:{line}")
             if out.get(path, label) != label:
                 raise InputError(f"{csv_path}:{line}: {path} is labelled both {out[path]!r} and {label!r}")
@@ -153,7 +195,8 @@ class LabellingSession:
         atomic_write_text(self.directory / LABELS, self._labels_text(labels))  # from here on nothing is lost
         model = self._retrain(labels)
         event = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "file": source, "added": added,
-                 "relabelled": relabelled, "n_labels": len(labels), "cv_macro_f1": model["cv_macro_f1"]}
+                 "relabelled": relabelled, "n_labels": len(labels), "cv_macro_f1": model["cv_macro_f1"],
+                 "labels_sha256": self._labels_hash(labels)}
         history = self.history() + [event]
         atomic_write_text(self.directory / HISTORY, json.dumps(history, indent=2) + "\n")
         return event
@@ -253,7 +296,9 @@ class LabellingSession:
         if pending and not overwrite:
             raise InputError(f"{target}: {pending} filled label(s) not taught yet; run --teach {target} first "
                              "(or --overwrite to discard them)")
-        batch = int(batch or self.config.batch)
+        batch = int(self.config.batch if batch is None else batch)
+        if batch < 1:
+            raise InputError(f"batch {batch}: query at least 1 image")
         labels = self.labels()
         pool = np.array([i for p, i in self._index.items() if p not in labels], dtype=np.int64)
         if len(pool) == 0:
@@ -315,3 +360,12 @@ class LabellingSession:
                 "cv_macro_f1": None if current is None else current["cv_macro_f1"],
                 "cv_folds": 0 if current is None else current["cv_folds"],
                 "pending_query": str(self.directory / QUERY) if (self.directory / QUERY).is_file() else None}
+
+
+def _store_id(store: Any) -> str:
+    header = getattr(store, "header", None)
+    return str(getattr(header, "store_id", "") or "")
+
+
+def _store_name(store: Any) -> str:
+    return str(getattr(store, "directory", "this store"))

@@ -11,7 +11,8 @@ from helpers import write_store
 
 from hemoembed.data.synthetic_embeddings import structured_embeddings
 from hemoembed.errors import InputError, MismatchError
-from hemoembed.tasks.active.session import LABELS, MODEL, LabellingSession, SessionConfig
+from hemoembed.store.store import EmbeddingStore, make_part_table
+from hemoembed.tasks.active.session import HISTORY, LABELS, MODEL, LabellingSession, SessionConfig
 
 CLASSES = [f"class{i}" for i in range(4)]
 
@@ -190,14 +191,63 @@ def test_teach_labels_from_a_mapping_new_class_and_a_growing_store(tmp_path, sto
     # the store grows (new cells): the new class is taught on five of them; old features do not move
     mean, scale = session.standardiser()
     X_new = structured_embeddings(5, dim=32, n_classes=2, seed=9)[0][:, ::-1] * 3.0  # far from the others
-    grown = write_store(tmp_path / "grown", np.concatenate([store.embeddings(), X_new]),
-                        np.array(list(store.column("label")) + ["new"] * 5))
+    new_paths = [f"new/img_{i}.png" for i in range(5)]
+    store.append(make_part_table(new_paths, ["1" * 64] * 5, [32] * 5, [32] * 5, X_new, {"label": ["new"] * 5}))
+    grown = EmbeddingStore.open(store.directory)  # the same store, grown (the review app appends to it)
     reopened = LabellingSession.open(tmp_path / "session", grown)
     assert reopened.config.classes == [*CLASSES, "smudge"]
     np.testing.assert_array_equal(reopened.standardiser()[0], mean)
-    new_paths = [p for p in grown.paths if p.startswith("new/")]
     event = reopened.teach_labels(dict.fromkeys(new_paths, "smudge"), "review app")
     assert event["added"] == 5 and event["n_labels"] == 65
     classes, proba = reopened.predict_proba(X_new)
     assert classes[-1] == "smudge" and (proba.argmax(axis=1) == 4).all()
     assert len(reopened.history()) == 2
+
+
+def test_a_session_belongs_to_its_store_not_only_to_its_encoder(tmp_path, store):
+    """Another store of the same encoder is refused (it once printed "22 of 13 images labelled" and --teach
+    wrote its paths into labels.csv); a session from before store ids binds to its own store on opening."""
+    session, answers = taught_once(tmp_path, store)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "session").iterdir()}
+    X, y = structured_embeddings(13, dim=32, n_classes=4, seed=2)
+    other = write_store(tmp_path / "other", X, y)  # same fingerprint, other cells
+    assert other.fingerprint == store.fingerprint
+    with pytest.raises(MismatchError, match="session belongs to store .* not to .*other"):
+        LabellingSession.open(tmp_path / "session", other)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "session").iterdir()} == before
+    config = json.loads((tmp_path / "session" / "session.json").read_text())
+    assert config["store_id"] == store.header.store_id
+    del config["store_id"]  # as written before sessions recorded their store's id
+    (tmp_path / "session" / "session.json").write_text(json.dumps(config))
+    with pytest.raises(MismatchError, match="20 taught path\\(s\\) are not in"):
+        LabellingSession.open(tmp_path / "session", other)
+    assert LabellingSession.open(tmp_path / "session", store).status()["n_labelled"] == 20
+    assert json.loads((tmp_path / "session" / "session.json").read_text())["store_id"] == store.header.store_id
+
+
+def test_a_teach_killed_before_its_history_entry_is_recorded_when_reopened(tmp_path, store, monkeypatch):
+    session, answers = taught_once(tmp_path, store)
+    labelled = fill(session.query(), answers, tmp_path / "l2.csv")
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed while retraining, after labels.csv was replaced")
+
+    monkeypatch.setattr(LabellingSession, "_retrain", killed)
+    with pytest.raises(KeyboardInterrupt):
+        session.teach(labelled)
+    monkeypatch.undo()
+    assert len(json.loads((tmp_path / "session" / HISTORY).read_text())) == 1
+    resumed = LabellingSession.open(tmp_path / "session", store)
+    history = resumed.history()
+    assert [e["n_labels"] for e in history] == [20, 40] and history[1]["recovered"] is True
+    assert history[1]["added"] == 20 and resumed.status()["teach_rounds"] == 2
+    assert len(LabellingSession.open(tmp_path / "session", store).history()) == 2  # recorded once
+
+
+def test_missing_value_markers_are_no_label(tmp_path, store):
+    """A filled query with NaN (a spreadsheet's empty cell) is an empty label, not a class to refuse."""
+    session = new_session(tmp_path, store)
+    query = list(csv.DictReader(open(session.query())))
+    (tmp_path / "nan.csv").write_text(f"path,label\n{query[0]['path']},NaN\n")
+    with pytest.raises(InputError, match="empty 'label'"):
+        session.teach(tmp_path / "nan.csv")
