@@ -17,12 +17,12 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from scipy import ndimage
 
 from ..config import atomic_write_text
 from ..errors import InputError
 from ..progress import ProgressFactory, stage
+from .imageio import save_png
 
 CLASSES: tuple[str, ...] = ("neutrophil", "eosinophil", "basophil", "lymphocyte", "monocyte")
 
@@ -376,7 +376,7 @@ def make_synthetic_dataset(
                 for i in range(n_per_class):
                     rng = np.random.default_rng([int(seed), s, c, i])
                     rel = f"{cls}/site{s}_{i:0{width}d}.png"
-                    _write_png(out / rel, render_cell(rng, cls, style, size))
+                    save_png(render_cell(rng, cls, style, size), out / rel)
                     rows.append((rel, cls, f"site{s}"))
                     advance(1)
     buffer = io.StringIO()
@@ -387,9 +387,3 @@ def make_synthetic_dataset(
     atomic_write_text(manifest, buffer.getvalue())
     return manifest
 
-
-def _write_png(path: Path, image: np.ndarray) -> None:
-    """Write a PNG through a temporary sibling so an interrupted run never leaves a torn file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    Image.fromarray(image).save(tmp, format="PNG")
-    os.replace(tmp, path)
