@@ -124,8 +124,12 @@ def test_crash_after_labels_saved_loses_nothing_and_resumes(tmp_path, store, mon
     monkeypatch.undo()
     assert (tmp_path / "session" / MODEL).read_bytes() == model_before  # stale model, labels already saved
 
+    assert len(json.loads((tmp_path / "session" / HISTORY).read_text())) == 1  # killed before its entry
     resumed = LabellingSession.open(tmp_path / "session", store)
     assert len(resumed.labels()) == 40  # the 20 new labels survived the crash
+    history = resumed.history()  # ... and the killed teach is recorded on reopening, once
+    assert [e["n_labels"] for e in history] == [20, 40] and history[1]["recovered"] and history[1]["added"] == 20
+    assert len(LabellingSession.open(tmp_path / "session", store).history()) == 2
     status = resumed.status()  # notices the stale model and retrains on all 40
     assert status["n_labelled"] == 40 and status["cv_macro_f1"] is not None
     assert (tmp_path / "session" / MODEL).read_bytes() != model_before
@@ -223,25 +227,6 @@ def test_a_session_belongs_to_its_store_not_only_to_its_encoder(tmp_path, store)
         LabellingSession.open(tmp_path / "session", other)
     assert LabellingSession.open(tmp_path / "session", store).status()["n_labelled"] == 20
     assert json.loads((tmp_path / "session" / "session.json").read_text())["store_id"] == store.header.store_id
-
-
-def test_a_teach_killed_before_its_history_entry_is_recorded_when_reopened(tmp_path, store, monkeypatch):
-    session, answers = taught_once(tmp_path, store)
-    labelled = fill(session.query(), answers, tmp_path / "l2.csv")
-
-    def killed(*args, **kwargs):
-        raise KeyboardInterrupt("killed while retraining, after labels.csv was replaced")
-
-    monkeypatch.setattr(LabellingSession, "_retrain", killed)
-    with pytest.raises(KeyboardInterrupt):
-        session.teach(labelled)
-    monkeypatch.undo()
-    assert len(json.loads((tmp_path / "session" / HISTORY).read_text())) == 1
-    resumed = LabellingSession.open(tmp_path / "session", store)
-    history = resumed.history()
-    assert [e["n_labels"] for e in history] == [20, 40] and history[1]["recovered"] is True
-    assert history[1]["added"] == 20 and resumed.status()["teach_rounds"] == 2
-    assert len(LabellingSession.open(tmp_path / "session", store).history()) == 2  # recorded once
 
 
 def test_missing_value_markers_are_no_label(tmp_path, store):
