@@ -150,6 +150,13 @@ ROWS: list[tuple[str, list[str]]] = [
     ("embed: --store is the image folder", ["embed", "{enc}", "{cells}", "--store", "{cells}", "--overwrite"]),
     ("embed: --store contains the images", ["embed", "{enc}", "{world}/nest/cells", "--store", "{world}/nest",
                                             "--overwrite"]),
+    ("embed: --shard 0/2", ["embed", "{enc}", "{cells}", "--store", "{out}", "--shard", "0/2"]),
+    ("embed: --shard 3/2", ["embed", "{enc}", "{cells}", "--store", "{out}", "--shard", "3/2"]),
+    ("embed: --shard abc", ["embed", "{enc}", "{cells}", "--store", "{out}", "--shard", "abc"]),
+    ("embed: --dtype float64", ["embed", "{enc}", "{cells}", "--store", "{out}", "--dtype", "float64"]),
+    ("embed: --dtype float16 into a float32 store", ["embed", "{enc}", "{cells2}", "--store", "{store}", "--dtype",
+                                                    "float16"]),
+    ("embed: --strategy nope", ["embed", "{enc}", "{cells}", "--store", "{out}", "--strategy", "nope"]),
     # ------------------------------------------------------------------ store info
     ("store info: missing", ["store", "info", "{world}/nope"]),
     ("store info: not JSON", ["store", "info", "{bad}/store_notjson"]),
@@ -159,6 +166,16 @@ ROWS: list[tuple[str, list[str]]] = [
     ("store info: part without embedding", ["store", "info", "{bad}/store_nocol"]),
     ("store info: future format", ["store", "info", "{bad}/store_future"]),
     ("store info: no such subcommand", ["store", "nope", "{store}"]),
+    # ------------------------------------------------------------------ store index
+    ("store index: missing", ["store", "index", "{world}/nope"]),
+    ("store index: damaged store", ["store", "index", "{bad}/store_dim"]),
+    ("store index: --cells 0", ["store", "index", "{store}", "--cells", "0"]),
+    ("store index: more cells than rows", ["store", "index", "{store}", "--cells", "1000"]),
+    ("store index: --recall 0", ["store", "index", "{store}", "--recall", "0"]),
+    ("store index: --recall 1.5", ["store", "index", "{store}", "--recall", "1.5"]),
+    ("store index: --recall nan", ["store", "index", "{store}", "--recall", "nan"]),
+    ("store index: unknown metric", ["store", "index", "{store}", "--metric", "manhattan"]),
+    ("store index: --seed -1", ["store", "index", "{store}", "--seed", "-1"]),
     # ------------------------------------------------------------------ neighbors
     ("neighbours: neither path nor image", ["neighbours", "{store}"]),
     ("neighbours: path not stored", ["neighbours", "{store}", "--path", "a/nope.png"]),
@@ -173,6 +190,13 @@ ROWS: list[tuple[str, list[str]]] = [
                                   "{cells}/a/0.png"]),
     ("neighbours: --out exists", ["neighbours", "{store}", "--path", "{first}", "--out", "{world}/labels.csv"]),
     ("neighbours: damaged store", ["neighbours", "{bad}/store_dim", "--path", "{first}"]),
+    ("neighbours: --approximate without an index", ["neighbours", "{store}", "--path", "{first}", "--approximate"]),
+    ("neighbours: --gallery exists", ["neighbours", "{store}", "--path", "{first}", "--gallery",
+                                      "{world}/labels.csv"]),
+    ("neighbours: --out is the store header", ["neighbours", "{store}", "--path", "{first}", "--out",
+                                               "{store}/store.json", "--overwrite"]),
+    ("neighbours: --gallery is the store", ["neighbours", "{store}", "--path", "{first}", "--gallery", "{store}",
+                                            "--overwrite"]),
     # ------------------------------------------------------------------ pretrain
     ("pretrain: --margin -1", ["pretrain", "{cells}", "--out", "{out}", "--weights", "none", "--image-size", "32",
                                "--margin", "-1"]),
@@ -194,6 +218,36 @@ ROWS: list[tuple[str, list[str]]] = [
     ("pretrain: --out exists", ["pretrain", "{cells}", "--out", "{world}/svm", "--weights", "none"]),
     ("pretrain: --out is the image folder", ["pretrain", "{cells}", "--out", "{cells}", "--overwrite", "--weights",
                                              "none"]),
+    ("pretrain: --loss nope", ["pretrain", "{cells}", "--out", "{out}", "--weights", "none", "--loss", "nope"]),
+    ("pretrain: --temperature 0", ["pretrain", "{cells}", "--out", "{out}", "--weights", "none", "--temperature",
+                                   "0"]),
+    ("pretrain: --temperature inf", ["pretrain", "{cells}", "--out", "{out}", "--weights", "none", "--temperature",
+                                     "inf"]),
+    ("pretrain: --head banana", ["pretrain", "{cells}", "--out", "{out}", "--weights", "none", "--head", "banana"]),
+    ("pretrain: --head mlp:0", ["pretrain", "{cells}", "--out", "{out}", "--weights", "none", "--head", "mlp:0"]),
+    ("pretrain: --weight-decay -1", ["pretrain", "{cells}", "--out", "{out}", "--weights", "none", "--weight-decay",
+                                     "-1"]),
+    ("pretrain: --crop-scale 2,3", ["pretrain", "{cells}", "--out", "{out}", "--weights", "none", "--crop-scale",
+                                    "2,3"]),
+    ("pretrain: --crop-scale abc", ["pretrain", "{cells}", "--out", "{out}", "--weights", "none", "--crop-scale",
+                                    "abc"]),
+    ("pretrain: --hue 0.9", ["pretrain", "{cells}", "--out", "{out}", "--weights", "none", "--hue", "0.9"]),
+    ("pretrain: --colour-jitter 1.5", ["pretrain", "{cells}", "--out", "{out}", "--weights", "none",
+                                       "--colour-jitter", "1.5"]),
+    ("pretrain: --stain-jitter -0.1", ["pretrain", "{cells}", "--out", "{out}", "--weights", "none",
+                                       "--stain-jitter", "-0.1"]),
+    ("pretrain: --zoom 1", ["pretrain", "{cells}", "--out", "{out}", "--weights", "none", "--zoom", "1"]),
+    ("pretrain: --probe-every 0", ["pretrain", "{cells}", "--out", "{out}", "--weights", "none", "--probe-every",
+                                   "0"]),
+    ("pretrain: --keep best-probe without probe labels", ["pretrain", "{cells}", "--out", "{out}", "--weights",
+                                                          "none", "--keep", "best-probe"]),
+    ("pretrain: missing probe labels", ["pretrain", "{cells}", "--out", "{out}", "--weights", "none", "--image-size",
+                                        "32", "--batch-size", "4", "--probe-labels", "{world}/nope.csv"]),
+    ("pretrain: probe labels without a label column", ["pretrain", "{cells}", "--out", "{out}", "--weights", "none",
+                                                       "--image-size", "32", "--batch-size", "4", "--probe-labels",
+                                                       "{bad}/probe_nolabel.csv"]),
+    ("pretrain: --out is the probe folder", ["pretrain", "{cells}", "--out", "{cells2}", "--overwrite", "--weights",
+                                             "none", "--probe-labels", "{cells2}"]),
     # ------------------------------------------------------------------ tsne
     ("tsne: neither store nor map", ["tsne", "--out", "{out}"]),
     ("tsne: --perplexity 0", ["tsne", "{store}", "--perplexity", "0", "--out", "{out}"]),
@@ -438,6 +492,7 @@ def world(tmp_path_factory, png_bomb) -> Path:
     (bad / "list.json").write_text("[1, 2]")
     (bad / "unknown_key.json").write_text('{"frobnicate": 1}')
     (bad / "negative_std.json").write_text('{"mean": [50.0, 0.0, 0.0], "std": [-1.0, 1.0, 1.0]}')
+    (bad / "probe_nolabel.csv").write_text("path\na/0.png\nb/1.png\n")  # relative to {cells}
     (bad / "labels_unknown.csv").write_text("path,label\nx/none.png,a\ny/none.png,b\n")
     (bad / "teach_unknown.csv").write_text("path,label\nx/none.png,a\n")
     (bad / "teach_label.csv").write_text(f"path,label\n{store.paths[0]},zebra\n")
@@ -459,6 +514,7 @@ def _placeholders(copy: Path, tmp: Path) -> dict[str, str]:
     first = (copy / "labels.csv").read_text().splitlines()[1].split(",")[0]  # a stored path
     return {"world": str(copy), "bad": str(copy / "bad"), "cells": str(copy / "cells"), "store": str(copy / "store"),
             "enc": str(copy / "enc.keras"), "session": str(copy / "session"), "out": str(tmp / "out"),
+            "cells2": str(copy / "cells2"),
             "first": first}
 
 

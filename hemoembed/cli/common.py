@@ -56,19 +56,20 @@ seed_option = click.option("--seed", type=SEED, default=0, show_default=True, he
 overwrite_option = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 
 
-def _apart(path: Path, inputs: Iterable) -> None:
+def _apart(path: Path, inputs: Iterable, option: str) -> None:
     from ..data.manifest import ensure_apart
 
     for item in inputs:
         if item is not None and str(item):
-            ensure_apart(path, item)
+            ensure_apart(path, item, option)
 
 
-def prepare_output_dir(path: Path, overwrite: bool, *, allow_resume: bool = False, inputs: Iterable = ()) -> Path:
+def prepare_output_dir(path: Path, overwrite: bool, *, allow_resume: bool = False, inputs: Iterable = (),
+                       option: str = "--out") -> Path:
     """Create ``path``; refuse a non-empty existing folder unless ``overwrite`` (or resuming), and an output
     that is, contains or holds one of ``inputs`` (manifests or paths) even then."""
     path = Path(path)
-    _apart(path, inputs)
+    _apart(path, inputs, option)
     if path.exists() and not path.is_dir():
         raise InputError(f"{path}: exists and is not a folder")
     if path.is_dir() and any(path.iterdir()) and not allow_resume:
@@ -79,10 +80,10 @@ def prepare_output_dir(path: Path, overwrite: bool, *, allow_resume: bool = Fals
     return path
 
 
-def prepare_output_file(path: Path, overwrite: bool, *, inputs: Iterable = ()) -> Path:
+def prepare_output_file(path: Path, overwrite: bool, *, inputs: Iterable = (), option: str = "--out") -> Path:
     """Refuse to replace an existing file unless ``overwrite``, or one of ``inputs`` ever; create its folder."""
     path = Path(path)
-    _apart(path, inputs)
+    _apart(path, inputs, option)
     if path.exists() and not path.is_file():
         raise InputError(f"{path}: exists and is not a file")
     if path.exists() and not overwrite:

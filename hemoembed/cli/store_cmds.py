@@ -9,6 +9,7 @@ import click
 from . import main
 from .common import (
     POSITIVE,
+    FiniteFloat,
     deprecated_command,
     echo,
     images_argument,
@@ -103,9 +104,9 @@ def store_info(store_dir: Path, as_json: bool) -> None:
 @store_group.command("index")
 @click.argument("store_dir", metavar="DIR", type=click.Path(path_type=Path))
 @click.option("--metric", type=click.Choice(["cosine", "euclidean"]), default="cosine", show_default=True)
-@click.option("--cells", "nlist", type=int, default=None,
+@click.option("--cells", "nlist", type=POSITIVE, default=None,
               help="k-means cells (default: about the square root of the rows).")
-@click.option("--recall", "target_recall", type=float, default=0.95, show_default=True,
+@click.option("--recall", "target_recall", type=FiniteFloat(0.0, 1.0, min_open=True), default=0.95, show_default=True,
               help="Recall@10 against exact search that the number of cells searched per query is tuned to.")
 @seed_option
 def store_index(store_dir: Path, metric: str, nlist: int | None, target_recall: float, seed: int) -> None:
@@ -164,8 +165,9 @@ def neighbours(store_dir: Path, stored_paths: tuple[str, ...], encoder: Path | N
     from ..explain.neighbours import find_neighbours
     from ..store.store import EmbeddingStore
 
-    if out is not None:
-        prepare_output_file(out, overwrite, inputs=[store_dir, encoder, *images])
+    for target, option in ((out, "--out"), (gallery, "--gallery")):  # both refused before any work
+        if target is not None:
+            prepare_output_file(target, overwrite, inputs=[store_dir, encoder, *images], option=option)
     store = EmbeddingStore.open(store_dir)
     found = find_neighbours(store, paths=stored_paths, encoder=encoder, images=images, k=k, metric=metric,
                             approximate=approximate)

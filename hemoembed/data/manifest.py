@@ -89,7 +89,8 @@ def ensure_apart(out: str | os.PathLike, manifest: Manifest | str | os.PathLike,
     """Refuse an output (file or folder) that is the input, contains it, or holds any of its images or its
     manifest: writing there (``--overwrite`` first removes an output) would destroy what is being read.
     ``writes_images`` also refuses a folder inside a scanned input folder (the outputs would join the input).
-    ``manifest`` may also be any input file or folder (a store, a labels CSV, a saved model).
+    ``manifest`` may also be any input file or folder (a store, a labels CSV, a saved model); an output
+    inside such a folder is refused when it exists already (replacing it would change the input).
     """
     target = Path(out).resolve()
     if not isinstance(manifest, Manifest):
@@ -97,6 +98,9 @@ def ensure_apart(out: str | os.PathLike, manifest: Manifest | str | os.PathLike,
         if source == target or source.is_relative_to(target):
             raise InputError(f"{option} {out}: {'is' if source == target else 'contains'} the input {manifest}; "
                              "choose an output apart from the input")
+        if target.is_relative_to(source) and (target.exists() or Path(out).is_symlink()):
+            raise InputError(f"{option} {out}: would replace part of the input {manifest}; choose an output "
+                             "apart from the input")
         return
     root = manifest.root.resolve()
     source = Path(manifest.source).resolve() if manifest.source else None

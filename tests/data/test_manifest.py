@@ -156,3 +156,9 @@ def test_an_output_is_never_the_input(image_factory, tmp_path):
     ensure_apart(tmp_path / "normed", folder, writes_images=True)
     ensure_apart(tmp_path / "data" / "b", listed, writes_images=True)  # inside a manifest's root, no input there
     ensure_apart(tmp_path / "data" / "store", folder)  # no images written: a store may sit there
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "store.json").write_text("{}")
+    for out in (tmp_path / "store", tmp_path / "store" / "store.json"):  # plain inputs (a store, a model folder)
+        with pytest.raises(InputError, match="is the input|would replace part of the input"):
+            ensure_apart(out, tmp_path / "store")
+    ensure_apart(tmp_path / "store" / "new.csv", tmp_path / "store")  # a new file beside the input's own
