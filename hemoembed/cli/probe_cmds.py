@@ -6,7 +6,16 @@ from pathlib import Path
 import click
 
 from . import main
-from .common import echo, images_argument, overwrite_option, prepare_output_dir, progress, seed_option
+from .common import (
+    FRACTION,
+    POSITIVE,
+    echo,
+    images_argument,
+    overwrite_option,
+    prepare_output_dir,
+    progress,
+    seed_option,
+)
 
 
 @main.command()
@@ -15,10 +24,11 @@ from .common import echo, images_argument, overwrite_option, prepare_output_dir,
 @click.option("--labels", type=click.Path(path_type=Path), default=None,
               help="Labels CSV joined on path (default: the manifest's or the folders' labels).")
 @click.option("--column", default="label", show_default=True, help="Label column.")
-@click.option("--repeats", type=int, default=5, show_default=True, help="Stratified held-out splits.")
-@click.option("--test-fraction", type=float, default=0.25, show_default=True, help="Held-out share of each split.")
-@click.option("--pixel-side", type=int, default=32, show_default=True,
-              help="Side in px of the raw-pixel baseline (same colour normalisation and crop as the encoder).")
+@click.option("--repeats", type=POSITIVE, default=5, show_default=True, help="Stratified held-out splits.")
+@click.option("--test-fraction", type=FRACTION, default=0.25, show_default=True,
+              help="Held-out share of each split.")
+@click.option("--pixel-side", type=click.IntRange(16, 256), default=32, show_default=True,
+              help="Side in px (16-256) of the raw-pixel baseline (same colour normalisation and crop as the encoder).")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Folder for probe.json and probe_config.json (optional).")
 @seed_option
@@ -42,7 +52,7 @@ def probe(encoder: Path, manifest, labels: Path | None, column: str, repeats: in
                          labels=str(labels or ""), column=column, repeats=repeats, test_fraction=test_fraction,
                          pixel_side=pixel_side, seed=seed)
     if out is not None:
-        prepare_output_dir(out, overwrite)
+        prepare_output_dir(out, overwrite, inputs=[manifest, encoder, labels])
     summary = run(config, out, manifest=manifest, progress=progress)
     scores = summary["scores"]
     echo(f"linear SVM on held-out images ({repeats} splits, {test_fraction:.0%} held out each; "
