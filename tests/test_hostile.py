@@ -359,6 +359,8 @@ ROWS: list[tuple[str, list[str]]] = [
                              "{out}"]),
     ("serve: --max-pixels 10", ["serve", "--store", "{store}", "--model", "{world}/svm", "--max-pixels", "10",
                                 "--data", "{out}"]),
+    ("serve: --max-request-mb 0", ["serve", "--store", "{store}", "--model", "{world}/svm", "--max-request-mb", "0",
+                                   "--data", "{out}"]),
     ("serve: missing map", ["serve", "--store", "{store}", "--model", "{world}/svm", "--map", "{world}/nope",
                             "--data", "{out}"]),
 ]
