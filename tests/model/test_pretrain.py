@@ -290,6 +290,7 @@ def test_best_probe_without_probe_labels_is_refused_before_writing(cells, tmp_pa
     assert head.exit_code == 2 and "expected 'none' or 'mlp:'" in head.output
 
 
+@pytest.mark.slow  # ~20 s a case on the 2-core machine
 @pytest.mark.parametrize("loss, head", [("ntxent", "mlp:64,16"), ("semihard", "none")])
 def test_training_steps_lower_the_loss_on_a_fixed_batch(loss, head):
     """The mechanics learn: 20 steps on one two-view batch (noise as the 'augmentation') cut the loss."""
