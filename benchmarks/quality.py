@@ -241,7 +241,9 @@ def main() -> None:
         target = out / "adapt"
         subprocess.run([sys.executable, str(REPO / "benchmarks" / "adapt_bccd.py"), "--source", str(run if
                         args.encoder is None else args.encoder.parent), "--repeats", str(args.adapt_repeats),
-                        "--curve-repeats", str(args.adapt_repeats), "--out", str(target)], cwd=REPO, check=True,
+                        "--curve-repeats", str(args.adapt_repeats), "--out", str(target),
+                        "--target", str(data / "bccd" / "BCCD_cropped"),
+                        "--source-images", str(data / "pbc256" / "PBC_dataset_normal_DIB")], cwd=REPO, check=True,
                        stdout=open(log, "a"), stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(REPO)})
         save("adapt", json.loads((target / "ablation.json").read_text()))
     if "tsne" in steps and not (out / "maps" / "pbc").is_dir():
