@@ -136,13 +136,14 @@ def wbcatt_table(data: Path, stores: dict[str, Path], solver: str) -> dict:
 
 
 def support_curve(out_dir: Path) -> dict:
-    """Mean macro-F1 per support size from ``fit-svm --support`` (label column)."""
+    """Mean macro-F1 over repeats per support size from ``fit-svm --support`` (label column)."""
     path = next(out_dir.rglob("learning_curve.csv"))
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
     by_size: dict[str, list[float]] = {}
-    for row in rows:
-        by_size.setdefault(row["support"], []).append(float(row["macro_f1"]))
+    for row in rows:  # labels per class ("all" for every label) and the labels that makes in total
+        by_size.setdefault(f"{row['per_class']} per class ({row['n_labels']} labels)", []).append(
+            float(row["macro_f1"]))
     return {size: round(float(np.mean(values)), 4) for size, values in by_size.items()}
 
 
