@@ -40,8 +40,8 @@ def probe(encoder: Path, manifest, labels: Path | None, column: str, repeats: in
     each over the same held-out splits. An embedding worth using beats all three.
 
     \b
-    Example (after the demo: held-out synthetic cells the encoder never trained on):
-      hemoembed probe demo-run/pretrain/encoder.keras demo-run/cells/probe.csv
+    Example (the demo's step 2: site-0 cells, whose labels pretraining never saw):
+      hemoembed probe demo-run/pretrain/encoder.keras demo-run/cells/site0.csv
     Example (real data, a labelled sample):
       hemoembed probe runs/pbc64/encoder.keras ../shared/data/wbcatt/pbc_attr_v1_val.csv \\
         --image-root ../shared/data/pbc256 --out probe_pbc64
