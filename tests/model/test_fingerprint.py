@@ -104,7 +104,7 @@ def test_a_wrong_encoder_is_refused_not_trusted(base, tmp_path):
     for args in (["predict", str(tmp_path / "svm"), "--encoder", str(tmp_path / "wrong.keras"),
                   str(tmp_path / "cells"), "--out", str(tmp_path / "p.csv")],
                  ["neighbours", str(tmp_path / "store"), "--encoder", str(tmp_path / "wrong.keras"), "--image",
-                  str(tmp_path / "cells" / "a" / "1.png")]):
+                  str(tmp_path / "cells" / "a" / "0.png")]):
         result = runner.invoke(main, args)
         assert result.exit_code == 2, result.output
         assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1
