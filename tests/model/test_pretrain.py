@@ -141,7 +141,7 @@ def test_bad_input_is_one_line_and_exit_2(cells, tmp_path):
     nothing = runner.invoke(main, ["pretrain", str(cells), "--out", str(tmp_path / "d"), *ARGS, "--resume"])
     assert nothing.exit_code == 2 and "nothing to resume" in nothing.output
     blur = runner.invoke(main, ["pretrain", str(cells), "--out", str(tmp_path / "e"), *ARGS, "--resolution", "1.5"])
-    assert blur.exit_code == 2 and "augmentation resolution 1.5 is outside [0, 1)" in blur.output
+    assert blur.exit_code == 2 and "'--resolution': 1.5 is not in the range 0.0<=x<1.0" in blur.output
     assert not (tmp_path / "e").exists()
     for result in (few, strict, exists, nothing, blur):
         assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
