@@ -147,25 +147,17 @@ def support_curve(out_dir: Path) -> dict:
     return {size: round(float(np.mean(values)), 4) for size, values in by_size.items()}
 
 
-def active_summary(out_dir: Path, tolerance: float = 0.005) -> dict:
-    """Per strategy: labels (and share of the pool) from which the mean F1 stays within ``tolerance`` of
-    the all-label F1 (the last point, every image labelled)."""
-    from hemoembed.tasks.active.simulation import read_tidy_csv
-
-    rows = [r for r in read_tidy_csv(str(out_dir / "results.csv")) if r.get("class", "") in ("", "macro")]
-    out: dict[str, dict] = {}
-    for strategy in sorted({r["strategy"] for r in rows}):
-        curve: dict[int, list[float]] = {}
-        for r in rows:
-            if r["strategy"] == strategy:
-                curve.setdefault(int(r["n_labels"]), []).append(float(r["macro_f1"]))
-        sizes = sorted(curve)
-        means = [float(np.mean(curve[n])) for n in sizes]
-        final = means[-1]
-        reach = next(n for i, n in enumerate(sizes) if min(means[i:]) >= final - tolerance)
-        out[strategy] = {"all_label_f1": round(final, 4), "labels_within": reach,
-                         "share_of_pool": round(reach / sizes[-1], 4)}
-    return out
+def active_summary(out_dir: Path) -> dict:
+    """Per strategy: the labels (and share of the pool) from which the mean curve stays within the
+    tolerance of the all-label F1, as ``active-learn`` itself computed them (``analysis.json``)."""
+    analysis = json.loads((out_dir / "analysis.json").read_text())
+    with open(out_dir / "results.csv", newline="") as handle:
+        pool = max(int(row["n_labels"]) for row in csv.DictReader(handle))
+    return {"all_label_macro_f1": round(analysis["full_label_macro_f1"], 4), "pool": pool,
+            "tolerance": analysis["tolerance"],
+            **{strategy: {"labels_within": n, "share_of_pool": round(n / pool, 4)}
+               for strategy, n in analysis["labels_needed"].items()},
+            "rate_test_p": analysis.get("rate_test_uncertainty_vs_random", {}).get("p_value")}
 
 
 def main() -> None:
