@@ -65,6 +65,19 @@ def save_config(config: Any, path: str | os.PathLike) -> None:
     atomic_write_text(Path(path), json.dumps(to_dict(config), indent=2, sort_keys=True) + "\n")
 
 
+def read_json_object(path: str | os.PathLike, what: str) -> dict[str, Any]:
+    """A JSON file that must hold an object (a run's config, a store header, model metadata); a file that
+    cannot be read or parsed, or holds anything else, is a one-line error naming ``what`` it should be."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:  # ValueError covers JSON and UTF-8 decoding errors
+        raise InputError(f"{path}: cannot read {what} ({exc})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: {what} is not a JSON object")
+    return data
+
+
 def load_config(cls: type[T], path: str | os.PathLike) -> T:
     """Read a JSON (or YAML, when PyYAML is installed) config file into ``cls``."""
     path = Path(path)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ..config import from_dict, load_config
+from ..config import from_dict, load_config, read_json_object
 from ..data.augment import AugmentConfig
 from ..data.preprocess import RECORD_VERSION, PreprocessingRecord
 from ..errors import InputError
@@ -164,13 +164,5 @@ def config_from_saved(data: dict[str, Any], source: str) -> PretrainConfig:
 
 def load_run_config(run: str | Path) -> PretrainConfig:
     """The config a run folder saved (``RUN/config.json``), read with :func:`config_from_saved`."""
-    import json
-
     path = Path(run) / "config.json"
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read the run's config ({exc})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: a run's config must be a mapping of setting to value")
-    return config_from_saved(data, str(path))
+    return config_from_saved(read_json_object(path, "the run's config"), str(path))

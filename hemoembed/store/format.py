@@ -5,7 +5,6 @@ whose embedding width differs from the header's ``dim`` is refused with a one-li
 """
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .._version import __version__
-from ..config import from_dict
+from ..config import from_dict, read_json_object
 from ..data.preprocess import PreprocessingRecord
 from ..errors import InputError, MismatchError
 
@@ -48,12 +47,7 @@ FINGERPRINT_RE = re.compile(r"^[0-9a-f]{64}$")
 
 def read_header(path: Path) -> StoreHeader:
     """Parse and validate ``store.json``: every field of the right type, a valid record, a known format."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read store header ({exc})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: store header is not a JSON object")
+    data = read_json_object(path, "store header")
     version = data.get("format_version")
     if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
         raise MismatchError(f"{path}: store format {version} is newer than this hemoembed "

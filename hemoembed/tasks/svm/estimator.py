@@ -26,7 +26,7 @@ from typing import Any, Literal
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from ...config import atomic_write_bytes, atomic_write_text
+from ...config import atomic_write_bytes, atomic_write_text, read_json_object
 from ...errors import InputError, MismatchError
 from ...store.store import as_embeddings, row_blocks
 from ..common.labels import check_trainable
@@ -212,12 +212,7 @@ def read_meta(folder: str | os.PathLike) -> dict[str, Any]:
     path = Path(folder) / META_FILE
     if not path.is_file():
         raise InputError(f"{folder}: not a saved SVM (no {META_FILE})")
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: unreadable model metadata ({exc})") from None
-    if not isinstance(meta, dict):
-        raise InputError(f"{path}: model metadata is not a JSON object")
+    meta = read_json_object(path, "model metadata")
     if meta.get("format") != FORMAT:
         raise InputError(f"{path}: format {meta.get('format')!r} is not {FORMAT}")
     for key, kinds in _META_TYPES.items():
