@@ -16,6 +16,12 @@ by 3-fold CV on the training part (on the full 1280 dimensions lbfgs needs 500�
 2–3 CPU minutes per fit on these ill-conditioned embeddings, for the same macro-F1 within 0.01); 95 % intervals are
 percentiles of 1,000 bootstrap resamples of the test part; ``paired`` compares a row with ``--reference``
 on the same test images (bootstrap of the macro-F1 difference, same seed).
+
+Two further uses, for changes outside the recipe (e.g. a new preprocessing record version):
+``--reembed ENCODER --reembed-versions 1,2`` probes the same trained weights embedded with each record
+version (rows ``FOLDER/RUN@recN``), and ``--compare-with DIR`` brings another ablation folder's rows into the
+table as ``DIR/ROW`` (name them in ``--against`` for paired columns), after checking that its subset CSV is
+this run's byte for byte, so both folders probe the same split and the same test cells.
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ import resource
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -168,14 +175,28 @@ def bootstrap(y: np.ndarray, pred: np.ndarray, other: np.ndarray | None = None, 
     return [round(float(v), 4) for v in np.percentile(values, [2.5, 97.5])]
 
 
+def other_folder_rows(folder: Path, manifest: Path, n_test: int) -> dict:
+    """The rows of the ablation in ``folder``, keyed ``FOLDER/ROW``; refused unless its subset CSV is
+    ``manifest`` byte for byte (same images in the same order: the same split, the same test cells)."""
+    theirs = folder / manifest.name
+    if not theirs.is_file() or theirs.read_bytes() != manifest.read_bytes():
+        raise SystemExit(f"{folder}: no {manifest.name} identical to {manifest}: a different subset, not comparable")
+    results = json.loads((folder / "results.json").read_text())
+    wrong = [key for key, value in results.items() if len(value["pred"]) != n_test]
+    if wrong:
+        raise SystemExit(f"{folder}/results.json: rows {', '.join(wrong)} do not hold {n_test} test predictions")
+    return {f"{folder.name}/{key}": value for key, value in results.items()}
+
+
 def table(results: dict, test_y: np.ndarray, against: tuple[str, ...] = ("candidate_s0", "old_scratch_s0")) -> str:
-    """The rows as a Markdown table: macro-F1 with its interval, CPU minutes, and the paired difference
-    (with its interval) from each row in ``against`` on the same test cells."""
-    head = "| row | macro-F1 [95 % CI] | CPU min | " + " | ".join(f"vs {a} [95 % CI]" for a in against) + " |"
-    lines = [head, "|" + "---|" * (3 + len(against))]
+    """The rows as a Markdown table: macro-F1 with its interval, CPU minutes, the preprocessing record
+    version embedded with ("–": not recorded), and the paired difference (with its interval) from each row in
+    ``against`` on the same test cells."""
+    head = "| row | macro-F1 [95 % CI] | CPU min | record | " + " | ".join(f"vs {a} [95 % CI]" for a in against)
+    lines = [head + " |", "|" + "---|" * (4 + len(against))]
     for key, value in results.items():
         cells = [key, f"{value['macro_f1']:.3f} [{value['ci'][0]:.3f}, {value['ci'][1]:.3f}]",
-                 str(value.get("cpu_minutes", "–"))]
+                 str(value.get("cpu_minutes", "–")), str(value.get("record_version", "–"))]
         for other in against:
             if other == key or other not in results:
                 cells.append("–")
@@ -196,10 +217,18 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=6000)
     parser.add_argument("--subset-seed", type=int, default=12)
     parser.add_argument("--reference", default="old_scratch", help="row the paired comparison is against")
+    parser.add_argument("--reembed", type=Path, action="append", default=[], metavar="ENCODER",
+                        help="a trained encoder.keras to embed again with each of --reembed-versions (repeatable)")
+    parser.add_argument("--reembed-versions", default="1,2", help="preprocessing record versions for --reembed")
+    parser.add_argument("--compare-with", type=Path, action="append", default=[], metavar="DIR",
+                        help="another ablation folder on the same subset; its rows join the table as DIR/ROW")
+    parser.add_argument("--against", default="candidate_s0,old_scratch_s0",
+                        help="rows (DIR/ROW for --compare-with rows) the table's paired columns compare with")
     args = parser.parse_args()
 
     from sklearn.model_selection import train_test_split
 
+    from hemoembed.data.preprocess import PreprocessingRecord
     from hemoembed.model.encoder import build_encoder, load_encoder
 
     out = args.out
@@ -220,15 +249,24 @@ def main() -> None:
         results_path.write_text(json.dumps(results, indent=1) + "\n")
         print(json.dumps({"row": key, **{k: v for k, v in value.items() if k != "pred"}}), flush=True)
 
-    if "raw_pixels_pca256" not in results:
-        probe = linear_probe(raw_pixels(paths), y, split)
-        record("raw_pixels_pca256", {**probe, "pred": probe["pred"].tolist(), "ci": bootstrap(test_y, probe["pred"])})
-    if "random_encoder" not in results:
-        from hemoembed.data.preprocess import PreprocessingRecord
+    def probed(x: np.ndarray, version: int) -> dict:
+        probe = linear_probe(x, y, split)
+        return {**probe, "pred": probe["pred"].tolist(), "ci": bootstrap(test_y, probe["pred"]),
+                "record_version": version}
 
-        model = build_encoder(PreprocessingRecord(64, 0.875, "grayworld"), "none")
-        probe = linear_probe(embed_paths(model, paths, PreprocessingRecord(64, 0.875, "grayworld")), y, split)
-        record("random_encoder", {**probe, "pred": probe["pred"].tolist(), "ci": bootstrap(test_y, probe["pred"])})
+    if "raw_pixels_pca256" not in results:
+        record("raw_pixels_pca256", probed(raw_pixels(paths), PreprocessingRecord().version))
+    if "random_encoder" not in results:
+        rec = PreprocessingRecord(64, 0.875, "grayworld")
+        record("random_encoder", probed(embed_paths(build_encoder(rec, "none"), paths, rec), rec.version))
+    for encoder in args.reembed:  # the same weights, each record version: what preprocessing alone changes
+        model, rec = load_encoder(encoder)
+        for version in (int(v) for v in args.reembed_versions.split(",")):
+            key = f"{encoder.parent.parent.name}/{encoder.parent.name}@rec{version}"
+            if key not in results:
+                x = embed_paths(model, paths, replace(rec, version=version))
+                np.save(out / f"{key.replace('/', '_')}_emb.npy", x)
+                record(key, {**probed(x, version), "trained_record_version": rec.version})
     for name in filter(None, args.rows.split(",")):  # --rows "" only writes the table
         for seed in (int(s) for s in args.seeds.split(",")):
             key = f"{name}_s{seed}"
@@ -243,15 +281,16 @@ def main() -> None:
             model, rec = load_encoder(run / "encoder.keras")
             x = embed_paths(model, paths, rec)
             np.save(out / f"{key}_emb.npy", x)
-            probe = linear_probe(x, y, split)
-            value = {**probe, "pred": probe["pred"].tolist(), "ci": bootstrap(test_y, probe["pred"]),
-                     "cpu_minutes": round(cpu / 60, 1), "args": ROWS[name], "seed": seed}
+            value = {**probed(x, rec.version), "cpu_minutes": round(cpu / 60, 1), "args": ROWS[name], "seed": seed}
             ref = results.get(f"{args.reference}_s{seed}")
             if ref is not None and name != args.reference:
-                value["paired_diff_ci"] = bootstrap(test_y, probe["pred"], np.asarray(ref["pred"]))
-                value["paired_diff"] = round(probe["macro_f1"] - ref["macro_f1"], 4)
+                value["paired_diff_ci"] = bootstrap(test_y, np.asarray(value["pred"]), np.asarray(ref["pred"]))
+                value["paired_diff"] = round(value["macro_f1"] - ref["macro_f1"], 4)
             record(key, value)
-    (out / "table.md").write_text(table(results, test_y))
+    against = tuple(filter(None, args.against.split(",")))
+    others = {key: value for folder in args.compare_with
+              for key, value in other_folder_rows(folder, manifest, len(test_y)).items() if key in against}
+    (out / "table.md").write_text(table({**results, **others}, test_y, against))
 
 
 if __name__ == "__main__":
