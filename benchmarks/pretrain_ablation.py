@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+# Settings that have no option of their own go in a config file: OUT/NAME.json, named "{NAME}" in a row.
+CONFIG_FILES = {"paper_translation": {"augment": {"translation": 0.09}}, "record_v1": {"record_version": 1}}
 BASE = ["--weights", "none", "--image-size", "64", "--epochs", "4", "--cache", "--val-fraction", "0.05"]
 # The "today's scratch preset" row, spelled out so later preset changes do not move it.
 OLD_SCRATCH = ["--loss", "semihard", "--head", "none", "--batch-size", "100", "--lr", "1e-3", "--warmup-epochs", "1",
@@ -84,6 +86,8 @@ ROWS: dict[str, list[str]] = {
     "cand_warmup_cosine": _with(CANDIDATE, lr_decay="cosine", warmup_epochs="1"),
     "cand_cos_nowarm": _with(CANDIDATE, lr_decay="cosine"),
     "cand_semihard_tuned": _with(CANDIDATE, loss="semihard", head="none", lr="3e-3"),
+    # The candidate trained and embedded with preprocessing record version 1 (before #18; version 2 is the default).
+    "cand_rec1": _with(CANDIDATE, config="{record_v1}"),
 }
 
 
@@ -105,7 +109,8 @@ def pretrain_row(name: str, seed: int, args: list[str], manifest: Path, root: Pa
     timing = run / "cpu_seconds.json"
     if (run / "encoder.keras").is_file() and timing.is_file():
         return run, json.loads(timing.read_text())["cpu_seconds"]
-    args = [a.replace("{paper_translation}", str(out / "paper_translation.json")) for a in args]
+    for file in CONFIG_FILES:
+        args = [a.replace(f"{{{file}}}", str(out / f"{file}.json")) for a in args]
     command = [sys.executable, "-m", "hemoembed", "pretrain", str(manifest), "--image-root", str(root),
                "--out", str(run), *BASE, *args, "--seed", str(seed)]
     if (run / "config.json").is_file():
@@ -233,7 +238,8 @@ def main() -> None:
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    (out / "paper_translation.json").write_text(json.dumps({"augment": {"translation": 0.09}}) + "\n")
+    for name, settings in CONFIG_FILES.items():
+        (out / f"{name}.json").write_text(json.dumps(settings) + "\n")
     manifest = subset_manifest(args.root, args.size, args.subset_seed, out)
     with open(manifest) as handle:
         rows = list(csv.DictReader(handle))
