@@ -88,7 +88,8 @@ AUGMENT_OPTIONS = ("zoom", "resolution", "crop_scale", "hue", "stain")
 @click.option("--keep", type=click.Choice(["last", "best-probe"]), default=None,
               help="Which epoch becomes encoder.keras: the last, or the one with the best probe score [last].")
 @click.option("--seed", type=SEED, default=None, help="Random seed (order, augmentation, initialisation) [0].")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last completed epoch.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last completed epoch (with a constant "
+              "learning rate, a larger --epochs trains it longer).")
 @overwrite_option
 def pretrain(manifest, out: Path, config_file: Path | None, resume: bool, overwrite: bool, **options) -> None:
     """Pretrain the encoder on unlabelled images (two augmented views per image).

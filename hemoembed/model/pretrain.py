@@ -26,11 +26,11 @@ from ..data.manifest import Manifest
 from ..errors import InputError
 from ..progress import ProgressFactory, stage
 from .pretrain_config import (
-    RESUME_IGNORES,
     PretrainConfig,
     config_from_saved,
     load_run_config,
     resolve_config,
+    resume_ignores,
 )
 from .probe import PROBE_COLUMNS
 
@@ -86,6 +86,8 @@ def pretrain(manifest: Manifest, out: str | Path, config: PretrainConfig, *, res
         loop = EpochLoop(config, trainer, out, write=chief, probe=probe)
         if resume:
             loop.restore()
+            if chief and load_run_config(out).epochs != config.epochs:  # a constant-LR run trained longer
+                save_config(config, out / "config.json")
         stopped = loop.run(data, progress, log)
     encoder_path = out / "encoder.keras"
     fp = ""
@@ -111,7 +113,7 @@ def _check_resume(out: Path, config: PretrainConfig, resume: bool) -> None:
     if resume:
         if not saved.is_file():
             raise InputError(f"{out}: nothing to resume (no config.json); start without --resume")
-        require_same_config(load_run_config(out), config, ignore=RESUME_IGNORES, where=str(out))
+        require_same_config(load_run_config(out), config, ignore=resume_ignores(config), where=str(out))
     elif saved.exists():
         raise InputError(f"{out}: already holds a run (use --resume to continue it or --overwrite)")
 
@@ -255,7 +257,11 @@ class EpochLoop:
         name = json.loads(pointer.read_text())["file"]
         arrays, meta = load_checkpoint(self.ckpt_dir / name)
         where = str(self.ckpt_dir / name)
-        require_same_config(config_from_saved(meta["config"], where), self.config, ignore=RESUME_IGNORES, where=where)
+        require_same_config(config_from_saved(meta["config"], where), self.config,
+                            ignore=resume_ignores(self.config), where=where)
+        if len(meta["history"]) > self.config.epochs:
+            raise InputError(f"{where}: the run has already trained {len(meta['history'])} epochs; "
+                             f"--epochs {self.config.epochs} cannot undo them")
         self.trainer.restore(arrays, where)
         self.history = meta["history"]
         self.watch.update(meta["watch"])

@@ -44,6 +44,13 @@ LEGACY = {"loss": "semihard", "head": "none", "augment": PAPER_AUGMENT, "record_
 RESUME_IGNORES = ("tensorboard", "keep_checkpoints", "probe_labels", "probe_every")
 
 
+def resume_ignores(config: PretrainConfig) -> tuple[str, ...]:
+    """Settings a resumed run may change. With a constant learning rate the schedule does not depend on the
+    number of epochs, so ``--epochs`` may grow: a run stopped at N epochs and resumed to M equals an
+    uninterrupted M-epoch run (a cosine schedule's every step depends on the total, so there it may not)."""
+    return RESUME_IGNORES + (("epochs",) if config.lr_decay == "constant" else ())
+
+
 @dataclass
 class PretrainConfig:
     """Every setting of a pretraining run. ``None`` fields are filled from the preset by :func:`resolve_config`."""

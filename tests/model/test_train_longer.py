@@ -1,0 +1,64 @@
+"""Training a finished constant-LR run for longer (``--resume --epochs M``) equals an uninterrupted M-epoch run."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from hemoembed.cli import main
+from hemoembed.data.synthetic import make_synthetic_dataset
+from hemoembed.model.pretrain_config import load_run_config
+
+ARGS = ["--weights", "none", "--image-size", "32", "--batch-size", "8", "--val-fraction", "0.2", "--seed", "5",
+        "--head", "mlp:16,8"]
+
+
+def _pretrain(cells: Path, out: Path, *extra: str) -> None:
+    result = CliRunner().invoke(main, ["pretrain", str(cells), "--out", str(out), *ARGS, *extra])
+    assert result.exit_code == 0, result.output
+
+
+def _weights(run: Path) -> list[np.ndarray]:
+    from hemoembed.model.encoder import load_encoder
+
+    return [np.array(w) for w in load_encoder(run / "encoder.keras")[0].weights]
+
+
+@pytest.mark.slow
+def test_a_constant_lr_run_trained_longer_equals_the_longer_run(tmp_path):
+    cells = tmp_path / "cells"
+    make_synthetic_dataset(cells, n_per_class=4, sites=1, size=40, seed=2)
+    _pretrain(cells, tmp_path / "whole", "--epochs", "2")
+    _pretrain(cells, tmp_path / "longer", "--epochs", "1")
+    _pretrain(cells, tmp_path / "longer", "--epochs", "2", "--resume")
+    assert load_run_config(tmp_path / "longer").epochs == 2  # the saved config says what the run now is
+    whole, longer = (tmp_path / n / "history.csv" for n in ("whole", "longer"))
+    assert len(longer.read_text().splitlines()) == 3
+    for a, b in zip(_weights(tmp_path / "whole"), _weights(tmp_path / "longer"), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert whole.read_text().split("\n")[2].split(",")[1] == longer.read_text().split("\n")[2].split(",")[1]
+    # fewer epochs than already trained cannot be resumed: one line, exit 2, nothing changed
+    before = (tmp_path / "longer" / "config.json").read_text()
+    result = CliRunner().invoke(main, ["pretrain", str(cells), "--out", str(tmp_path / "longer"), *ARGS,
+                                       "--epochs", "1", "--resume"])
+    assert result.exit_code == 2 and "already trained 2 epochs" in result.output, result.output
+    assert (tmp_path / "longer" / "config.json").read_text() == before
+
+
+def test_a_cosine_run_cannot_be_trained_longer(tmp_path):
+    """The refusal comes from the saved config alone, before any training: cheap."""
+    from hemoembed.config import save_config
+    from hemoembed.model.pretrain_config import resolve_config
+
+    make_synthetic_dataset(tmp_path / "cells", n_per_class=1, sites=1, size=40, seed=2)
+    run = tmp_path / "run"
+    run.mkdir()
+    save_config(resolve_config(weights="none", image_size=32, epochs=2, batch_size=8, lr_decay="cosine"),
+                run / "config.json")
+    result = CliRunner().invoke(main, ["pretrain", str(tmp_path / "cells"), "--out", str(run), "--weights", "none",
+                                       "--image-size", "32", "--batch-size", "8", "--lr-decay", "cosine",
+                                       "--epochs", "3", "--resume"])
+    assert result.exit_code == 2 and "cannot resume with a different config" in result.output
+    assert "epochs" in result.output
