@@ -203,6 +203,8 @@ ROWS: list[tuple[str, list[str]]] = [
     ("pretrain: missing weights", ["pretrain", "{cells}", "--out", "{out}", "--weights", "{world}/nope.keras"]),
     ("pretrain: garbage weights", ["pretrain", "{cells}", "--out", "{out}", "--weights", "{bad}/garbage.keras",
                                    "--image-size", "32", "--batch-size", "4"]),
+    ("pretrain: --keep-checkpoints 0", ["pretrain", "{cells}", "--out", "{out}", "--weights", "none",
+                                        "--keep-checkpoints", "0"]),
     ("pretrain: --epochs 0", ["pretrain", "{cells}", "--out", "{out}", "--weights", "none", "--epochs", "0"]),
     ("pretrain: --batch-size 1", ["pretrain", "{cells}", "--out", "{out}", "--weights", "none", "--batch-size", "1"]),
     ("pretrain: --lr -1", ["pretrain", "{cells}", "--out", "{out}", "--weights", "none", "--lr", "-1"]),
