@@ -56,7 +56,7 @@ def _stored_queries(store, stored_paths: Sequence[str]):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from ..store.store import normalise_key
+    from ..store.join import normalise_key
 
     stored = store.table().column("path")  # looked up in Arrow: no Python dict of a million paths
     found = pc.index_in(pa.array([normalise_key(p, "path") for p in stored_paths], pa.string()), value_set=stored)

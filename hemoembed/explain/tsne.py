@@ -35,7 +35,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from ..config import atomic_write_bytes, atomic_write_text, from_dict, to_dict
 from ..errors import InputError, MismatchError
-from ..store.store import BLOCK_ROWS, as_embeddings, row_blocks
+from ..store.matrix import BLOCK_ROWS, as_embeddings, row_blocks
 
 MAP_ARRAYS = "map.npz"
 MAP_HEADER = "map.json"

@@ -4,12 +4,10 @@ A store belongs to exactly one encoder (its fingerprint: architecture, preproces
 see :func:`hemoembed.model.encoder.fingerprint`) and records, per image, the path relative to the image
 root, the sha256 of the file bytes, its size, the embedding (fixed-size list of float32, or float16 when the
 store was created so) and the manifest's metadata columns (strings; "" where a part lacks a column).
-Labels never live here: they are joined from CSVs at task time, so a relabelled cell never invalidates a
-store. Parts are written to a hidden temporary
-name and hard-linked to their final name (never replacing an existing part), so after a crash at any moment
-the store is valid. Nothing is trusted on reading: ``store.json`` and every part's schema are checked
-against each other, and a writer re-reads ``store.json`` before each part so it can never add rows to a
-store that was replaced underneath it.
+Labels never live here (:mod:`.join` joins them at task time). Parts are committed so that a crash at any
+moment leaves a valid store (:mod:`.parts`). Nothing is trusted on reading: ``store.json`` and every part's
+schema are checked against each other (:mod:`.format`), and a writer re-reads ``store.json`` before each
+part so it can never add rows to a store that was replaced underneath it.
 
 Reading scales to millions of rows: the row table (paths, hashes, metadata) is read without the embedding
 column, the embedding matrix is read part by part into one preallocated array (never a second copy), and
@@ -23,15 +21,14 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import re
 import uuid
 from collections.abc import Iterator, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 
 from ..config import atomic_write_text, to_dict
-from ..data.manifest import CELL_SPACE, label_value
+from ..data.manifest import label_value
 from ..data.preprocess import PreprocessingRecord
 from ..errors import HemoembedError, InputError, MismatchError
 from .format import (  # noqa: F401 - re-exported: the store's public names
@@ -45,9 +42,8 @@ from .format import (  # noqa: F401 - re-exported: the store's public names
     make_part_table,
     read_header,
 )
-
-PART_GLOB = "part-*.parquet"
-_PART_RE = re.compile(r"^part-(\d{5,})\.parquet$")
+from .join import match_rows
+from .parts import parquet_metadata, part_files, read_part, remove_stale_temporaries, write_part
 
 
 def short(fp: str) -> str:
@@ -163,7 +159,7 @@ class EmbeddingStore:
 
     def part_files(self) -> list[Path]:
         """Committed parts in write order (temporary files are hidden and never listed)."""
-        return sorted(p for p in self.directory.glob(PART_GLOB) if _PART_RE.match(p.name))
+        return part_files(self.directory)
 
     def __len__(self) -> int:
         return self.table().num_rows
@@ -197,7 +193,7 @@ class EmbeddingStore:
         tables = []
         for part in parts:
             columns = [name for name in self._part_schema(part).names if name != "embedding"]
-            tables.append(_read_part(part, columns))
+            tables.append(read_part(part, columns))
         self._parts = [(part, t.num_rows) for part, t in zip(parts, tables)]
         table = pa.concat_tables(tables, promote_options="default")  # chunks stay per part: no copy
         for i, name in enumerate(table.column_names):  # a part without a metadata column: "" there, never null
@@ -276,7 +272,7 @@ class EmbeddingStore:
 
     def _part_embeddings(self, part: Path) -> np.ndarray:
         """One part's (rows, D) embeddings in the store's dtype (a view of the Arrow buffer when possible)."""
-        column = _read_part(part, ["embedding"]).column(0)
+        column = read_part(part, ["embedding"]).column(0)
         chunks = [np.asarray(chunk.flatten()).reshape(-1, self.dim) for chunk in column.chunks]
         if len(chunks) == 1:
             return chunks[0]
@@ -297,37 +293,12 @@ class EmbeddingStore:
         ``labels_csv`` may also be a folder per class (``path`` relative to it, ``label`` its folder name).
         ``missing="error"`` refuses CSV keys absent from the store (listing some); ``"drop"`` skips them.
         """
-        if missing not in ("error", "drop"):
-            raise InputError(f"missing={missing!r} is not one of error, drop")
-        header, rows = label_table(labels_csv)
-        if key not in header:
-            raise InputError(f"{labels_csv}: no key column {key!r} (columns: {', '.join(header)})")
-        wanted = [c for c in header if c != key] if columns is None else list(columns)
-        absent = [c for c in wanted if c not in header]
-        if absent:
-            raise InputError(f"{labels_csv}: no column(s) {', '.join(absent)} (columns: {', '.join(header)})")
-        k = header.index(key)
-        csv_keys = [normalise_key(row[k], key) for row in rows]
-        stored = {value: i for i, value in enumerate(self.column(key))}
-        if len(stored) != len(self) and key != "path":
-            raise InputError(f"{self.directory}: store column {key!r} is not unique; join on 'path'")
-        dupes = _first_duplicates(csv_keys)
-        if dupes:
-            raise InputError(f"{labels_csv}: duplicate {key} value(s) {', '.join(dupes)}")
-        rows_idx = [stored.get(value, -1) for value in csv_keys]
-        unmatched = [value for value, i in zip(csv_keys, rows_idx) if i < 0]
-        if unmatched and missing == "error":
-            raise InputError(f"{labels_csv}: {len(unmatched)} of {len(csv_keys)} {key} value(s) are not in store "
-                             f"{self.directory}, e.g. {', '.join(unmatched[:5])}"
-                             f"{_hint(unmatched[0], self.paths) if key == 'path' else ''}")
-        keep = [j for j, i in enumerate(rows_idx) if i >= 0]
-        index = np.asarray([rows_idx[j] for j in keep], dtype=np.int64)
-        labels = {c: [label_value(rows[j][header.index(c)]) for j in keep] for c in wanted}  # NaN etc.: ""
+        index, labels, keys = match_rows(self, labels_csv, key=key, columns=columns, missing=missing)
         if len(index) == len(self) and np.array_equal(index, np.arange(len(self))):
-            return self.embeddings(), labels, [csv_keys[j] for j in keep]  # the CSV lists the store in order
+            return self.embeddings(), labels, keys  # the CSV lists the store in order
         if self._embeddings is None:  # only the joined rows are held, never the whole matrix as well
-            return self.rows_embeddings(index), labels, [csv_keys[j] for j in keep]
-        return self.embeddings()[index], labels, [csv_keys[j] for j in keep]
+            return self.rows_embeddings(index), labels, keys
+        return self.embeddings()[index], labels, keys
 
     def labelled(self, labels: str | os.PathLike | None = None, column: str = "label", key: str = "path", *,
                  return_keys: bool = False):
@@ -388,8 +359,8 @@ class EmbeddingStore:
         import pyarrow.compute as pc
 
         parts = self.part_files()
-        footers = {p: _parquet_metadata(p) for p in parts}
-        keys = pa.concat_tables([_read_part(p, ["path", "sha256"]) for p in parts]) if parts else None
+        footers = {p: parquet_metadata(p) for p in parts}
+        keys = pa.concat_tables([read_part(p, ["path", "sha256"]) for p in parts]) if parts else None
         rows = pc.count_distinct(keys.column("path")).as_py() if parts else 0
         if parts and rows < keys.num_rows:
             keys = self.table()  # a file changed after it was stored: count the newest rows only
@@ -411,30 +382,11 @@ class EmbeddingStore:
     # ----------------------------------------------------------------------------------- writing
     def append(self, table) -> Path:
         """Commit ``table`` (built by :func:`make_part_table`) as the next immutable part; returns its path."""
-        import pyarrow.parquet as pq
-
         if table.num_rows == 0:
             raise InputError("refusing to write an empty store part")
         check_part_schema(table.schema, self.dim, self.directory / "(new part)", self.dtype)
         self._check_header_unchanged()
-        tmp = self.directory / f".part.tmp-{os.getpid()}-{id(table)}.parquet"
-        try:
-            # embeddings barely compress and nested levels dominate decoding: fast LZ4, no dictionaries
-            pq.write_table(table, tmp, compression="lz4", use_dictionary=False,
-                           write_statistics=[c for c in table.column_names if c != "embedding"])
-            with open(tmp, "rb") as handle:
-                os.fsync(handle.fileno())
-            self._check_header_unchanged()  # again, just before the part becomes visible
-            while True:
-                target = self.directory / f"part-{self._next_part_number():05d}.parquet"
-                try:
-                    os.link(tmp, target)  # atomic, and never replaces a part a concurrent writer made
-                    break
-                except FileExistsError:
-                    continue
-        finally:
-            tmp.unlink(missing_ok=True)
-        _fsync_dir(self.directory)
+        target = write_part(self.directory, table, before_visible=self._check_header_unchanged)
         self.refresh()
         return target
 
@@ -443,7 +395,7 @@ class EmbeddingStore:
 
     def _part_schema(self, part: Path):
         """A part's Arrow schema, checked against the header."""
-        schema = _parquet_metadata(part).schema.to_arrow_schema()
+        schema = parquet_metadata(part).schema.to_arrow_schema()
         check_part_schema(schema, self.dim, part, self.dtype)
         return schema
 
@@ -458,126 +410,6 @@ class EmbeddingStore:
                                 f"{short(current.fingerprint)}, this writer's {short(self.fingerprint)}); "
                                 "nothing more is added to it")
 
-    def _next_part_number(self) -> int:
-        numbers = [int(_PART_RE.match(p.name).group(1)) for p in self.part_files()]
-        return max(numbers, default=-1) + 1
-
     def remove_stale_temporaries(self) -> int:
         """Delete temporary part files left by writers that are no longer running."""
-        removed = 0
-        for tmp in self.directory.glob(".part.tmp-*.parquet"):
-            pid = int(tmp.name.split("-")[1]) if tmp.name.split("-")[1].isdigit() else -1
-            if pid != os.getpid() and not _alive(pid):
-                tmp.unlink(missing_ok=True)
-                removed += 1
-        return removed
-
-
-def as_embeddings(X, what: str = "embeddings") -> np.ndarray:
-    """``X`` as a float32 (N, D) matrix, refusing an empty or non-2-d array and NaN or infinite values."""
-    X = np.asarray(X, dtype=np.float32)
-    if X.ndim != 2 or len(X) == 0:
-        raise InputError(f"{what}: expected a non-empty (N, D) matrix, got shape {X.shape}")
-    if not np.isfinite(X).all():
-        raise InputError(f"{what}: contains NaN or infinite values")
-    return X
-
-
-def label_table(labels: str | os.PathLike) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of a labels CSV, or of a folder per class (``path`` relative to it, ``label``)."""
-    from ..data.manifest import read_csv_rows, scan_folder
-
-    if not Path(labels).is_dir():
-        return read_csv_rows(labels)
-    tree = scan_folder(Path(labels))
-    return (["path", *tree.columns],
-            [[p, *(tree.columns[c][i] for c in tree.columns)] for i, p in enumerate(tree.paths)])
-
-
-def normalise_key(value: str, key: str) -> str:
-    """A join key as the store holds it: stripped; a path with forward slashes and no ``.``/``..`` parts."""
-    value = value.strip(CELL_SPACE)
-    if key == "path":
-        value = PurePosixPath(os.path.normpath(value.replace("\\", "/"))).as_posix()
-    return value
-
-
-def _first_duplicates(values: Sequence[str], limit: int = 5) -> list[str]:
-    seen: set[str] = set()
-    dupes: list[str] = []
-    for value in values:
-        if value in seen and value not in dupes:
-            dupes.append(value)
-            if len(dupes) >= limit:
-                break
-        seen.add(value)
-    return dupes
-
-
-def _hint(example: str, stored: Sequence[str]) -> str:
-    """Suggest the prefix difference when CSV paths and stored paths are relative to different roots."""
-    name = PurePosixPath(example).name
-    for path in stored:
-        if PurePosixPath(path).name == name:
-            return f" (a stored path with that file name is {path!r}: are the paths relative to another root?)"
-    return ""
-
-
-def _parquet_metadata(path: Path):
-    """A part's Parquet footer (row count, schema); a one-line error when the file is not readable."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.read_metadata(path)
-    except (OSError, pa.ArrowException) as exc:
-        raise InputError(f"{path}: cannot read store part ({exc})") from None
-
-
-def _read_part(path: Path, columns: Sequence[str]):
-    """Some columns of one part as an Arrow table; a one-line error when the file is not readable."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.read_table(path, columns=list(columns), memory_map=True)
-    except (OSError, pa.ArrowException) as exc:
-        raise InputError(f"{path}: cannot read store part ({exc})") from None
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-BLOCK_ROWS = 65536  # rows converted, standardised or predicted at a time by row_blocks' users
-
-
-def row_blocks(X: np.ndarray, rows: int = BLOCK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
-    """``(first row, float32 block)`` of a matrix (e.g. a float16 store's), each block checked like
-    :func:`as_embeddings` (2-d, non-empty, finite): work on a million rows without a float32 copy of all."""
-    X = np.asarray(X)
-    if X.ndim != 2 or len(X) == 0:
-        as_embeddings(X)  # the one-line error
-    for start in range(0, len(X), rows):
-        yield start, as_embeddings(X[start:start + rows])
+        return remove_stale_temporaries(self.directory)

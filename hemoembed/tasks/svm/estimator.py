@@ -28,7 +28,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from ...config import atomic_write_bytes, atomic_write_text, read_json_object
 from ...errors import InputError, MismatchError
-from ...store.store import as_embeddings, row_blocks
+from ...store.matrix import as_embeddings, row_blocks
 from ..common.labels import check_trainable
 
 Solver = Literal["sgd", "libsvm", "liblinear"]
