@@ -35,14 +35,28 @@ def cells(tmp_path_factory) -> Path:
     return root
 
 
+def _config() -> PretrainConfig:
+    """The library's spelling of ``ARGS``."""
+    return resolve_config(weights="none", image_size=32, epochs=3, batch_size=8, lr=3e-3, warmup_epochs=0.0,
+                          val_fraction=0.2, seed=3)
+
+
 @pytest.fixture(scope="module")
 def reference(cells, tmp_path_factory) -> Path:
     """An uninterrupted run through the library, with the same settings as the CLI runs below."""
     out = tmp_path_factory.mktemp("reference")
-    config = resolve_config(weights="none", image_size=32, epochs=3, batch_size=8, lr=3e-3, warmup_epochs=0.0,
-                            val_fraction=0.2, seed=3)
-    pretrain(load_manifest(cells), out, config, log=lambda _: None)
+    pretrain(load_manifest(cells), out, _config(), log=lambda _: None)
     return out
+
+
+@pytest.fixture
+def started(tmp_path) -> Path:
+    """A run folder as ``pretrain`` leaves it before its first epoch: its resolved config.json (what
+    ``--resume`` compares against), without training for it."""
+    from hemoembed.config import save_config
+
+    save_config(resolve_config(_config()), tmp_path / "run" / "config.json")
+    return tmp_path / "run"
 
 
 def _history(run: Path) -> list[dict[str, float]]:
@@ -118,12 +132,13 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(reference, cells, tmp_
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
 
 
-def test_resume_with_a_different_config_is_refused(reference, cells):
-    result = CliRunner().invoke(main, ["pretrain", str(cells), "--out", str(reference), *ARGS, "--resume",
+def test_resume_with_a_different_config_is_refused(started, cells):
+    result = CliRunner().invoke(main, ["pretrain", str(cells), "--out", str(started), *ARGS, "--resume",
                                        "--margin", "0.3"])
     assert result.exit_code == 2
     assert "cannot resume with a different config" in result.output and "margin" in result.output
-    result = CliRunner().invoke(main, ["pretrain", str(cells), "--out", str(reference), *ARGS, "--resume",
+    assert "(margin: saved 0.5 vs now 0.3)" in result.output  # the one difference: the saved config is ARGS'
+    result = CliRunner().invoke(main, ["pretrain", str(cells), "--out", str(started), *ARGS, "--resume",
                                        "--resolution", "0.5"])  # the degradation option reaches the config
     assert result.exit_code == 2 and "augment" in result.output and "resolution" in result.output
 
