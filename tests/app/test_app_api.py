@@ -190,11 +190,11 @@ def test_restart_loses_nothing_and_finishes_interrupted_work(make_engine, cell_f
     assert third.ingest(cell_files(1), batch)[0]["error"].startswith("duplicate")
 
 
-def test_cli_refuses_a_public_address_without_token_and_other_stores(cli, reference_files, tmp_path):
+def test_cli_refuses_a_public_address_without_token_and_other_stores(shell_cli, reference_files, tmp_path):
     base = ["serve", "--store", reference_files.store, "--model", reference_files.svm, "--data", tmp_path / "d"]
-    result = cli(*base, "--host", "0.0.0.0")
+    result = shell_cli(*base, "--host", "0.0.0.0")  # a subprocess: a server that started would not block
     assert result.exit_code == 2 and "--token" in result.stderr and len(result.stderr.strip().splitlines()) == 1
-    result = cli(*base, "--token", "short")
+    result = shell_cli(*base, "--token", "short")
     assert result.exit_code == 2 and "16 characters" in result.stderr
 
 

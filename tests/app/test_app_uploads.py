@@ -111,9 +111,9 @@ def _parts(files):
     return [("files", (name, data, "application/octet-stream")) for name, data in files]
 
 
-def test_cli_checks_the_limits_before_loading_anything(cli, tmp_path):
+def test_cli_checks_the_limits_before_loading_anything(shell_cli, tmp_path):
     base = ["serve", "--store", tmp_path / "no_store", "--model", tmp_path / "no_svm", "--data", tmp_path / "d"]
     for option in ("--max-request-mb", "--max-file-mb", "--max-files"):
-        result = cli(*base, option, "0")
+        result = shell_cli(*base, option, "0")  # a subprocess: a server that started would not block the tests
         assert result.exit_code == 2 and option in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "d").exists()

@@ -1,4 +1,6 @@
-"""CLI conventions and the data commands, exercised as a user would: real subprocess, exit codes, stderr."""
+"""CLI conventions and the data commands, exercised as a user would: exit codes, stdout, stderr. The
+conventions (version, exit 2, one line, --debug) and `check` run in a real subprocess; the commands that decode
+images (TensorFlow, seconds to import) run in-process (`cli`)."""
 from __future__ import annotations
 
 import csv
@@ -18,10 +20,10 @@ def _dataset(tmp_path, image_factory):
     return tmp_path / "ds"
 
 
-def test_version_and_every_command_has_an_example(cli):
+def test_version_and_every_command_has_an_example(shell_cli):
     from hemoembed.cli import main
 
-    assert cli("--version").stdout.strip().endswith(__version__)
+    assert shell_cli("--version").stdout.strip().endswith(__version__)
     for name, command in main.commands.items():
         if hasattr(command, "commands"):  # a sub-group: check its commands too
             subs = [(f"{name} {sub}", c) for sub, c in command.commands.items()]
@@ -47,22 +49,22 @@ def test_every_help_text_reads_as_printed():
                 assert "--labels" in line, line
 
 
-def test_check_clean_dataset_exits_0(cli, tmp_path, image_factory):
-    result = cli("check", _dataset(tmp_path, image_factory), "--out", tmp_path / "rejects.csv")
+def test_check_clean_dataset_exits_0(shell_cli, tmp_path, image_factory):
+    result = shell_cli("check", _dataset(tmp_path, image_factory), "--out", tmp_path / "rejects.csv")
     assert result.exit_code == 0, result
     assert "6 images, 6 usable, 0 rejected" in result.stdout
     assert "classes: a 3, b 3" in result.stdout
     assert (tmp_path / "rejects.csv").read_text().strip() == "path,reason"
 
 
-def test_check_reports_every_kind_of_reject_and_exits_2(cli, tmp_path, image_factory):
+def test_check_reports_every_kind_of_reject_and_exits_2(shell_cli, tmp_path, image_factory):
     ds = _dataset(tmp_path, image_factory)
     (ds / "a" / "broken.png").write_text("hello")
     (ds / "a" / "empty.jpg").write_bytes(b"")
     (ds / "b" / "cut.jpg").write_bytes((ds / "b" / "0.jpg").read_bytes()[:150])
     (ds / "b" / "copy.png").write_bytes((ds / "a" / "0.png").read_bytes())
     image_factory("ds/b/tiny.png", size=(8, 8))
-    result = cli("check", ds, "--out", tmp_path / "rejects.csv")
+    result = shell_cli("check", ds, "--out", tmp_path / "rejects.csv")
     assert result.exit_code == 2, result
     assert "Traceback" not in result.stderr
     error = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
@@ -79,11 +81,11 @@ def test_check_reports_every_kind_of_reject_and_exits_2(cli, tmp_path, image_fac
     assert len(rows) == 5 and "11 images, 7 usable, 4 rejected" in result.stdout
 
 
-def test_check_lists_duplicates_as_a_warning_and_strict_refuses_them(cli, tmp_path, image_factory):
+def test_check_lists_duplicates_as_a_warning_and_strict_refuses_them(shell_cli, tmp_path, image_factory):
     ds = _dataset(tmp_path, image_factory)
     for i in range(4):
         (ds / "b" / f"copy{i}.png").write_bytes((ds / "a" / "0.png").read_bytes())
-    result = cli("check", ds, "--out", tmp_path / "findings.csv")
+    result = shell_cli("check", ds, "--out", tmp_path / "findings.csv")
     assert result.exit_code == 0, result
     assert "10 images, 10 usable, 0 rejected" in result.stdout
     assert result.stderr.strip() == (
@@ -91,25 +93,25 @@ def test_check_lists_duplicates_as_a_warning_and_strict_refuses_them(cli, tmp_pa
         "copy of a/0.png; b/copy1.png is a copy of a/0.png; b/copy2.png is a copy of a/0.png (and 1 more).")
     rows = list(csv.DictReader(open(tmp_path / "findings.csv")))
     assert [r["path"] for r in rows] == [f"b/copy{i}.png" for i in range(4)]
-    strict = cli("check", ds, "--strict")
+    strict = shell_cli("check", ds, "--strict")
     assert strict.exit_code == 2 and "Traceback" not in strict.stderr
     assert strict.stderr.splitlines()[-1] == ("error: --strict: 4 duplicate(s) and 0 ignored non-image file(s) "
                                               "count as errors (see the warnings above).")
     (ds / "manifest.csv").write_text("path,label\n")  # tables beside the images are expected, not warned about
     (ds / "notes.txt").write_text("not an image")
-    assert cli("check", ds).exit_code == 0
+    assert shell_cli("check", ds).exit_code == 0
     (ds / "b" / "copy0.png").unlink()
     (ds / "b" / "copy1.png").unlink()
     (ds / "b" / "copy2.png").unlink()
     (ds / "b" / "copy3.png").unlink()
-    ignored = cli("check", ds, "--strict")
+    ignored = shell_cli("check", ds, "--strict")
     assert ignored.exit_code == 2 and "1 non-image file(s) were ignored, for example notes.txt." in ignored.stderr
 
 
-def test_check_manifest_with_missing_file(cli, tmp_path, image_factory):
+def test_check_manifest_with_missing_file(shell_cli, tmp_path, image_factory):
     image_factory("imgs/1.png")
     (tmp_path / "m.csv").write_text("path,label\n1.png,x\n2.png,y\n")
-    result = cli("check", tmp_path / "m.csv", "--image-root", tmp_path / "imgs")
+    result = shell_cli("check", tmp_path / "m.csv", "--image-root", tmp_path / "imgs")
     assert result.exit_code == 2 and "2.png" in result.stderr and "missing file" in result.stderr
 
 
@@ -121,19 +123,19 @@ def test_check_manifest_with_missing_file(cli, tmp_path, image_factory):
     (["normalize", "{tmp}/ds", "--method", "reinhard", "--reference", "{tmp}/bad.csv", "--out", "{tmp}/n"],
      "bad.csv"),
 ])
-def test_bad_input_is_one_line_exit_2(cli, tmp_path, image_factory, args, message):
+def test_bad_input_is_one_line_exit_2(shell_cli, tmp_path, image_factory, args, message):
     _dataset(tmp_path, image_factory)
     (tmp_path / "bad.csv").write_text("file\nx\n")
     (tmp_path / "escape.csv").write_text("path\n../../etc/passwd\n")
-    result = cli(*[a.format(tmp=tmp_path) for a in args])
+    result = shell_cli(*[a.format(tmp=tmp_path) for a in args])
     assert result.exit_code == 2, result
     assert message in result.stderr
     assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr
 
 
-def test_debug_shows_the_traceback(cli, tmp_path):
-    result = cli("--debug", "check", tmp_path / "nope")
+def test_debug_shows_the_traceback(shell_cli, tmp_path):
+    result = shell_cli("--debug", "check", tmp_path / "nope")
     assert result.exit_code != 0 and "Traceback" in result.stderr
 
 
@@ -178,29 +180,29 @@ def test_demo_data_reference_and_reinhard_normalize(cli, tmp_path):
 
 
 @pytest.mark.realdata
-def test_check_bccd_reports_five_classes(cli, shared_data):
-    result = cli("check", shared_data / "bccd")
+def test_check_bccd_reports_five_classes(shell_cli, shared_data):
+    result = shell_cli("check", shared_data / "bccd")
     assert result.exit_code == 0, result
     assert "351 images, 351 usable, 0 rejected" in result.stdout
     assert "classes: Basophil 3, Eosinophil 88, Lymphocyte 33, Monocyte 20, Neutrophil 207" in result.stdout
 
 
 @pytest.mark.realdata
-def test_check_wbcatt_manifest_sample(cli, shared_data, tmp_path):
+def test_check_wbcatt_manifest_sample(shell_cli, shared_data, tmp_path):
     lines = (shared_data / "wbcatt" / "pbc_attr_v1_val.csv").read_text().splitlines()
     (tmp_path / "sample.csv").write_text("\n".join(lines[:201]) + "\n")
-    result = cli("check", tmp_path / "sample.csv", "--image-root", shared_data / "pbc256")
+    result = shell_cli("check", tmp_path / "sample.csv", "--image-root", shared_data / "pbc256")
     assert result.exit_code == 0, result
     assert "200 images, 200 usable" in result.stdout
 
 
 @pytest.mark.realdata
-def test_check_wbcatt_test_split_warns_of_pbc_duplicates_and_exits_0(cli, shared_data):
+def test_check_wbcatt_test_split_warns_of_pbc_duplicates_and_exits_0(shell_cli, shared_data):
     """PBC holds byte-identical files: the official WBCAtt test CSV is usable, with a warning naming them."""
-    result = cli("check", shared_data / "wbcatt" / "pbc_attr_v1_test.csv", "--image-root", shared_data / "pbc256")
+    result = shell_cli("check", shared_data / "wbcatt" / "pbc_attr_v1_test.csv", "--image-root", shared_data / "pbc256")
     assert result.exit_code == 0, result
     assert "3099 images, 3099 usable, 0 rejected" in result.stdout
     assert result.stderr.startswith("warning: 1 file(s) are byte-identical copies of another file")
     assert "EO_941266.jpg is a copy of PBC_dataset_normal_DIB/eosinophil/EO_994040.jpg" in result.stderr
-    assert cli("check", shared_data / "wbcatt" / "pbc_attr_v1_test.csv", "--image-root", shared_data / "pbc256",
+    assert shell_cli("check", shared_data / "wbcatt" / "pbc_attr_v1_test.csv", "--image-root", shared_data / "pbc256",
                "--strict").exit_code == 2
