@@ -374,6 +374,24 @@ def _write_scalars(writer: Any, row: dict[str, float]) -> None:
     writer.flush()
 
 
+def export_checkpoint(run: str | Path, epoch: int, path: str | Path) -> str:
+    """Write the encoder of an earlier epoch of ``run`` (a checkpoint kept with ``--keep-checkpoints``) to
+    ``path``; returns its fingerprint. For looking back along a run: how the embedding changed with epochs."""
+    from .distribute import make_strategy
+    from .training import load_checkpoint
+
+    run = Path(run)
+    checkpoint = run / "checkpoints" / f"epoch-{epoch:04d}.npz"
+    if not checkpoint.is_file():
+        kept = ", ".join(str(int(p.stem.split("-")[1])) for p in sorted(checkpoint.parent.glob("epoch-*.npz")))
+        raise InputError(f"{run}: no checkpoint of epoch {epoch} (kept: {kept or 'none'}; keep more with "
+                         "--keep-checkpoints)")
+    config = load_run_config(run)
+    trainer = make_trainer(config, make_strategy("one"), 1)
+    trainer.restore(load_checkpoint(checkpoint)[0], str(checkpoint))
+    return _export_encoder(config, trainer.model, Path(path))
+
+
 def _export_encoder(config: PretrainConfig, model: Any, path: Path) -> str:
     """Save a float32 copy of the trained encoder (no mixed-precision or synchronised-BN settings)."""
     from .encoder import build_encoder, save_encoder

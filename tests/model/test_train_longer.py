@@ -1,4 +1,5 @@
-"""Training a finished constant-LR run for longer (``--resume --epochs M``) equals an uninterrupted M-epoch run."""
+"""Training a finished constant-LR run for longer (``--resume --epochs M``) equals an uninterrupted M-epoch run;
+an earlier epoch's encoder can be exported from the checkpoints kept."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +10,8 @@ from click.testing import CliRunner
 
 from hemoembed.cli import main
 from hemoembed.data.synthetic import make_synthetic_dataset
+from hemoembed.errors import InputError
+from hemoembed.model.pretrain import export_checkpoint
 from hemoembed.model.pretrain_config import load_run_config
 
 ARGS = ["--weights", "none", "--image-size", "32", "--batch-size", "8", "--val-fraction", "0.2", "--seed", "5",
@@ -20,10 +23,10 @@ def _pretrain(cells: Path, out: Path, *extra: str) -> None:
     assert result.exit_code == 0, result.output
 
 
-def _weights(run: Path) -> list[np.ndarray]:
+def _weights(folder: Path, name: str = "encoder.keras") -> list[np.ndarray]:
     from hemoembed.model.encoder import load_encoder
 
-    return [np.array(w) for w in load_encoder(run / "encoder.keras")[0].weights]
+    return [np.array(w) for w in load_encoder(folder / name)[0].weights]
 
 
 @pytest.mark.slow
@@ -31,7 +34,7 @@ def test_a_constant_lr_run_trained_longer_equals_the_longer_run(tmp_path):
     cells = tmp_path / "cells"
     make_synthetic_dataset(cells, n_per_class=4, sites=1, size=40, seed=2)
     _pretrain(cells, tmp_path / "whole", "--epochs", "2")
-    _pretrain(cells, tmp_path / "longer", "--epochs", "1")
+    _pretrain(cells, tmp_path / "longer", "--epochs", "1", "--keep-checkpoints", "2")
     _pretrain(cells, tmp_path / "longer", "--epochs", "2", "--resume")
     assert load_run_config(tmp_path / "longer").epochs == 2  # the saved config says what the run now is
     whole, longer = (tmp_path / n / "history.csv" for n in ("whole", "longer"))
@@ -39,6 +42,14 @@ def test_a_constant_lr_run_trained_longer_equals_the_longer_run(tmp_path):
     for a, b in zip(_weights(tmp_path / "whole"), _weights(tmp_path / "longer"), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert whole.read_text().split("\n")[2].split(",")[1] == longer.read_text().split("\n")[2].split(",")[1]
+    # an earlier epoch's encoder, from the checkpoints kept: epoch 2 is the run's encoder, epoch 1 is not
+    export_checkpoint(tmp_path / "longer", 2, tmp_path / "e2.keras")
+    export_checkpoint(tmp_path / "longer", 1, tmp_path / "e1.keras")
+    for a, b in zip(_weights(tmp_path / "longer"), _weights(tmp_path, "e2.keras"), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(_weights(tmp_path, "e1.keras"), _weights(tmp_path, "e2.keras")))
+    with pytest.raises(InputError, match="no checkpoint of epoch 3 .kept: 1, 2"):
+        export_checkpoint(tmp_path / "longer", 3, tmp_path / "e3.keras")
     # fewer epochs than already trained cannot be resumed: one line, exit 2, nothing changed
     before = (tmp_path / "longer" / "config.json").read_text()
     result = CliRunner().invoke(main, ["pretrain", str(cells), "--out", str(tmp_path / "longer"), *ARGS,
