@@ -13,9 +13,10 @@ for s in site0 site1; do  # one manifest per site: site 1 plays the new lab of s
     awk -F, -v s="$s" 'NR == 1 || $3 == s' "$OUT/cells/manifest.csv" > "$OUT/cells/$s.csv"
 done
 
-step "2. self-supervised pretraining on site 0 (no labels; random init, 64 px, a few epochs on the CPU), then a probe beside its baselines"
-hemoembed pretrain "$OUT/cells/site0.csv" --out "$OUT/pretrain" --weights none --image-size 64 --epochs 4 \
-    --batch-size 32 --seed 0 --overwrite
+step "2. self-supervised pretraining on site 0 (no labels; random init, 64 px, 40 short epochs, about 4 CPU minutes), then a probe beside its baselines"
+# The recipe (scripts/demo_pretrain.json, saved resolved as pretrain/config.json) is the scratch preset sized for
+# 200 cells on a CPU; tests/model/test_demo_recipe.py guards that it learns, benchmarks/RESULTS.md has the numbers.
+hemoembed pretrain "$OUT/cells/site0.csv" --out "$OUT/pretrain" --config "$(dirname "$0")/demo_pretrain.json" --overwrite
 # is it worth having? the same linear SVM on the embedding, an untrained encoder, raw pixels and chance
 hemoembed probe "$OUT/pretrain/encoder.keras" "$OUT/cells/site0.csv" --out "$OUT/probe" --overwrite
 
