@@ -1,8 +1,9 @@
 """The demo's pretraining recipe learns: ``scripts/demo.sh``'s step 2 (pretrain on the site-0 synthetic cells
 with ``scripts/demo_pretrain.json``, then ``hemoembed probe``) must beat an untrained encoder and raw pixels.
 
-The recipe was checked over several seeds (benchmarks/RESULTS.md, "The demo's recipe"); the margins asserted
-here sit below the worst seed measured there."""
+The recipe was checked over seeds 0-2 (benchmarks/RESULTS.md, "The demo's recipe"): the encoder beat the
+untrained encoder by 0.168-0.204 and raw pixels by 0.024-0.060 in accuracy. The margins asserted here sit
+below the worst seed; the old demo recipe (4 epochs) fails both (+0.036 and -0.108)."""
 from __future__ import annotations
 
 import shlex
@@ -41,7 +42,7 @@ def test_the_demo_runs_the_tested_recipe_on_the_tested_cells():
     assert (config.weights, config.loss, config.image_size) == ("none", "ntxent", 64)
 
 
-@pytest.mark.slow  # the demo's whole pretraining: about 5 CPU minutes
+@pytest.mark.slow  # the demo's whole pretraining and probe: about 4-5 CPU minutes
 def test_the_demo_recipe_beats_an_untrained_encoder_and_raw_pixels(tmp_path):
     manifest = make_synthetic_dataset(tmp_path / "cells", sites=1, **CELLS)
     run_dir = tmp_path / "pretrain"
@@ -51,4 +52,4 @@ def test_the_demo_recipe_beats_an_untrained_encoder_and_raw_pixels(tmp_path):
     summary = run(ProbeConfig(encoder=str(run_dir / "encoder.keras"), images=str(manifest)))
     accuracy = {name: row["accuracy_mean"] for name, row in summary["scores"].items()}
     assert accuracy[ENCODER] >= accuracy[RANDOM] + 0.10, accuracy
-    assert accuracy[ENCODER] >= accuracy[PIXELS] + 0.02, accuracy
+    assert accuracy[ENCODER] > accuracy[PIXELS], accuracy
