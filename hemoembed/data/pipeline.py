@@ -6,6 +6,7 @@ manifest index so the caller can name exactly which files were dropped.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 from .imageio import decode_rgb_tf
 from .preprocess import (
@@ -47,15 +48,31 @@ def inference_dataset(paths: Sequence[str], record: PreprocessingRecord, batch_s
     """
     import tensorflow as tf
 
-    ds = _files_dataset(paths, lambda data: prepare_bytes_tf(data, record))
+    prepare, finish = _record_functions(record)
+    ds = _files_dataset(paths, prepare)
     if shuffle_seed is not None:
         ds = ds.shuffle(min(len(paths), 2048), seed=shuffle_seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
     if not finishes_batches(record):
         return ds.prefetch(tf.data.AUTOTUNE)
-    ds = ds.map(lambda images, index: (finish_batch_tf(images, record), index),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(lambda images, index: (finish(images), index), num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+@lru_cache(maxsize=16)
+def _record_functions(record: PreprocessingRecord):
+    """The record's per-image and per-batch steps as ``tf.function``s with fixed signatures, traced once per
+    record: a dataset built for every small batch (the review app embeds each upload batch with a pipeline of
+    its own) then calls the traced graphs instead of tracing the decode and crop again (about 0.07 CPU s per
+    dataset on 2 cores, more than embedding 16 small images)."""
+    import tensorflow as tf
+
+    side = int(record.image_size)
+    prepare = tf.function(lambda data: prepare_bytes_tf(data, record), input_signature=[tf.TensorSpec([], tf.string)])
+    finish = tf.function(lambda images: finish_batch_tf(images, record),
+                         input_signature=[tf.TensorSpec([None, side, side, 3], tf.float32)])
+    return prepare, finish
 
 
 # --------------------------------------------------------------------------- two-view training data
