@@ -1,63 +1,42 @@
 """The server's work: accept uploads, embed them in batches, predict, place on the map, retrain.
 
-One encoder is loaded per server. Accepted files are checked with the library's probe (size, pixel
-count before any decoding, full decode for truncation), written content-addressed under
-``DATA/images`` (atomic rename), recorded as ``queued`` and handed to the inference worker thread, which
-gathers up to ``batch_size`` queued cells, embeds them through the same pipeline as ``hemoembed embed``,
-appends them to the per-server query store (``DATA/query_store``; the reference store is never written)
-and records their predictions. On restart, queued cells are queued again (an image already in the query
-store is not embedded twice). Map placement runs in a thread of its own, or on demand for a detail view.
+One encoder is loaded per server. Uploads are checked and stored by :class:`~hemoembed.app.intake.Intake`
+(content-addressed under ``DATA/images``, one transaction per request) and queued for the
+:class:`~hemoembed.app.worker.InferenceWorker`, which embeds them in batches through the same pipeline as
+``hemoembed embed``, appends them to the per-server query store (``DATA/query_store``; the reference store
+is never written), records their predictions and reports per-file progress. On restart, queued cells are
+queued again (an image already in the query store is not embedded twice). Map placement runs in a thread
+of its own, or on demand for a detail view.
 """
 from __future__ import annotations
 
-import hashlib
 import io
-import os
-import queue
 import threading
 import time
-import unicodedata
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 
 from . import lib
+from .intake import Intake, Limits, clean_filename
 from .models import Classifier, Versions, initial_classifier
 from .state import State
+from .worker import InferenceWorker
 
-FORMATS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "BMP": ".bmp", "TIFF": ".tif", "GIF": ".gif"}
 BROWSER_FORMATS = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "BMP": "image/bmp",
                    "GIF": "image/gif"}
-MIN_SIDE = 16
 PLACE_AFTER_IDLE = 2.0  # seconds without classification work before the map thread places cells
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Upload limits (per file and per request), applied while a request streams in (files over the size
-    limit are never stored whole) and before anything is decoded (pixels from the image header)."""
-
-    max_file_bytes: int = 20 * 2**20
-    max_pixels: int = 25_000_000
-    max_files: int = 500
-    max_request_bytes: int = 1024 * 2**20
-
-    @property
-    def request_bytes(self) -> int:
-        """Most bytes one request may send: the request limit, or every file at its limit when that is less."""
-        return min(self.max_request_bytes, self.max_files * (self.max_file_bytes + 4096))
 
 
 class Engine:
     """Everything behind the HTTP API (thread-safe; the web layer only translates)."""
 
     def __init__(self, reference, model, record, data_dir: Path, *, limits: Limits = Limits(), k: int = 10,
-                 batch_size: int = 64, retrain_cv: int = 3, gather_seconds: float = 0.05) -> None:
+                 batch_size: int = 64, step: int = 16, retrain_cv: int = 3, gather_seconds: float = 0.05) -> None:
         self.reference, self.model, self.record = reference, model, record
         self.data = Path(data_dir)
-        self.limits, self.k, self.batch_size, self.gather_seconds = limits, k, batch_size, gather_seconds
+        self.limits, self.k = limits, k
         for sub in ("images", "tmp", "cache"):
             (self.data / sub).mkdir(parents=True, exist_ok=True)
         self.state = State(self.data / "state.sqlite")
@@ -75,8 +54,6 @@ class Engine:
         self.classifier: Classifier = initial
         if current and current["version"] > 0:
             self.classifier = self.versions.classifier(current["version"]) or initial
-        self._queue: queue.Queue = queue.Queue()
-        self._done = threading.Condition()
         self._model_lock = threading.Lock()  # the encoder: inference batches and GradCAM
         self._predict_lock = threading.Lock()  # finishing a batch vs swapping the classifier
         self._map_lock = threading.Lock()
@@ -84,8 +61,10 @@ class Engine:
         self._ingest_lock = threading.Lock()
         self._stop = threading.Event()
         self._placeable = threading.Event()  # cells were classified: the map thread has work
-        self._working = False  # the inference worker is embedding a batch
-        self._last_work = 0.0  # time.monotonic() when the worker last finished a batch
+        self.intake = Intake(self.state, self.data, limits)
+        self.worker = InferenceWorker(self.state, self.data, model, record, self.query_store, self._vectors,
+                                      self._finish, self._model_lock, batch_size=batch_size, step=step,
+                                      gather_seconds=gather_seconds, on_batch=self._placeable.set)
         self._threads: list[threading.Thread] = []
         self.training: int | None = None
 
@@ -104,10 +83,8 @@ class Engine:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        for cell in self.state.queued():
-            self._queue.put(cell)
-        self._threads = [threading.Thread(target=self._work, name="hemoembed-inference", daemon=True),
-                         threading.Thread(target=self._place_loop, name="hemoembed-map", daemon=True)]
+        self.worker.start(self.state.queued())
+        self._threads = [threading.Thread(target=self._place_loop, name="hemoembed-map", daemon=True)]
         for thread in self._threads:
             thread.start()
         for version in self.state.unfinished_versions():  # a retrain was interrupted: finish it
@@ -115,7 +92,7 @@ class Engine:
 
     def stop(self) -> None:
         self._stop.set()
-        self._queue.put(None)
+        self.worker.stop()
         self._placeable.set()
         for thread in self._threads:
             thread.join(timeout=30)
@@ -123,57 +100,23 @@ class Engine:
 
     # ------------------------------------------------------------------ uploads
     def ingest(self, files: list[tuple[str, bytes | BinaryIO | None]], batch: int) -> list[dict[str, Any]]:
-        """Check and store files (bytes or an open file, read one at a time; ``None``: over the size limit);
-        per file its cell id or an error.
-
-        A rejected file is recorded with its reason; a duplicate names the cell that already holds it."""
-        if not self.state.batch_exists(batch):
-            raise lib.InputError(f"batch {batch} does not exist")
-        results: list[dict[str, Any]] = []
-        seen: dict[str, int] = {}
-        with self._ingest_lock:
-            for raw_name, data in files:
-                name = clean_filename(raw_name)
-                if data is not None and not isinstance(data, bytes):
-                    data = data.read()
-                cell, new, error = self._accept(name, data, seen, batch)
-                if error is not None:
-                    self.state.add_reject(batch, name, error)
-                if new:
-                    self._queue.put(cell)
-                results.append({"filename": name, "id": cell, "error": error})
+        """Check and store files (see :meth:`Intake.accept`) and queue the new cells; per file its
+        ``filename``, cell ``id`` and ``error``."""
+        results = self.intake.accept(files, batch)
+        for result in results:
+            if result.pop("new"):
+                self.worker.submit(result["id"])
         return results
 
-    def _accept(self, name: str, data: bytes | None, seen: dict[str, int],
-                batch: int) -> tuple[int | None, bool, str | None]:
-        """(cell id, newly stored, error) for one file."""
-        if data is None:
-            return None, False, f"file is larger than the {self.limits.max_file_bytes / 2**20:g} MB limit"
-        if not data:
-            return None, False, "empty file"
-        sha = hashlib.sha256(data).hexdigest()
-        earlier = seen.get(sha) or self.state.cell_by_sha(sha)
-        if earlier is not None:
-            return earlier, False, f"duplicate: identical to cell {earlier}, uploaded earlier"
-        tmp = self.data / "tmp" / f"{sha}.{os.getpid()}"
-        tmp.write_bytes(data)
-        try:
-            info = lib.probe(tmp, max_pixels=self.limits.max_pixels, full=True)
-            error = info.error or _format_error(info)
-            if error:
-                return None, False, error
-            image = f"images/{sha[:2]}/{sha}{FORMATS[info.format]}"
-            target = self.data / image
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "rb") as handle:
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
-        cell = self.state.add_cell(sha256=sha, filename=name, image=image, fmt=info.format, width=info.width,
-                                   height=info.height, size_bytes=len(data), batch=batch)
-        seen[sha] = cell
-        return cell, True, None
+    def progress(self, batch: int) -> dict[str, Any]:
+        """Per-file progress of an upload batch: its cells per status, its refused files, and the cells of
+        it the worker is embedding now (with the files of the worker's batch embedded so far)."""
+        if not self.state.batch_exists(batch):
+            raise lib.InputError(f"batch {batch} does not exist")
+        work = self.worker.progress(batch)
+        counts = self.state.batch_counts(batch)
+        return {"batch": batch, **counts, "embedding": work["cells"], "embedded": work["embedded"],
+                "embedding_of": work["of"], "waiting": self.worker.waiting(), "model_version": self.classifier.version}
 
     def api_batch(self) -> int:
         """The batch ``/api/predict`` uploads go to (one, created on first use)."""
@@ -186,62 +129,10 @@ class Engine:
 
     def wait(self, ids: list[int], timeout: float) -> None:
         """Block until none of ``ids`` is queued (or ``timeout`` seconds pass)."""
-        deadline = time.monotonic() + timeout
-        with self._done:
-            while True:
-                pending = [c for c in self.state.cells(ids) if c["status"] == "queued"]
-                left = deadline - time.monotonic()
-                if not pending or left <= 0:
-                    return
-                self._done.wait(min(left, 1.0))
+        self.worker.wait(ids, timeout)
 
-    # ------------------------------------------------------------------ inference worker
-    def _work(self) -> None:
-        while not self._stop.is_set():
-            try:
-                first = self._queue.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            if first is None:
-                return
-            self._working = True
-            ids, deadline = [first], time.monotonic() + self.gather_seconds
-            while len(ids) < self.batch_size:
-                try:
-                    nxt = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._stop.set()
-                    break
-                ids.append(nxt)
-            try:
-                self._process(ids)
-            except Exception as exc:  # noqa: BLE001 - a worker must survive; the cells say why
-                self.state.finish_cells([], [(i, f"internal error while embedding ({lib.one_line(exc)[:200]})")
-                                             for i in ids])
-            self._working, self._last_work = False, time.monotonic()
-            with self._done:
-                self._done.notify_all()
-            self._placeable.set()
-
-    def _process(self, ids: list[int]) -> None:
-        cells = [c for c in self.state.cells(ids) if c["status"] == "queued"]
-        todo = [c for c in cells if c["image"] not in self._vectors]
-        failed: list[tuple[int, str]] = []
-        if todo:
-            with self._model_lock:
-                vectors, ok = lib.embed_images(self.model, self.record, [str(self.data / c["image"]) for c in todo],
-                                               batch_size=self.batch_size)
-            embedded = [todo[i] for i in ok]
-            if embedded:
-                self.query_store.append(lib.make_part_table(
-                    [c["image"] for c in embedded], [c["sha256"] for c in embedded], [c["width"] for c in embedded],
-                    [c["height"] for c in embedded], vectors))
-                self._vectors.update(zip([c["image"] for c in embedded], vectors))
-            done_ids = {c["id"] for c in embedded}
-            failed = [(c["id"], lib.UNDECODABLE) for c in todo if c["id"] not in done_ids]
-        ready = [c for c in cells if c["image"] in self._vectors]
+    def _finish(self, ready: list[dict], failed: list[tuple[int, str]]) -> None:
+        """The worker's last step: record predictions by the current version and failures."""
         with self._predict_lock:
             self.state.finish_cells(self._predictions(ready, self.classifier), failed)
 
@@ -261,7 +152,7 @@ class Engine:
         has waited to be classified for ``PLACE_AFTER_IDLE`` seconds (an upload in progress goes first)."""
         while not self._stop.is_set():
             self._placeable.wait(timeout=5.0)
-            if self._working or not self._queue.empty() or time.monotonic() - self._last_work < PLACE_AFTER_IDLE:
+            if self.worker.busy or time.monotonic() - self.worker.last_work < PLACE_AFTER_IDLE:
                 time.sleep(0.2)
                 continue
             self._placeable.clear()
@@ -438,22 +329,7 @@ class Engine:
         current = self.state.current_version() or {"version": 0, "correction_seq": 0}
         return {"version": self.classifier.version, "training": self.training, "classes": self.state.classes(),
                 "pending_corrections": self.state.pending_corrections(current["correction_seq"]),
-                "versions": self.state.versions(), "queued": self._queue.qsize()}
-
-
-def clean_filename(name: str) -> str:
-    """A client's file name for display only: last path component, printable, at most 200 characters."""
-    name = str(name or "").replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip()
-    return name[:200] or "unnamed"
-
-
-def _format_error(info) -> str | None:
-    if info.format not in FORMATS:
-        return f"{info.format or 'unknown'} images are not accepted (JPEG, PNG, BMP, TIFF or GIF)"
-    if min(info.width, info.height) < MIN_SIDE:
-        return f"image too small ({info.width}x{info.height}; at least {MIN_SIDE} px a side)"
-    return None
+                "versions": self.state.versions(), "queued": self.worker.waiting()}
 
 
 def _safe(text: str) -> str:

@@ -7,7 +7,7 @@ reorganisation of the library changes this file only.
 from __future__ import annotations
 
 from ..config import atomic_write_bytes, csv_text, save_config
-from ..data.imageio import MAX_PIXELS, probe
+from ..data.imageio import MAX_PIXELS, probe_bytes
 from ..data.imageio import load_image as decode_image
 from ..data.preprocess import load_inputs
 from ..errors import HemoembedError, InputError, MismatchError, one_line
@@ -16,7 +16,7 @@ from ..explain.gradcam import LinearDecision, explain_class, overlay
 from ..explain.tsne import TsneMap
 from ..model.encoder import fingerprint, load_encoder
 from ..store.embed import CONFIG_FILE as EMBED_CONFIG
-from ..store.embed import UNDECODABLE, embed_images
+from ..store.embed import UNDECODABLE, iter_embeddings
 from ..store.store import EmbeddingStore, make_part_table, short
 from ..tasks.active import LabellingSession, SessionConfig
 from ..tasks.common import load_labelled
@@ -25,7 +25,7 @@ from ..tasks.svm import column_folder, load_svm, read_meta
 __all__ = [
     "EMBED_CONFIG", "MAX_PIXELS", "UNDECODABLE", "EmbeddingStore", "HemoembedError", "InputError",
     "LabellingSession", "LinearDecision", "MismatchError", "SessionConfig", "TsneMap", "atomic_write_bytes",
-    "csv_text", "decode_image", "embed_images", "explain_class", "fingerprint", "load_encoder", "load_inputs",
-    "load_labelled", "load_svm", "make_part_table", "column_folder", "one_line", "overlay", "probe",
+    "csv_text", "decode_image", "explain_class", "fingerprint", "iter_embeddings", "load_encoder", "load_inputs",
+    "load_labelled", "load_svm", "make_part_table", "column_folder", "one_line", "overlay", "probe_bytes",
     "read_meta", "save_config", "short", "store_image_root",
 ]

@@ -143,6 +143,13 @@ def create_app(engine, token: str | None = None, loopback_only: bool = True, pre
         async with upload_files(request, limits) as files:
             return {"results": await run_in_threadpool(engine.ingest, files, batch)}
 
+    @app.get("/api/batches/{batch}/progress")
+    def batch_progress(batch: int) -> dict[str, Any]:
+        """Per-file progress of a batch, cheap enough to poll: its cells per status (``queued``, ``done``,
+        ``error``), ``rejected`` files, the ids of its cells being embedded now (``embedding``) and how many
+        files of the worker's current batch are embedded (``embedded`` of ``embedding_of``)."""
+        return engine.progress(batch)
+
     @app.get("/api/batches/{batch}/summary")
     def batch_summary(batch: int) -> dict[str, Any]:
         return {**summary(engine.state.cells(batch=batch), engine.state.classes()),

@@ -12,7 +12,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,18 +110,20 @@ class State:
         rows = self.query("SELECT id FROM cells WHERE sha256 = ?", (sha256,))
         return int(rows[0]["id"]) if rows else None
 
-    def add_cell(self, *, sha256: str, filename: str, image: str, fmt: str, width: int, height: int,
-                 size_bytes: int, batch: int) -> int:
+    def add_uploads(self, batch: int, cells: Sequence[dict[str, Any]],
+                    rejects: Callable[[list[int]], Sequence[tuple[str, str]]]) -> list[int]:
+        """Record one upload request in one transaction: new cells (``sha256``, ``filename``, ``image``,
+        ``fmt``, ``width``, ``height``, ``size_bytes``) as queued, then the refused files ``(filename,
+        reason)`` that ``rejects(ids)`` gives once the new cells' ids are known; the new cells' ids in order."""
+        now = time.time()
         with self.transaction() as db:
-            cur = db.execute("INSERT INTO cells (sha256, filename, image, format, width, height, size_bytes, batch, "
-                             "uploaded, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued')",
-                             (sha256, filename, image, fmt, width, height, size_bytes, batch, time.time()))
-            return int(cur.lastrowid)
-
-    def add_reject(self, batch: int, filename: str, reason: str) -> None:
-        with self.transaction() as db:
-            db.execute("INSERT INTO rejects (batch, filename, reason, time) VALUES (?, ?, ?, ?)",
-                       (batch, filename, reason, time.time()))
+            ids = [int(db.execute("INSERT INTO cells (sha256, filename, image, format, width, height, size_bytes, "
+                                  "batch, uploaded, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued')",
+                                  (c["sha256"], c["filename"], c["image"], c["fmt"], c["width"], c["height"],
+                                   c["size_bytes"], batch, now)).lastrowid) for c in cells]
+            db.executemany("INSERT INTO rejects (batch, filename, reason, time) VALUES (?, ?, ?, ?)",
+                           [(batch, name, reason, now) for name, reason in rejects(ids)])
+        return ids
 
     def rejects(self, batch: int | None = None) -> list[dict[str, Any]]:
         where, params = ("WHERE batch = ?", (batch,)) if batch is not None else ("", ())
@@ -146,6 +148,13 @@ class State:
         rows = self.query("SELECT c.*, k.label AS corrected, k.reviewer, k.seconds, k.time AS corrected_at, k.seq "
                           f"FROM cells c LEFT JOIN corrections k ON k.cell = c.id {where} ORDER BY c.id", params)
         return [_cell(r) for r in rows]
+
+    def batch_counts(self, batch: int) -> dict[str, int]:
+        """A batch's cells per status (``cells``, ``queued``, ``done``, ``error``) and its ``rejected`` files."""
+        rows = self.query("SELECT status, COUNT(*) AS n FROM cells WHERE batch = ? GROUP BY status", (batch,))
+        counts = {"queued": 0, "done": 0, "error": 0, **{r["status"]: int(r["n"]) for r in rows}}
+        rejected = self.query("SELECT COUNT(*) AS n FROM rejects WHERE batch = ?", (batch,))[0]["n"]
+        return {"cells": sum(counts.values()), **counts, "rejected": int(rejected)}
 
     def queued(self) -> list[int]:
         return [int(r["id"]) for r in self.query("SELECT id FROM cells WHERE status = 'queued' ORDER BY id")]

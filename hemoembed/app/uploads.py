@@ -21,7 +21,7 @@ from . import lib
 if TYPE_CHECKING:
     from starlette.requests import Request
 
-    from .engine import Limits
+    from .intake import Limits
 
 
 class RequestTooLarge(lib.InputError):

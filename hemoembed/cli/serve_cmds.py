@@ -69,7 +69,8 @@ def serve(store_dir: Path, model_dir: Path, map_dir: Path | None, data_dir: Path
             or retrain_cv < 0):
         raise InputError("-k must be 1..100; --max-file-mb, --max-pixels (≥ 256), --max-files, --max-request-mb "
                          "must be positive; --retrain-cv ≥ 0")
-    from ..app.engine import Engine, Limits
+    from ..app.engine import Engine
+    from ..app.intake import Limits
     from ..app.reference import load_store_encoder, open_reference
     from ..app.server import create_app
 

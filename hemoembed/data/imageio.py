@@ -58,6 +58,13 @@ def probe(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, full: bool = Fa
         data = Path(path).read_bytes()
     except OSError as exc:
         return ImageInfo(path, error=f"unreadable ({exc.strerror or exc})")
+    return probe_bytes(data, path, max_pixels, full, min_side)
+
+
+def probe_bytes(data: bytes, path: str = "", max_pixels: int = MAX_PIXELS, full: bool = False,
+                min_side: int = MIN_SIDE) -> ImageInfo:
+    """:func:`probe` of bytes already in memory (an upload, checked before anything is written); ``path``
+    only names it in the result."""
     digest = hashlib.sha256(data).hexdigest()
     if not data:
         return ImageInfo(path, digest, error="empty file")

@@ -67,7 +67,8 @@ def loaded(reference_files):
 @pytest.fixture
 def make_engine(loaded, tmp_path):
     """Build (and afterwards stop) engines on a data folder; several calls share it (a restart)."""
-    from hemoembed.app.engine import Engine, Limits
+    from hemoembed.app.engine import Engine
+    from hemoembed.app.intake import Limits
 
     engines = []
 

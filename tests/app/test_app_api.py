@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hemoembed.app.engine import Limits
+from hemoembed.app.intake import Limits
 
 
 def png_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:

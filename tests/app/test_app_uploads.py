@@ -8,7 +8,7 @@ import io
 import pytest
 from PIL import Image
 
-from hemoembed.app.engine import Limits
+from hemoembed.app.intake import Limits
 
 BOUNDARY = "hemoembed-test-boundary"
 
