@@ -108,31 +108,33 @@ class InferenceWorker:
             except Exception as exc:  # noqa: BLE001 - a worker must survive; the cells say why
                 self.state.finish_cells([], [(i, f"internal error while embedding ({lib.one_line(exc)[:200]})")
                                              for i in ids])
-            finally:
-                self._hand(())
             self.last_work = time.monotonic()
             with self._done:
                 self._done.notify_all()
             self.on_batch()
 
     def process(self, ids: list[int]) -> None:
-        """Embed, store and classify the queued cells among ``ids`` (one store part, one transaction)."""
+        """Embed, store and classify the queued cells among ``ids`` (one store part, one transaction); they
+        are the batch in hand (:meth:`progress`) until their predictions are recorded."""
         cells = [c for c in self.state.cells(ids) if c["status"] == "queued"]
         todo = [c for c in cells if c["image"] not in self.vectors]  # after a restart some may be stored
         self._hand(cells)
-        failed: list[tuple[int, str]] = []
-        if todo:
-            with self.model_lock:
-                vectors, ok = self._embed([str(self.data / c["image"]) for c in todo])
-            embedded = [todo[i] for i in ok]
-            if embedded:
-                self.query_store.append(lib.make_part_table(
-                    [c["image"] for c in embedded], [c["sha256"] for c in embedded], [c["width"] for c in embedded],
-                    [c["height"] for c in embedded], vectors))
-                self.vectors.update(zip([c["image"] for c in embedded], vectors))
-            done_ids = {c["id"] for c in embedded}
-            failed = [(c["id"], lib.UNDECODABLE) for c in todo if c["id"] not in done_ids]
-        self.finish([c for c in cells if c["image"] in self.vectors], failed)
+        try:
+            failed: list[tuple[int, str]] = []
+            if todo:
+                with self.model_lock:
+                    vectors, ok = self._embed([str(self.data / c["image"]) for c in todo])
+                embedded = [todo[i] for i in ok]
+                if embedded:
+                    self.query_store.append(lib.make_part_table(
+                        [c["image"] for c in embedded], [c["sha256"] for c in embedded],
+                        [c["width"] for c in embedded], [c["height"] for c in embedded], vectors))
+                    self.vectors.update(zip([c["image"] for c in embedded], vectors))
+                done_ids = {c["id"] for c in embedded}
+                failed = [(c["id"], lib.UNDECODABLE) for c in todo if c["id"] not in done_ids]
+            self.finish([c for c in cells if c["image"] in self.vectors], failed)
+        finally:
+            self._hand(())
 
     def _embed(self, paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(embeddings, indices into ``paths`` of the files that decoded), ``step`` images per encoder call."""

@@ -83,9 +83,20 @@ def test_upload_review_correct_retrain_export_in_chromium(server, browser, refer
     files = sorted(reference_files.cells.glob("*/*.png"))[::9][:8]
     bad = Path(shots) / "not_an_image.png"
     bad.write_bytes(b"definitely not a PNG")
-    browser.find_element(By.ID, "files").send_keys("\n".join(str(p) for p in [*files, bad]))
+    engine._model_lock.acquire()  # the worker takes the batch in hand and waits for the encoder: progress shows it
+    try:
+        browser.find_element(By.ID, "files").send_keys("\n".join(str(p) for p in [*files, bad]))
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".card.queued.embedding")) == 8)
+        wait.until(ec.text_to_be_present_in_element((By.ID, "progress-text"), "embedding 0 of 8 now"))
+        assert "0 of 8 classified" in browser.find_element(By.ID, "progress-text").text
+        assert {e.text for e in browser.find_elements(By.CSS_SELECTOR, ".card .name")} == {"embedding…"}
+        browser.save_screenshot(str(shots / "0_embedding.png"))
+    finally:
+        engine._model_lock.release()
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".card")) == 8
-               and not d.find_elements(By.CSS_SELECTOR, ".card.queued"))
+               and not d.find_elements(By.CSS_SELECTOR, ".card.queued, .card.embedding"))
+    wait.until(ec.text_to_be_present_in_element((By.ID, "progress-text"), "8 of 8 classified"))
+    assert "embedding" not in browser.find_element(By.ID, "progress-text").text
     wait.until(ec.text_to_be_present_in_element((By.ID, "rejects"), "not_an_image.png"))
     assert "not an image" in browser.find_element(By.ID, "rejects").text
     assert "8 classified" in browser.find_element(By.ID, "summary-note").text

@@ -10,7 +10,7 @@ const KEYS = "123456789abcdefhijklmnopqrstuvwxyz";  // g is GradCAM
 const UPLOAD_CHUNK = 16;
 const S = { token: sessionStorage.getItem("hemoembed-token") || "", batch: null, cells: [], order: [],
             classes: [], model: null, detail: null, openedAt: 0, map: null, view: null, blobs: new Map(),
-            uploading: 0, uploaded: 0, toUpload: 0 };
+            uploading: 0, uploaded: 0, toUpload: 0, progress: null, listed: null, listedAt: 0 };
 
 class AuthError extends Error {}
 
@@ -76,8 +76,7 @@ async function uploadFiles(files) {
       if (!(e instanceof AuthError)) files.slice(i, i + UPLOAD_CHUNK).forEach((f) => addReject(f.name, e.message));
     }
     S.uploaded += Math.min(UPLOAD_CHUNK, files.length - i);
-    updateProgress();
-    refresh();
+    pollProgress().catch(() => {});  // the listing follows (schedule) at most once a second
   }
   await loadBatches(false);
 }
@@ -88,22 +87,51 @@ function addReject(name, reason) {
   $("rejects").prepend(li);
 }
 
-function updateProgress() {
-  const done = S.cells.filter((c) => c.status !== "queued").length;
+function updateProgress() {  // per file: sent, waiting, being embedded now, classified (from /progress)
+  const p = S.progress;
+  if (!p) return;
+  if (S.toUpload || p.queued) $("progress").hidden = false;
   const waiting = Math.max(S.toUpload - S.uploaded, 0);
-  $("progress-bar").max = Math.max(S.cells.length + waiting, 1);
-  $("progress-bar").value = done;
-  $("progress-text").textContent = `${S.uploaded} of ${S.toUpload} files sent · ${done} of ${S.cells.length} ` +
-    `classified`;
+  const finished = p.done + p.error;
+  const inHand = Math.min(p.embedded, p.embedding.length);
+  $("progress-bar").max = Math.max(p.cells + waiting, 1);
+  $("progress-bar").value = finished + inHand;
+  const parts = [];
+  if (S.toUpload) parts.push(`${S.uploaded} of ${S.toUpload} files sent`);
+  parts.push(`${finished} of ${p.cells} classified`);
+  if (p.embedding.length) parts.push(`embedding ${p.embedded} of ${p.embedding_of} now`);
+  if (p.queued > p.embedding.length) parts.push(`${p.queued - p.embedding.length} waiting`);
+  if (p.error) parts.push(`${p.error} failed`);
+  $("progress-text").textContent = parts.join(" · ");
+  const now = new Set(p.embedding);
+  document.querySelectorAll("#gallery .card").forEach((card) => {
+    const id = Number(card.dataset.id);
+    const embedding = now.has(id) && card.classList.contains("queued");
+    card.classList.toggle("embedding", embedding);
+    if (card.classList.contains("queued")) card.querySelector(".name").textContent = embedding ? "embedding…" : "waiting…";
+  });
+}
+
+async function pollProgress() {  // cheap: counts and the cells in hand
+  if (S.batch === null) { S.progress = null; return; }
+  S.progress = await getJSON(`/api/batches/${S.batch}/progress`);
+  updateProgress();
+}
+
+function listingStale() {  // cells were added or finished, or the model changed, since the gallery was listed
+  const p = S.progress, l = S.listed;
+  return !p || !l || ["batch", "cells", "done", "error", "model_version"].some((k) => p[k] !== l[k]);
 }
 
 // ------------------------------------------------------------------ polling state
 async function refresh() {
   try {
+    await pollProgress();  // before the listing, so the listing is at least as new as S.listed
+    const listed = S.progress;
     const [model, cells] = await Promise.all([getJSON("/api/model"),
       S.batch === null ? Promise.resolve([])
         : getJSON(`/api/cells?batch=${S.batch}${$("sort").value === "review" ? "&order=review" : ""}`)]);
-    S.model = model; S.classes = model.classes; S.cells = cells;
+    S.model = model; S.classes = model.classes; S.cells = cells; S.listed = listed; S.listedAt = Date.now();
     renderModel(); renderFilters(); renderGallery(); updateProgress();
     if (S.batch !== null) renderSummary(await getJSON(`/api/batches/${S.batch}/summary`));
     if (S.detail) {
@@ -113,9 +141,18 @@ async function refresh() {
   } catch (e) { if (!(e instanceof AuthError)) console.warn(e); }
 }
 
-function schedule() {
-  const busy = S.cells.some((c) => c.status === "queued") || (S.model && S.model.training !== null);
-  setTimeout(async () => { await refresh(); schedule(); }, busy ? 800 : 4000);
+function schedule() {  // while cells are in work: progress twice a second, the gallery once cells finished
+  const working = S.uploaded < S.toUpload || (S.progress && S.progress.queued > 0);
+  const busy = working || (S.model && S.model.training !== null);
+  setTimeout(async () => {
+    try {
+      if (working) await pollProgress();
+      if (!working || (listingStale() && Date.now() - S.listedAt > 1000) || Date.now() - S.listedAt > 4000) {
+        await refresh();
+      }
+    } catch (e) { if (!(e instanceof AuthError)) console.warn(e); }
+    schedule();
+  }, working ? 500 : busy ? 800 : 4000);
 }
 
 function renderModel() {
@@ -193,7 +230,7 @@ function makeCard(c) {
 function updateCard(card, c) {
   const img = card.querySelector("img");
   if (c.status !== "error" && img.dataset.src !== `/api/cells/${c.id}/image`) setImage(img, `/api/cells/${c.id}/image`);
-  card.querySelector(".name").textContent = c.status === "done" ? finalLabel(c) : c.status === "queued" ? "…" : "error";
+  card.querySelector(".name").textContent = c.status === "done" ? finalLabel(c) : c.status === "queued" ? "waiting…" : "error";
   card.querySelector(".conf").textContent = c.status === "done" ? `${Math.round(100 * c.confidence)}%` : "";
   card.title = `${c.filename}` + (c.error ? `: ${c.error}` : c.status === "done" ?
     `\npredicted ${c.label} (${(100 * c.confidence).toFixed(1)}%, model v${c.version})` +
