@@ -17,10 +17,10 @@ folder and drive it over HTTP, as a browser or a script would; the server's CPU 
 wall time but not the CPU figures.
 
 * ``throughput``: ``--n`` held-out images uploaded through ``POST /api/batches/B/files`` (``--chunk`` per
-  request: 16, as the browser UI sends them) until every prediction is stored, against the library in one
-  process on the same files (the encoder and SVM already loaded, as in the server): ``embed`` (``run_embed``
-  into a fresh store) then ``predict`` (``EmbeddingSVM.predict_proba`` on the stored rows). Ratio =
-  baseline / server, wall and CPU.
+  request: 16, as the browser UI sends them) until every prediction is stored (polling
+  ``/api/batches/B/progress`` as the UI does), against the library in one process on the same files (the
+  encoder and SVM already loaded, as in the server): ``embed`` (``run_embed`` into a fresh store) then
+  ``predict`` (``EmbeddingSVM.predict_proba`` on the stored rows). Ratio = baseline / server, wall and CPU.
 * ``latency``: ``POST /api/predict`` with one new image, then ``GET /api/cells/ID`` (the detail view: the
   k nearest reference cells and the on-demand t-SNE placement, the cell not placed yet) and the same detail
   opened again (placement stored); p50 and p95 over ``--n-latency`` cells (after 3 warm-up cells).
@@ -152,11 +152,10 @@ class Server:
         return ids
 
     def wait_done(self, batch: int) -> list[dict]:
-        while True:
-            cells = self.http.get("/api/cells", params={"batch": batch}).json()
-            if all(c["status"] != "queued" for c in cells):
-                return cells
+        """Poll the batch's progress (as the browser UI does) until no cell is queued; then its cells."""
+        while self.http.get(f"/api/batches/{batch}/progress").json()["queued"]:
             time.sleep(0.05)
+        return self.http.get("/api/cells", params={"batch": batch}).json()
 
     def close(self) -> None:
         self.http.close()
