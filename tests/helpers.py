@@ -1,6 +1,7 @@
 """Shared test builders (importable from every test folder: ``tests/`` is on pytest's ``pythonpath``)."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -89,3 +90,19 @@ def run_script(name: str, *args, check: bool = True):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, str(REPO / "scripts" / name), *map(str, args)], capture_output=True,
                           text=True, check=check, env=env)
+
+
+def multipart(files: list[tuple[str, bytes]]) -> list:
+    """``(name, bytes)`` pairs as the ``files`` field of a multipart upload (httpx / TestClient ``files=``)."""
+    return [("files", (name, data, "application/octet-stream")) for name, data in files]
+
+
+def wait_until(predicate, timeout: float = 120.0):
+    """Poll ``predicate`` until it returns something true (returned) or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out")

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import csv
 import io
-import time
 
 import numpy as np
 import pytest
+from helpers import multipart, wait_until
 from PIL import Image
 
 from hemoembed.app.intake import Limits
@@ -16,20 +16,6 @@ def png_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt)
     return buffer.getvalue()
-
-
-def multipart(files):
-    return [("files", (name, data, "application/octet-stream")) for name, data in files]
-
-
-def wait_until(predicate, timeout: float = 120.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("timed out")
 
 
 def test_predict_contract_with_every_kind_of_bad_file(client_for, cell_files):

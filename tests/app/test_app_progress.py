@@ -1,21 +1,7 @@
 """Per-file progress of an upload batch (``GET /api/batches/B/progress``) and the worker's encoder steps."""
 from __future__ import annotations
 
-import time
-
-
-def multipart(files):
-    return [("files", (name, data, "application/octet-stream")) for name, data in files]
-
-
-def wait_until(predicate, timeout: float = 120.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out")
+from helpers import multipart, wait_until
 
 
 def test_progress_shows_the_cells_being_embedded_then_the_classified_ones(client_for, cell_files):
