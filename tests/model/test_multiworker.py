@@ -18,7 +18,9 @@ import pytest
 from hemoembed.data.synthetic import make_synthetic_dataset
 
 ROOT = Path(__file__).parents[2]
-ARGS = ["--weights", "none", "--image-size", "32", "--epochs", "3", "--batch-size", "8", "--lr", "3e-3",
+# Two epochs (one before the kill, one after) on 25 cells (two steps of 8 an epoch): every collective costs a
+# round trip between the workers, so the run is kept to what the kill and the resume need.
+ARGS = ["--weights", "none", "--image-size", "32", "--epochs", "2", "--batch-size", "8", "--lr", "3e-3",
         "--warmup-epochs", "0", "--val-fraction", "0.2", "--seed", "3"]
 # The one-process reference: the same global batch on two replicas (two logical CPUs, --strategy mirrored).
 # Dropout and stochastic-depth masks are drawn per replica, so a one-replica run (--strategy one) differs by
@@ -70,7 +72,7 @@ def _history(run: Path) -> list[dict[str, float]]:
 @pytest.mark.slow
 def test_two_workers_equal_one_process_and_resume_after_a_worker_is_killed(tmp_path):
     cells = tmp_path / "cells"
-    make_synthetic_dataset(cells, n_per_class=8, sites=1, size=40, seed=1)
+    make_synthetic_dataset(cells, n_per_class=5, sites=1, size=40, seed=1)
     reference = tmp_path / "one_process"
     one = subprocess.run([sys.executable, "-c", TWO_REPLICAS, "pretrain", str(cells), "--out", str(reference), *ARGS,
                           "--strategy", "mirrored"], cwd=ROOT, env=_env(tmp_path / "tmp_ref"), capture_output=True,
@@ -93,16 +95,16 @@ def test_two_workers_equal_one_process_and_resume_after_a_worker_is_killed(tmp_p
         chief.wait()
     assert not (run / "encoder.keras").exists()
     done = json.loads(pointer.read_text())["epoch"]
-    assert 1 <= done < 3
+    assert done == 1  # the chief cannot finish epoch 2 without the killed worker
 
     procs = _workers(cells, run, tmp_path, "--resume")  # both restart, on new ports
     outputs = [p.communicate(timeout=1800)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-2000:] for o in outputs)
     assert f"run written to {run}" in outputs[0] and "worker done; the chief wrote the run" in outputs[1]
-    assert f"epoch {done + 1}/3" in outputs[0] and f"epoch {done}/3" not in outputs[0]  # from the last epoch saved
+    assert "epoch 2/2" in outputs[0] and "epoch 1/2" not in outputs[0]  # from the last epoch saved
 
     got, want = _history(run), _history(reference)
-    assert [r["epoch"] for r in got] == [1, 2, 3]
+    assert [r["epoch"] for r in got] == [1, 2]
     for column in ("loss", "val_loss", "lr"):  # equal to the one-process run, epoch by epoch
         np.testing.assert_allclose([r[column] for r in got], [r[column] for r in want], rtol=1e-4, atol=1e-6)
     # the chief wrote the run; no worker left run files in its temporary folder (TensorFlow's own autograph
