@@ -536,14 +536,20 @@ def _placeholders(copy: Path, tmp: Path) -> dict[str, str]:
             "first": first}
 
 
-def _hostile(world: Path, tmp_path: Path, name: str, args: list[str], full_disk: bool = False) -> str:
-    """Run one row on a linked copy of the world; returns the report (asserting exit 2, one line, no
-    traceback, nothing in the world changed)."""
+@pytest.fixture(scope="session")
+def world_digest(world) -> dict[str, str]:
+    """The world's :func:`_digest`, hashed once: every row's copy starts as hard links to these files."""
+    return _digest(world)
+
+
+def _hostile(world: Path, before: dict[str, str], tmp_path: Path, name: str, args: list[str],
+             full_disk: bool = False) -> str:
+    """Run one row on a linked copy of the world (``before``: its digest); returns the report (asserting exit
+    2, one line, no traceback, nothing in the world changed)."""
     copy = tmp_path / "world"
     shutil.copytree(world, copy, symlinks=True, copy_function=os.link)  # hard links: cheap
     if full_disk:
         (tmp_path / "out").mkdir()
-    before = _digest(copy)
     argv = [a.format(**_placeholders(copy, tmp_path)) for a in args]
     result = _run(argv, cwd=tmp_path, timeout=60 if args[0] == "serve" else 300,  # a served row would block
                   full_disk=full_disk)
@@ -558,16 +564,16 @@ def _hostile(world: Path, tmp_path: Path, name: str, args: list[str], full_disk:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name,args", ROWS, ids=[name for name, _ in ROWS])
-def test_bad_input_is_one_line_exit_2_and_changes_nothing(world, tmp_path, name, args):
-    report = _hostile(world, tmp_path, name, args)
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(world, world_digest, tmp_path, name, args):
+    report = _hostile(world, world_digest, tmp_path, name, args)
     out = tmp_path / "out"  # a refused command leaves no output behind either (an empty folder at most)
     assert not out.exists() or (out.is_dir() and not any(out.iterdir())), f"{report}\nleft {sorted(out.rglob('*'))}"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name,args", FULL_DISK_ROWS, ids=[name for name, _ in FULL_DISK_ROWS])
-def test_a_full_disk_is_one_line_exit_2_and_changes_nothing(world, tmp_path, name, args):
-    _hostile(world, tmp_path, name, args, full_disk=True)
+def test_a_full_disk_is_one_line_exit_2_and_changes_nothing(world, world_digest, tmp_path, name, args):
+    _hostile(world, world_digest, tmp_path, name, args, full_disk=True)
     assert not [p for p in (tmp_path / "out").rglob(".*tmp*")], "temporary files left behind"
 
 
