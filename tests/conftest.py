@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import invoke_cli, run_cli
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
@@ -83,55 +82,6 @@ def saved_encoder(tmp_path_factory):
 @pytest.fixture
 def image_factory(tmp_path):
     return lambda rel, **kw: write_image(tmp_path / rel, **kw)
-
-
-class CliResult:
-    """What a user sees of one ``hemoembed`` command: exit code, stdout, stderr."""
-
-    def __init__(self, exit_code: int, stdout: str, stderr: str):
-        self.exit_code = exit_code
-        self.stdout = stdout
-        self.stderr = stderr
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
-
-    def __repr__(self) -> str:
-        return f"exit {self.exit_code}\nstdout: {self.stdout[-2000:]}\nstderr: {self.stderr[-2000:]}"
-
-
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> CliResult:
-    """Run ``python -m hemoembed ARGS`` in a real subprocess (exit codes and stderr as a user sees them)."""
-    proc = subprocess.run([sys.executable, "-m", "hemoembed", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    return CliResult(proc.returncode, proc.stdout, proc.stderr)
-
-
-def invoke_cli(*args: str) -> CliResult:
-    """Run ``hemoembed ARGS`` in this process (click's runner): what :func:`run_cli` reports, without a new
-    interpreter importing TensorFlow and loading the encoder again (seconds a call). An exception that escapes
-    the command is a traceback on stderr and exit 1, as Python shows it; Python warnings the command raises
-    are on stderr as in a shell (default filters). For tests of a command's work; a test of the process itself
-    (signals, startup, import-time output) uses :func:`run_cli`."""
-    import traceback
-    import warnings
-
-    from click.testing import CliRunner
-
-    from hemoembed.cli import main
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.resetwarnings()  # a fresh interpreter's filters: DeprecationWarning and the like stay quiet
-        warnings.simplefilter("default")
-        for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
-            warnings.simplefilter("ignore", category)  # (inserted before "default": checked first)
-        result = CliRunner().invoke(main, [str(a) for a in args], prog_name="hemoembed")
-    stderr = "".join(warnings.formatwarning(w.message, w.category, w.filename, w.lineno) for w in caught)
-    stderr += result.stderr
-    if result.exc_info is not None and not isinstance(result.exception, SystemExit):
-        stderr += "".join(traceback.format_exception(*result.exc_info))
-    return CliResult(result.exit_code, result.stdout, stderr)
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import CliResult, invoke_cli
 
 from hemoembed.data.synthetic import make_synthetic_dataset
 from hemoembed.errors import InputError
@@ -33,7 +34,7 @@ def whole(cells, saved_encoder, tmp_path_factory) -> EmbeddingStore:
     """The reference: one writer, every image."""
     store = tmp_path_factory.mktemp("whole") / "store"
     result = _embed(saved_encoder[1], cells, store)
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     return EmbeddingStore.open(store)
 
 
@@ -44,10 +45,9 @@ def _start(encoder: Path, cells: Path, store: Path, *extra: str) -> subprocess.P
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
 
 
-def _embed(encoder: Path, cells: Path, store: Path, *extra: str) -> subprocess.CompletedProcess:
-    proc = _start(encoder, cells, store, *extra)
-    out, err = proc.communicate(timeout=900)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+def _embed(encoder: Path, cells: Path, store: Path, *extra: str) -> CliResult:
+    """The same command run to its end in this process (no interpreter or TensorFlow start to pay)."""
+    return invoke_cli("embed", encoder, cells, "--store", store, "--batch-size", "4", *extra)
 
 
 def _rows(store: EmbeddingStore) -> dict[str, np.ndarray]:
@@ -110,10 +110,10 @@ def test_a_killed_shard_rerun_fills_only_its_gap(cells, saved_encoder, whole, tm
     done = len(EmbeddingStore.open(store))
     assert 4 <= done < mine, "killed before its first part or after its last"
     rerun = _embed(saved_encoder[1], cells, store, "--shard", "1/2", "--part-size", "4")
-    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.exit_code == 0, rerun.stderr
     assert f"{mine - done} embedded, {done} already present" in rerun.stdout
     other = _embed(saved_encoder[1], cells, store, "--shard", "2/2")
-    assert other.returncode == 0, other.stderr
+    assert other.exit_code == 0, other.stderr
     got = EmbeddingStore.open(store)
     assert sorted(got.paths) == sorted(whole.paths) and len(got.paths) == len(set(got.paths))
 
@@ -146,7 +146,7 @@ def test_one_writer_per_shard_and_none_beside_a_whole_store_writer(tmp_path):
 
 def test_overwrite_with_a_shard_is_refused(cells, saved_encoder, tmp_path):
     result = _embed(saved_encoder[1], cells, tmp_path / "store", "--shard", "1/2", "--overwrite")
-    assert result.returncode == 2 and "--overwrite with --shard" in result.stderr
+    assert result.exit_code == 2 and "--overwrite with --shard" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 
@@ -181,11 +181,11 @@ def test_mirrored_embedding_on_two_devices_equals_one_device(cells, saved_encode
 def test_float16_store_from_embed(cells, saved_encoder, whole, tmp_path):
     store = tmp_path / "half"
     result = _embed(saved_encoder[1], cells, store, "--dtype", "float16")
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     half = EmbeddingStore.open(store)
     assert half.dtype == "float16" and half.embeddings().dtype == np.float16
     got, want = _rows(half), _rows(whole)
     for path, vector in want.items():  # float16 keeps about 3 significant digits of a unit vector's entries
         np.testing.assert_allclose(got[path].astype(np.float32), vector, rtol=1e-3, atol=1e-4)
     again = _embed(saved_encoder[1], cells, store, "--dtype", "float32")
-    assert again.returncode == 2 and "store embeddings are float16, not float32" in again.stderr
+    assert again.exit_code == 2 and "store embeddings are float16, not float32" in again.stderr
