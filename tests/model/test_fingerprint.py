@@ -90,7 +90,7 @@ def test_a_wrong_encoder_is_refused_not_trusted(base, tmp_path):
         (tmp_path / "cells" / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "cells" / "ab"[i % 2] /
                                                                                 f"{i}.png")
-    store, _ = embed_to_store(load_encoder(path)[0], load_manifest(tmp_path / "cells"), tmp_path / "store")
+    store, _ = embed_to_store(model, load_manifest(tmp_path / "cells"), tmp_path / "store")  # path's encoder
     labels = [p.split("/")[0] for p in store.paths]
     EmbeddingSVM().fit(store.embeddings(), labels).save(tmp_path / "svm", fingerprint=store.fingerprint,
                                                         column="label")
