@@ -27,9 +27,11 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	else echo "note: chromium/chromium-driver missing and not root: the review app's browser test will be skipped"; fi
 
-# Everything but the tests marked slow (each over ~20 s on the 2-core machine): the quick check while working.
+# Everything but the tests marked slow (each over ~20 s on the 2-core machine): the quick check while working,
+# on FAST_WORKERS pytest-xdist processes (0: serially, in one process).
+FAST_WORKERS ?= 2
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" -n $(FAST_WORKERS) $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh demo-run
