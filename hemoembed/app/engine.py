@@ -83,6 +83,10 @@ class Engine:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
+        try:
+            self.worker.warm_up(self.reference.image_file(0))
+        except (lib.HemoembedError, OSError):  # no reference image here: the first upload traces instead
+            pass
         self.worker.start(self.state.queued())
         self._threads = [threading.Thread(target=self._place_loop, name="hemoembed-map", daemon=True)]
         for thread in self._threads:

@@ -41,6 +41,7 @@ class InferenceWorker:
         self._embedded = 0  # files of the batch in hand embedded so far
         self.last_work = 0.0  # time.monotonic() when a batch was last finished
         self._thread: threading.Thread | None = None
+        self._traced = None  # the encoder call (traced on first use)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, queued: list[int]) -> None:
@@ -136,10 +137,27 @@ class InferenceWorker:
         finally:
             self._hand(())
 
+    def warm_up(self, image: Path) -> None:
+        """Trace the input pipeline and the encoder call once (on any image file, e.g. a reference cell) at
+        start-up, so the first upload does not pay seconds of tracing."""
+        with self.model_lock:
+            for _ in lib.iter_embeddings(self.model, self.record, [str(image)] * 2, 1, forward=self._forward()):
+                pass
+
+    def _forward(self):
+        """The encoder call with one signature for every step size (a batch of any length traces once)."""
+        if self._traced is None:
+            import tensorflow as tf
+
+            model = self.model
+            spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
+            self._traced = tf.function(lambda images: model(images, training=False), input_signature=[spec])
+        return self._traced
+
     def _embed(self, paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(embeddings, indices into ``paths`` of the files that decoded), ``step`` images per encoder call."""
         vectors, indices = [np.zeros((0, int(self.model.output_shape[-1])), np.float32)], [np.zeros(0, np.int64)]
-        for emb, idx in lib.iter_embeddings(self.model, self.record, paths, self.step):
+        for emb, idx in lib.iter_embeddings(self.model, self.record, paths, self.step, forward=self._forward()):
             vectors.append(emb)
             indices.append(idx)
             self.advance(len(idx))
