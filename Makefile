@@ -16,8 +16,11 @@ $(STAMP): setup.cfg setup.py
 
 venv: $(STAMP)
 
+# Every test, on TEST_WORKERS pytest-xdist processes (0: serially, in one process); two workers ran the whole
+# suite in 18 min 12 s on the 2-core machine (serially: ~30 min) (benchmarks/RESULTS.md, "Test suite time").
+TEST_WORKERS ?= 2
 test: $(STAMP) browser
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # The review app's browser test needs Debian's chromium + chromium-driver: installed here when missing and
 # running as root with apt-get; otherwise that test skips and says why.
