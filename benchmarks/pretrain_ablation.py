@@ -78,6 +78,7 @@ ROWS: dict[str, list[str]] = {
     "cand_lr3e-4": _with(CANDIDATE, lr="3e-4"),
     "cand_batch256": _with(CANDIDATE, batch_size="256"),
     "cand_batch64": _with(CANDIDATE, batch_size="64"),
+    "cand_batch32": _with(CANDIDATE, batch_size="32"),
     "cand_crop0.08": _with(CANDIDATE, crop_scale="0.08,1"),
     "cand_crop0.5": _with(CANDIDATE, crop_scale="0.5,1"),
     "cand_48px_7ep": _with(CANDIDATE, image_size="48", epochs="7"),
