@@ -87,8 +87,10 @@ AUGMENT_OPTIONS = ("zoom", "resolution", "crop_scale", "hue", "stain")
 @click.option("--probe-every", type=POSITIVE, default=None, help="Epochs between probe scores [1].")
 @click.option("--keep", type=click.Choice(["last", "best-probe"]), default=None,
               help="Which epoch becomes encoder.keras: the last, or the one with the best probe score [last].")
-@click.option("--keep-checkpoints", type=POSITIVE, default=None,
-              help="Epoch checkpoints kept in RUN/checkpoints, the newest N (--resume needs only the last) [1].")
+@click.option("--keep-checkpoints", type=NON_NEGATIVE, default=None,
+              help="Epoch checkpoints kept in RUN/checkpoints, the newest N (--resume needs only the last) [1]; "
+                   "0: the last only while training (an interrupted run resumes; a finished run cannot be "
+                   "trained longer).")
 @click.option("--seed", type=SEED, default=None, help="Random seed (order, augmentation, initialisation) [0].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last completed epoch (with a constant "
               "learning rate, a larger --epochs trains it longer).")

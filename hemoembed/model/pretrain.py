@@ -2,7 +2,8 @@
 
 A run folder holds ``config.json`` (the resolved :class:`PretrainConfig`), ``history.csv`` (losses, and the
 probe's scores when the run has one: :mod:`.probe`), ``checkpoints/`` (the last completed epoch's ``.npz``
-plus ``checkpoint.json`` naming it; ``best-probe.npz`` with ``--keep best-probe``),
+plus ``checkpoint.json`` naming it; ``best-probe.npz`` with ``--keep best-probe``; with ``--keep-checkpoints
+0`` a finished run drops them and ``checkpoint.json`` says so),
 ``skipped.csv`` (unreadable images), ``colour_reference.json`` (the Reinhard lαβ statistics of up to
 500 training images: the source style a new site is normalised to), ``encoder.keras`` (the embedding
 model only — never the projection head —, float32, with its preprocessing record: the last epoch's, or the
@@ -96,6 +97,9 @@ def pretrain(manifest: Manifest, out: str | Path, config: PretrainConfig, *, res
         fp = _export_encoder(config, trainer.model, encoder_path)
         if epoch is not None:
             log(f"encoder from epoch {epoch}, the best probe score (--keep best-probe)")
+        if config.keep_checkpoints == 0:  # after the export: killed in between, a resume exports again
+            loop.drop_checkpoints()
+            log("checkpoints dropped (--keep-checkpoints 0): the run is final and cannot be trained longer")
     log(f"encoder written to {encoder_path} (fingerprint {fp[:12]})")
     return PretrainResult(out, encoder_path, fp, loop.history, skipped, stopped)
 
@@ -113,6 +117,9 @@ def _check_resume(out: Path, config: PretrainConfig, resume: bool) -> None:
     if resume:
         if not saved.is_file():
             raise InputError(f"{out}: nothing to resume (no config.json); start without --resume")
+        if _last_checkpoint(out / "checkpoints") == "dropped":
+            raise InputError(f"{out}: the run finished and dropped its checkpoints (--keep-checkpoints 0), so it "
+                             "cannot be resumed or trained longer; its encoder.keras is final")
         require_same_config(load_run_config(out), config, ignore=resume_ignores(config), where=str(out))
     elif saved.exists():
         raise InputError(f"{out}: already holds a run (use --resume to continue it or --overwrite)")
@@ -247,14 +254,11 @@ class EpochLoop:
         self.ckpt_dir = out / "checkpoints"
 
     def restore(self) -> None:
-        import json
-
         from .training import load_checkpoint
 
-        pointer = self.ckpt_dir / "checkpoint.json"
-        if not pointer.is_file():
+        name = _last_checkpoint(self.ckpt_dir)
+        if name is None:
             return  # killed before the first epoch ended: start again from the (seeded) beginning
-        name = json.loads(pointer.read_text())["file"]
         arrays, meta = load_checkpoint(self.ckpt_dir / name)
         where = str(self.ckpt_dir / name)
         require_same_config(config_from_saved(meta["config"], where), self.config,
@@ -331,6 +335,12 @@ class EpochLoop:
         for old in sorted(self.ckpt_dir.glob("epoch-*.npz"))[:-max(self.config.keep_checkpoints, 1)]:
             old.unlink()
 
+    def drop_checkpoints(self) -> None:
+        """A finished run with ``keep_checkpoints`` 0: the pointer says so first, then the files go."""
+        atomic_write_text(self.ckpt_dir / "checkpoint.json", f'{{"epoch": {len(self.history)}, "file": null}}\n')
+        for path in [*self.ckpt_dir.glob("epoch-*.npz"), self.ckpt_dir / BEST_PROBE]:
+            path.unlink(missing_ok=True)
+
     def restore_best_probe(self) -> int | None:
         """Load the best probe epoch's weights into the trainer; its epoch, or None if there is none."""
         from .training import load_checkpoint
@@ -348,6 +358,16 @@ class EpochLoop:
         import tensorflow as tf
 
         return tf.summary.create_file_writer(str(self.out / "tensorboard"))
+
+
+def _last_checkpoint(ckpt_dir: Path) -> str | None:
+    """The file ``checkpoint.json`` names; ``None`` before the first epoch ended; "dropped" (--keep-checkpoints 0)."""
+    import json
+
+    pointer = ckpt_dir / "checkpoint.json"
+    if not pointer.is_file():
+        return None
+    return json.loads(pointer.read_text())["file"] or "dropped"
 
 
 def _cell(value: Any) -> str:

@@ -87,7 +87,7 @@ class PretrainConfig:
     cache: bool = False  # hold decoded, colour-normalised images in memory
     strict: bool = False  # refuse unreadable images instead of skipping them
     tensorboard: bool = False
-    keep_checkpoints: int = 1  # resume needs only the last; more are kept on request
+    keep_checkpoints: int = 1  # resume needs only the last; more on request; 0: the last only while training
     probe_labels: str | None = None  # labelled images (CSV or folder-per-class) watched while training
     probe_every: int = 1  # epochs between probe evaluations
     keep: Literal["last", "best-probe"] = "last"  # which epoch becomes encoder.keras
@@ -148,9 +148,9 @@ def check_config(cfg: PretrainConfig) -> None:
         raise InputError(f"--warmup-epochs {cfg.warmup_epochs}: must be a finite number >= 0")
     if cfg.early_stopping < 0 or cfg.lr_plateau < 0:
         raise InputError(f"--early-stopping {cfg.early_stopping} / --lr-plateau {cfg.lr_plateau}: must be >= 0")
-    if not 0.0 < cfg.plateau_factor <= 1.0 or cfg.keep_checkpoints < 1:
+    if not 0.0 < cfg.plateau_factor <= 1.0 or cfg.keep_checkpoints < 0:
         raise InputError(f"plateau factor {cfg.plateau_factor} must be within (0, 1] and keep_checkpoints "
-                         f"{cfg.keep_checkpoints} at least 1")
+                         f"{cfg.keep_checkpoints} at least 0")
     if cfg.weights not in ("imagenet", "none") and not Path(cfg.weights).is_file():
         raise InputError(f"--weights {cfg.weights}: no such file (expected imagenet, none, a .keras encoder or "
                          ".h5 weights)")

@@ -40,6 +40,7 @@ def test_the_demo_runs_the_tested_recipe_on_the_tested_cells():
         assert data_words[data_words.index(option) + 1] == str(value), option
     config = resolve_config(config_file=RECIPE)
     assert (config.weights, config.loss, config.image_size) == ("none", "ntxent", 64)
+    assert config.keep_checkpoints == 0  # a finished demo run keeps no ~80 MB checkpoint (README, "make demo")
 
 
 @pytest.mark.slow  # the demo's whole pretraining and probe: about 4-5 CPU minutes

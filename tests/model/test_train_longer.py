@@ -73,3 +73,48 @@ def test_a_cosine_run_cannot_be_trained_longer(tmp_path):
                                        "--epochs", "3", "--resume"])
     assert result.exit_code == 2 and "cannot resume with a different config" in result.output
     assert "epochs" in result.output
+
+
+@pytest.mark.slow  # two short epochs: ~30 CPU s
+def test_keep_checkpoints_0_keeps_the_last_while_training_and_drops_them_when_done(tmp_path):
+    """The demo's setting: an interrupted run can resume (the last epoch's checkpoint exists while it trains),
+    a finished one keeps only its encoder (no ~80 MB of weights and Adam slots) and refuses --resume."""
+    from hemoembed.data.manifest import load_manifest
+    from hemoembed.model.pretrain import pretrain, resolve_config
+
+    cells = tmp_path / "cells"
+    manifest = make_synthetic_dataset(cells, n_per_class=4, sites=1, size=40, seed=2)
+    run, seen = tmp_path / "run", []
+    config = resolve_config(weights="none", image_size=32, batch_size=8, val_fraction=0.2, head="mlp:16,8",
+                            epochs=2, keep_checkpoints=0)
+    # the log line of epoch N comes before N's checkpoint is written: epoch 2's line sees epoch 1's
+    pretrain(load_manifest(manifest), run, config,
+             log=lambda line: seen.append((line, sorted(p.name for p in (run / "checkpoints").glob("*")))))
+    assert next(files for line, files in seen if line.startswith("epoch 2/2")) == ["checkpoint.json",
+                                                                                    "epoch-0001.npz"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["checkpoint.json"]
+    assert any("checkpoints dropped" in line for line, _ in seen)
+    assert (run / "encoder.keras").is_file() and len((run / "history.csv").read_text().splitlines()) == 3
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    result = CliRunner().invoke(main, ["pretrain", str(cells), "--out", str(run), "--resume", "--epochs", "3"])
+    assert result.exit_code == 2 and "dropped its checkpoints" in result.output, result.output
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    with pytest.raises(InputError, match="kept: none"):
+        export_checkpoint(run, 2, tmp_path / "e2.keras")
+
+
+def test_a_run_that_dropped_its_checkpoints_is_refused_before_any_training(tmp_path):
+    """The fast half of the above: the refusal reads only checkpoint.json, and leaves the run as it was."""
+    from hemoembed.config import save_config
+    from hemoembed.model.pretrain_config import resolve_config
+
+    make_synthetic_dataset(tmp_path / "cells", n_per_class=1, sites=1, size=40, seed=2)
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    save_config(resolve_config(weights="none", image_size=32, epochs=2, batch_size=8, keep_checkpoints=0),
+                run / "config.json")
+    (run / "checkpoints" / "checkpoint.json").write_text('{"epoch": 2, "file": null}\n')
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    result = CliRunner().invoke(main, ["pretrain", str(tmp_path / "cells"), "--out", str(run), "--resume"])
+    assert result.exit_code == 2 and "dropped its checkpoints (--keep-checkpoints 0)" in result.output
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
