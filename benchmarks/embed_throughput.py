@@ -11,7 +11,7 @@ cpu_ratio). ``input_cpu_ms`` breaks the input work down: ``probe`` (read + sha25
 ``pipeline`` (read, decode, preprocess, batch: ``inference_dataset`` alone). Runs are interleaved; best of
 ``--repeats`` (``cpu_ratio_median``: the median of the repeats' own ratios). ``peak_rss_mb``: this process's peak.
 
-    .venv/bin/python benchmarks/embed_throughput.py ../shared/data/pbc256 --sizes 64 128 224 --n 1024 \
+    .venv/bin/python benchmarks/embed_throughput.py ../shared/data/pbc256 --sizes 64 128 224 --n 1024 \\
         --versions 1 2 --store /work/runs/stores/pbc64
 """
 from __future__ import annotations

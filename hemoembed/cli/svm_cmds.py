@@ -65,7 +65,7 @@ def fit_svm(store: Path, labels: tuple[Path, ...], columns: str, key: str, test_
         --labels ../shared/data/wbcatt/pbc_attr_v1_val.csv --test ../shared/data/wbcatt/pbc_attr_v1_test.csv \\
         --columns all --support 2,5,10,20,50,100,all --out svm_wbcatt
     Example (labels from the class folders the store was embedded from, 10% stratified test split):
-      hemoembed fit-svm stores/pbc64 --labels ../shared/data/pbc256 --columns label --test-fraction 0.1 \
+      hemoembed fit-svm stores/pbc64 --labels ../shared/data/pbc256 --columns label --test-fraction 0.1 \\
         --out svm_pbc8
     """
     from ..tasks.svm import FitSVMConfig, parse_sizes, run

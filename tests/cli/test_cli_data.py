@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -34,7 +35,8 @@ def test_version_and_every_command_has_an_example(shell_cli):
 
 
 def test_every_help_text_reads_as_printed():
-    """No escaped percent signs ("95%%") and no example that cannot work (labels are never in a store)."""
+    """No escaped percent signs ("95%%"), no example joined into one line by a single backslash in the source,
+    and no example that cannot work (labels are never in a store)."""
     from click.testing import CliRunner
 
     from hemoembed.cli import main
@@ -45,6 +47,8 @@ def test_every_help_text_reads_as_printed():
         text = CliRunner().invoke(main, [*name, "--help"], terminal_width=100).output
         assert "%%" not in text, f"hemoembed {' '.join(name)} --help"
         for line in text.splitlines():
+            if line.strip().startswith("hemoembed "):
+                assert not re.search(r"\S {3,}--", line), f"hemoembed {' '.join(name)} --help: {line}"
             if line.strip().startswith("hemoembed fit-svm") and "--columns label" in line:
                 assert "--labels" in line, line
 
