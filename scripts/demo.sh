@@ -3,6 +3,7 @@
 # Every step writes under $1 (default demo-run/) and is rerun from scratch with --overwrite.
 set -euo pipefail
 OUT=${1:-demo-run}
+SCRIPTS=$(dirname "$0")  # the figure scripts and the recipe, wherever this runs from (the image: /runs)
 mkdir -p "$OUT"
 step() { echo; echo "== $*"; }
 
@@ -16,7 +17,7 @@ done
 step "2. self-supervised pretraining on site 0 (no labels; random init, 64 px, 40 short epochs, about 4 CPU minutes), then a probe beside its baselines"
 # The recipe (scripts/demo_pretrain.json, saved resolved as pretrain/config.json) is the scratch preset sized for
 # 200 cells on a CPU; tests/model/test_demo_recipe.py guards that it learns, benchmarks/RESULTS.md has the numbers.
-hemoembed pretrain "$OUT/cells/site0.csv" --out "$OUT/pretrain" --config "$(dirname "$0")/demo_pretrain.json" --overwrite
+hemoembed pretrain "$OUT/cells/site0.csv" --out "$OUT/pretrain" --config "$SCRIPTS/demo_pretrain.json" --overwrite
 # is it worth having? the same linear SVM on the embedding, an untrained encoder, raw pixels and chance
 hemoembed probe "$OUT/pretrain/encoder.keras" "$OUT/cells/site0.csv" --out "$OUT/probe" --overwrite
 
@@ -28,24 +29,24 @@ step "4. linear SVM on the embedding: cell type and site, learning curve with fe
 hemoembed fit-svm "$OUT/store" --labels "$OUT/cells/manifest.csv" --columns label,site --test-fraction 0.2 \
     --support 2,5,10,all --repeats 2 --bootstrap 200 --out "$OUT/svm" --overwrite
 hemoembed predict "$OUT/svm" --store "$OUT/store" --out "$OUT/predictions.csv" --overwrite
-python scripts/fig_label_efficiency.py "$OUT/svm" --out "$OUT/fig_label_efficiency.png"
+python "$SCRIPTS/fig_label_efficiency.py" "$OUT/svm" --out "$OUT/fig_label_efficiency.png"
 
 step "5. explanations: t-SNE map by cell type and site, nearest-neighbour gallery, GradCAM++ on a triplet"
 hemoembed tsne "$OUT/store" --labels "$OUT/cells/manifest.csv" --colour-by label --colour-by site \
     --out "$OUT/tsne" --seed 0 --overwrite
-python scripts/fig_tsne.py "$OUT/tsne" --out "$OUT/fig_tsne.png"
+python "$SCRIPTS/fig_tsne.py" "$OUT/tsne" --out "$OUT/fig_tsne.png"
 anchor=$(ls "$OUT"/cells/lymphocyte/site0_*.png | head -1)
 positive=$(ls "$OUT"/cells/lymphocyte/site0_*.png | sed -n 2p)
 negative=$(ls "$OUT"/cells/neutrophil/site0_*.png | head -1)
 hemoembed neighbours "$OUT/store" --path "lymphocyte/$(basename "$anchor")" -k 6 --gallery "$OUT/neighbours.png"
 hemoembed gradcam "$OUT/pretrain/encoder.keras" "$anchor" --against "$positive" --against "$negative" \
     --out "$OUT/gradcam" --overwrite
-python scripts/fig_gradcam.py "$OUT/gradcam" --out "$OUT/fig_gradcam.png"
+python "$SCRIPTS/fig_gradcam.py" "$OUT/gradcam" --out "$OUT/fig_gradcam.png"
 
 step "6. active learning: uncertainty vs random sampling, 20 labels per query"
 hemoembed active-learn "$OUT/store" --simulate --labels "$OUT/cells/manifest.csv" --column label \
     --batch 20 --init 20 --strategy uncertainty,random --repeats 2 --out "$OUT/active" --seed 0 --overwrite
-python scripts/fig_active_learning.py "$OUT/active"
+python "$SCRIPTS/fig_active_learning.py" "$OUT/active"
 
 step "7. few-shot adapter: site 1 as a new site, 20 labelled shots, Reinhard colour transfer to the run's site-0 style"
 hemoembed adapt --source "$OUT/pretrain" --target "$OUT/cells/site1.csv" \

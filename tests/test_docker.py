@@ -42,6 +42,16 @@ def test_the_readme_documents_user_mounts_and_scripts():
     assert "scripts" not in (REPO / ".dockerignore").read_text().split()
 
 
+def test_the_demo_script_finds_its_scripts_from_any_folder():
+    """The image runs demo.sh from /runs (and the build-and-run check below skips the demo for time), so every
+    script it calls is addressed through its own folder, never through the working directory."""
+    text = (REPO / "scripts" / "demo.sh").read_text()
+    assert 'SCRIPTS=$(dirname "$0")' in text
+    called = re.findall(r'python "\$SCRIPTS/([\w.]+)"', text)
+    assert called and len(called) == len(re.findall(r"\bpython\s", text))
+    assert all((REPO / "scripts" / name).is_file() for name in [*called, "demo_pretrain.json"])
+    assert '--config "$SCRIPTS/demo_pretrain.json"' in text
+
 @pytest.mark.slow
 def test_readme_docker_commands_build_and_run(tmp_path):
     why = docker_engine()
