@@ -100,14 +100,11 @@ def _echo_study(summary: dict, out: Path) -> None:
         fit = summary["macro_fits"][name]
         echo(f"{name:12s} labels to come within 0.5 F1 points: {needed if needed is not None else 'not reached'}; "
              f"Pmax {fit['pmax']:.4f}, rate r {fit['r']:.3f}")
+    from ..tasks.active.power_law import rate_test_text
+
     for key_name, test in summary.items():
-        if not key_name.startswith("rate_test_"):
-            continue
-        if test.get("p_value") is not None:
-            echo(f"{test['better']} learns faster than {test['baseline']}: one-sided Wilcoxon p = "
-                 f"{test['p_value']:.4g} over {len(test['classes'])} classes")
-        else:
-            echo(f"{test['better']} vs {test['baseline']}: no rate test ({test.get('note', 'no fitted rates')})")
+        if key_name.startswith("rate_test_"):
+            echo(rate_test_text(test))
     echo(f"results in {out} (results.csv, curve_fits.csv, analysis.json, fig_curves.png, fig_rates.png)")
 
 

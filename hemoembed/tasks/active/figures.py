@@ -20,7 +20,7 @@ import numpy as np
 from ...errors import InputError
 from ..common.metrics import neg_log_error
 from ..common.reports import f1_axis
-from .power_law import FIT_COLUMNS, MACRO, R_MAX, at_bound, mean_curves, power_law
+from .power_law import FIT_COLUMNS, MACRO, R_MAX, at_bound, mean_curves, power_law, rate_test_text
 from .simulation import ALL_LABELS, read_tidy_csv
 
 # One colour per strategy in every panel and both figures (the all-labels line is black).
@@ -146,11 +146,7 @@ def rates_figure(fits: Sequence[dict[str, Any]], summary: dict[str, Any]):
     ax.grid(axis="y", alpha=0.3)
     title = "Per-class learning rates of the power-law fits"
     for test in tests:
-        if test.get("p_value") is not None:
-            title += (f"\n{test['better']} faster than {test['baseline']}: one-sided Wilcoxon p = "
-                      f"{test['p_value']:.3g} over {len(test['classes'])} classes")
-        elif test.get("note"):
-            title += f"\n{test['better']} vs {test['baseline']}, no test: {test['note']}"
+        title += "\n" + rate_test_text(test, sep="\n")
     if any(at_bound(r) for r in fitted):
         ax.bar([np.nan], [np.nan], color="white", edgecolor="k", hatch="//",
                label=f"at the bound r = {R_MAX:g} (not identifiable)")

@@ -166,6 +166,19 @@ def compare_rates(fits: Sequence[dict[str, Any]], better: str = "uncertainty",
     return result
 
 
+def rate_test_text(test: dict[str, Any], sep: str = "; ", alpha: float = 0.05) -> str:
+    """A :func:`compare_rates` result in words, the same in the terminal and on ``fig_rates.png``: the p-value
+    as a question with its answer at ``alpha`` (a large p is no evidence either way), then any note."""
+    better, baseline = test["better"], test["baseline"]
+    p = test.get("p_value")
+    if p is None:
+        return f"{better} vs {baseline}: no rate test ({test.get('note', 'no fitted rates')})"
+    answer = "yes" if p < alpha else "not shown"
+    text = (f"does {better} learn faster than {baseline}? one-sided Wilcoxon p = {p:.3g} over "
+            f"{len(test['classes'])} classes: {answer} at {alpha:g}")
+    return text + (f"{sep}{test['note']}" if test.get("note") else "")
+
+
 def analyse(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike | None = None,
             tolerance: float = TOLERANCE) -> dict[str, Any]:
     """Fits, labels needed and the rate test; with ``out_dir`` writes ``curve_fits.csv``, ``analysis.json``

@@ -21,6 +21,7 @@ from hemoembed.tasks.active import (
     simulate,
     tidy_csv_text,
 )
+from hemoembed.tasks.active.power_law import rate_test_text
 from hemoembed.tasks.common import stratified_test_split
 
 
@@ -160,6 +161,7 @@ def test_cli_simulation_and_session(cli, tmp_path):
     assert json.loads((out / "active_config.json").read_text())["batch"] == 40
     analysis = json.loads((out / "analysis.json").read_text())
     assert set(analysis["labels_needed"]) == {"uncertainty", "random"}
+    assert rate_test_text(analysis["rate_test_uncertainty_vs_random"]) in res.stdout.splitlines()  # as on the figure
     assert all((out / name).is_file() for name in ("fig_curves.png", "fig_rates.png", "curve_fits.csv"))
 
     # further calls in-process (same click group, same exit codes; saves a TensorFlow import per call)

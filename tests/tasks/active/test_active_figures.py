@@ -9,7 +9,7 @@ import pytest
 from helpers import assert_readable_png, power_law_rows, run_script
 
 from hemoembed.tasks.active.figures import curves_figure, rates_figure, read_fits, redraw
-from hemoembed.tasks.active.power_law import MACRO, R_MAX, analyse, compare_rates
+from hemoembed.tasks.active.power_law import MACRO, R_MAX, analyse, compare_rates, rate_test_text
 from hemoembed.tasks.active.simulation import tidy_csv_text
 
 CLASSES = [f"class {i}" for i in range(7)]
@@ -44,6 +44,7 @@ def test_figures_show_the_saved_p_value_not_a_refit(tmp_path):
     (tmp_path / "analysis.json").write_text(json.dumps(saved))
     fig = rates_figure(read_fits(tmp_path / "curve_fits.csv"), saved)
     assert "p = 0.424" in fig.axes[0].get_title()
+    assert fig.axes[0].get_title().endswith(rate_test_text(saved["rate_test_uncertainty_vs_random"], sep="\n"))
     out = run_script("fig_active_learning.py", tmp_path)
     assert out.stdout.split() == [str(tmp_path / "fig_curves.png"), str(tmp_path / "fig_rates.png")]
     assert_readable_png(tmp_path / "fig_rates.png")

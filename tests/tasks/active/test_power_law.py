@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 from helpers import power_law_rows
 
-from hemoembed.tasks.active.power_law import MACRO, analyse, compare_rates, fit_power_law, labels_to_reach, power_law
+from hemoembed.tasks.active.power_law import (
+    MACRO,
+    analyse,
+    compare_rates,
+    fit_power_law,
+    labels_to_reach,
+    power_law,
+    rate_test_text,
+)
 
 N = np.arange(90, 9000, 180, dtype=float)
 
@@ -53,6 +61,10 @@ def test_analysis_compares_rates_and_labels_needed(tmp_path):
     assert test["p_value"] == pytest.approx(1 / 64)  # all six rates larger: the smallest one-sided p
     reverse = compare_rates(result["fits"], "random", "uncertainty")
     assert reverse["p_value"] > 0.9
+    # in words: a small p answers the question, a large one is no evidence either way (never "learns faster")
+    assert rate_test_text(test) == ("does uncertainty learn faster than random? one-sided Wilcoxon p = 0.0156 over "
+                                    "6 classes: yes at 0.05")
+    assert rate_test_text(reverse).endswith(": not shown at 0.05")
     needed = result["labels_needed"]
     assert needed["uncertainty"] is not None and needed["random"] is not None
     assert needed["uncertainty"] < needed["random"]
