@@ -45,6 +45,11 @@ _HEADER_TYPES = {"format_version": int, "fingerprint": str, "record": dict, "dim
 FINGERPRINT_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
+def short(fp: str) -> str:
+    """First 12 hex digits of a fingerprint, for messages."""
+    return fp[:12]
+
+
 def read_header(path: Path) -> StoreHeader:
     """Parse and validate ``store.json``: every field of the right type, a valid record, a known format."""
     data = read_json_object(path, "store header")
@@ -66,6 +71,29 @@ def read_header(path: Path) -> StoreHeader:
     header = from_dict(StoreHeader, data, source=str(path))
     PreprocessingRecord.from_dict(header.record)  # a clear error for a damaged record
     return header
+
+
+def check_encoder(header: StoreHeader, directory: Path, fingerprint: str, record: PreprocessingRecord | None = None,
+                  dim: int | None = None) -> None:
+    """Refuse an encoder that did not produce the store ``header`` describes (names both fingerprints)."""
+    stored = PreprocessingRecord.from_dict(header.record).to_dict()
+    if header.format_version < 2:
+        raise MismatchError(f"{directory}: store of format {header.format_version} (before hemoembed "
+                            "fingerprinted architecture and preprocessing as well as weights) cannot be matched "
+                            "to an encoder; it stays readable (fit-svm, tsne, neighbors --path, predict --store); "
+                            "to add images or query it with an encoder, rebuild it: hemoembed embed ENCODER "
+                            "IMAGES --store NEW_DIR (or this one with --overwrite)")
+    if fingerprint != header.fingerprint:
+        differs = record is not None and record.to_dict() != stored
+        why = (f"; its preprocessing {record.to_dict()} differs from the store's {stored}"
+               if differs else "")
+        raise MismatchError(f"{directory}: store was built by encoder {short(header.fingerprint)} but this "
+                            f"encoder is {short(fingerprint)}{why} (use a new --store, or --overwrite to rebuild)")
+    if record is not None and record.to_dict() != stored:
+        raise MismatchError(f"{directory}: store preprocessing {stored} differs from the "
+                            f"encoder's {record.to_dict()}")
+    if dim is not None and int(dim) != header.dim:
+        raise MismatchError(f"{directory}: store dimension {header.dim} differs from the encoder's {dim}")
 
 
 def arrow_value_type(dtype: str):

@@ -11,7 +11,8 @@ part so it can never add rows to a store that was replaced underneath it.
 
 Reading scales to millions of rows: the row table (paths, hashes, metadata) is read without the embedding
 column, the embedding matrix is read part by part into one preallocated array (never a second copy), and
-:meth:`EmbeddingStore.info` reads only Parquet footers and the ``path`` and ``sha256`` columns.
+:meth:`EmbeddingStore.info` reads only Parquet footers and ``store.json`` (the counts the writer recorded,
+:mod:`.summary`).
 
 Format 1 stores (hemoembed before format 2) carry a weights-only fingerprint: they stay readable, but no
 encoder can be matched to them (the message says how to rebuild).
@@ -38,17 +39,15 @@ from .format import (  # noqa: F401 - re-exported: the store's public names
     FORMAT_VERSION,
     STORE_FILE,
     StoreHeader,
+    check_encoder,
     check_part_schema,
     make_part_table,
     read_header,
+    short,
 )
 from .join import match_rows
 from .parts import parquet_metadata, part_files, read_part, remove_stale_temporaries, write_part
-
-
-def short(fp: str) -> str:
-    """First 12 hex digits of a fingerprint, for messages."""
-    return fp[:12]
+from .summary import RowCounts, committed, with_counts
 
 
 class EmbeddingStore:
@@ -63,6 +62,8 @@ class EmbeddingStore:
         self._kept: np.ndarray | None = None  # rows of the parts' concatenation kept (None: all)
         self._embeddings: np.ndarray | None = None
         self._index = None  # the approximate neighbour index, once loaded
+        self._footers: dict[Path, object] = {}  # Parquet footers read, per part
+        self._counts: RowCounts | None = None  # what this writer has counted (see :mod:`.summary`)
 
     # ----------------------------------------------------------------------------------- opening
     @classmethod
@@ -74,7 +75,7 @@ class EmbeddingStore:
             raise InputError(f"{directory}: not an embedding store (no {STORE_FILE}; create one with hemoembed embed)")
         store = cls(directory, read_header(path))
         for part in store.part_files():
-            store._check_part(part)
+            store._part_schema(part)
         return store
 
     @classmethod
@@ -121,23 +122,7 @@ class EmbeddingStore:
     def check_encoder(self, fingerprint: str, record: PreprocessingRecord | None = None,
                       dim: int | None = None) -> None:
         """Refuse an encoder that did not produce this store (names both fingerprints)."""
-        if self.header.format_version < 2:
-            raise MismatchError(f"{self.directory}: store of format {self.header.format_version} (before hemoembed "
-                                "fingerprinted architecture and preprocessing as well as weights) cannot be matched "
-                                "to an encoder; it stays readable (fit-svm, tsne, neighbors --path, predict --store); "
-                                "to add images or query it with an encoder, rebuild it: hemoembed embed ENCODER "
-                                "IMAGES --store NEW_DIR (or this one with --overwrite)")
-        if fingerprint != self.fingerprint:
-            differs = record is not None and record.to_dict() != self.record.to_dict()
-            why = (f"; its preprocessing {record.to_dict()} differs from the store's {self.record.to_dict()}"
-                   if differs else "")
-            raise MismatchError(f"{self.directory}: store was built by encoder {short(self.fingerprint)} but this "
-                                f"encoder is {short(fingerprint)}{why} (use a new --store, or --overwrite to rebuild)")
-        if record is not None and record.to_dict() != self.record.to_dict():
-            raise MismatchError(f"{self.directory}: store preprocessing {self.record.to_dict()} differs from the "
-                                f"encoder's {record.to_dict()}")
-        if dim is not None and int(dim) != self.dim:
-            raise MismatchError(f"{self.directory}: store dimension {self.dim} differs from the encoder's {dim}")
+        check_encoder(self.header, self.directory, fingerprint, record, dim)
 
     # ----------------------------------------------------------------------------------- properties
     @property
@@ -175,6 +160,7 @@ class EmbeddingStore:
         self._parts, self._kept = [], None
         self._embeddings = None
         self._index = None
+        self._footers = {}
 
     def table(self):
         """All current rows as a pyarrow Table, without the embedding column (:meth:`embeddings` reads it):
@@ -199,7 +185,7 @@ class EmbeddingStore:
         for i, name in enumerate(table.column_names):  # a part without a metadata column: "" there, never null
             if name not in BASE_COLUMNS and table.column(i).null_count:
                 table = table.set_column(i, name, pc.fill_null(table.column(i), ""))
-        if pc.count_distinct(table.column("path")).as_py() < table.num_rows:
+        if len(pc.unique(table.column("path"))) < table.num_rows:
             # a file changed after it was stored: the newest row wins (last occurrence of each path)
             paths = table.column("path").to_numpy(zero_copy_only=False)
             _, last = np.unique(paths[::-1], return_index=True)
@@ -351,33 +337,12 @@ class EmbeddingStore:
         return knn_blocks(vectors, self.iter_embeddings(), len(self), k, metric, exclude)
 
     def info(self) -> dict:
-        """Counts, encoder, dimension, parts and metadata columns (for ``hemoembed store info``).
+        """Counts, encoder, dimension, parts and metadata columns (for ``hemoembed store info``): see
+        :func:`.summary.describe` (Parquet footers and ``store.json`` only, at any size, for stores whose
+        writer recorded its counts)."""
+        from .summary import describe
 
-        Reads Parquet footers and the ``path`` and ``sha256`` columns only (a million rows in about a second).
-        """
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        parts = self.part_files()
-        footers = {p: parquet_metadata(p) for p in parts}
-        keys = pa.concat_tables([read_part(p, ["path", "sha256"]) for p in parts]) if parts else None
-        rows = pc.count_distinct(keys.column("path")).as_py() if parts else 0
-        if parts and rows < keys.num_rows:
-            keys = self.table()  # a file changed after it was stored: count the newest rows only
-        metadata: list[str] = []
-        for meta in footers.values():
-            metadata += [n for n in meta.schema.to_arrow_schema().names if n not in BASE_COLUMNS + tuple(metadata)]
-        return {
-            "directory": str(self.directory), "rows": rows,
-            "unique_images": pc.count_distinct(keys.column("sha256")).as_py() if rows else 0,
-            "fingerprint": self.fingerprint, "dim": self.dim, "dtype": self.header.dtype,
-            "record": self.header.record, "parts": len(parts),
-            "part_rows": {p.name: meta.num_rows for p, meta in footers.items()},
-            "bytes": sum(p.stat().st_size for p in parts),
-            "metadata_columns": metadata if rows else [],
-            "format_version": self.header.format_version, "hemoembed_version": self.header.hemoembed_version,
-            "created": self.header.created,
-        }
+        return describe(self)
 
     # ----------------------------------------------------------------------------------- writing
     def append(self, table) -> Path:
@@ -386,16 +351,22 @@ class EmbeddingStore:
             raise InputError("refusing to write an empty store part")
         check_part_schema(table.schema, self.dim, self.directory / "(new part)", self.dtype)
         self._check_header_unchanged()
+        table, counts = with_counts(self._counts, table, self.part_files(), self.header.store_id)
+        self._counts = None  # until the part is committed
         target = write_part(self.directory, table, before_visible=self._check_header_unchanged)
+        self._counts = committed(counts, target, self.part_files())
         self.refresh()
         return target
 
-    def _check_part(self, part: Path) -> None:
-        self._part_schema(part)
+    def footer(self, part: Path):
+        """A part's Parquet footer (row count, schema, key-value metadata), read once until :meth:`refresh`."""
+        if part not in self._footers:
+            self._footers[part] = parquet_metadata(part)
+        return self._footers[part]
 
     def _part_schema(self, part: Path):
         """A part's Arrow schema, checked against the header."""
-        schema = parquet_metadata(part).schema.to_arrow_schema()
+        schema = self.footer(part).schema.to_arrow_schema()
         check_part_schema(schema, self.dim, part, self.dtype)
         return schema
 
