@@ -167,6 +167,13 @@ ROWS: list[tuple[str, list[str]]] = [
     ("store info: future format", ["store", "info", "{bad}/store_future"]),
     ("store info: no such subcommand", ["store", "nope", "{store}"]),
     # ------------------------------------------------------------------ store index
+    ("store convert: missing", ["store", "convert", "{world}/nope", "--dtype", "float16", "--out", "{out}"]),
+    ("store convert: damaged store", ["store", "convert", "{bad}/store_dim", "--dtype", "float16", "--out", "{out}"]),
+    ("store convert: already float32", ["store", "convert", "{store}", "--dtype", "float32", "--out", "{out}"]),
+    ("store convert: unknown dtype", ["store", "convert", "{store}", "--dtype", "int8", "--out", "{out}"]),
+    ("store convert: --out is the store", ["store", "convert", "{store}", "--dtype", "float16", "--out", "{store}",
+                                           "--overwrite"]),
+    ("store convert: --out exists", ["store", "convert", "{store}", "--dtype", "float16", "--out", "{world}/svm"]),
     ("store index: missing", ["store", "index", "{world}/nope"]),
     ("store index: damaged store", ["store", "index", "{bad}/store_dim"]),
     ("store index: --cells 0", ["store", "index", "{store}", "--cells", "0"]),

@@ -1,4 +1,4 @@
-"""Embedding store commands: embed, store info, neighbours."""
+"""Embedding store commands: embed, store info / convert / index, neighbours."""
 from __future__ import annotations
 
 import json
@@ -14,6 +14,7 @@ from .common import (
     echo,
     images_argument,
     overwrite_option,
+    prepare_output_dir,
     prepare_output_file,
     progress,
     seed_option,
@@ -99,6 +100,32 @@ def store_info(store_dir: Path, as_json: bool) -> None:
     echo(f"parts        {info['parts']} ({written} rows written, {info['bytes'] / 2**20:.1f} MiB)")
     echo(f"metadata     {', '.join(info['metadata_columns']) or 'none'}")
     echo(f"created      {info['created']} by hemoembed {info['hemoembed_version']} (format {info['format_version']})")
+
+
+@store_group.command("convert")
+@click.argument("store_dir", metavar="DIR", type=click.Path(path_type=Path))
+@click.option("--dtype", type=click.Choice(["float16", "float32"]), required=True,
+              help="How the copy keeps embeddings; float16 halves disk and memory.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder of the new store.")
+@overwrite_option
+def store_convert(store_dir: Path, dtype: str, out: Path, overwrite: bool) -> None:
+    """Copy a store with its embeddings kept as another dtype (no images embedded again).
+
+    The copy has the same encoder, rows, parts and metadata; float32 to float16 rounds each value as
+    embed --dtype float16 does. Models fitted on either store apply to both.
+
+    \b
+    Example:
+      hemoembed store convert stores/pbc64 --dtype float16 --out stores/pbc64_f16
+    """
+    from ..store.convert import convert_store, convertible
+
+    convertible(store_dir, dtype)  # refused before the output folder is touched
+    out = prepare_output_dir(out, overwrite, inputs=[store_dir])
+    store = convert_store(store_dir, out, dtype, progress=progress)
+    info = store.info()
+    echo(f"store {out}: {info['rows']} rows as {dtype} ({info['bytes'] / 2**20:.1f} MiB), encoder "
+         f"{store.fingerprint[:12]}")
 
 
 @store_group.command("index")
