@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's hemoembed, also in-process (not the one pip installed)
 CLASSES = ("basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet")
 DIM, RANK, PART = 1280, 64, 2048
 AL_LABELS = 125_000  # active learning: labels of 125k rows, 20% test -> a pool of 100k

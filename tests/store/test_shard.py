@@ -79,6 +79,8 @@ def test_two_shard_processes_fill_one_store_like_one_writer(cells, saved_encoder
     assert sorted(got) == sorted(want) and len(sharded.paths) == len(set(sharded.paths))
     for path, vector in want.items():
         np.testing.assert_allclose(got[path], vector, atol=1e-5)
+    info = sharded.info()  # from the newest part's footer, or counted when two parts were committed in a race
+    assert (info["rows"], info["unique_images"]) == (len(whole), len(set(whole.sha256)))
     assert sorted(p.name for p in store.glob("rejects*.csv")) == ["rejects-shard-1-of-2.csv",
                                                                     "rejects-shard-2-of-2.csv"]
     assert (store / "embed_config-shard-2-of-2.json").is_file() and not (store / "rejects.csv").exists()
