@@ -14,6 +14,11 @@ cosine distance ratio 0.28 here vs 0.38 there, 96% of the variance in 64 dimensi
 classifier's macro-F1 0.96). Rows are generated in blocks seeded by their position, so the first 10,000
 rows of every store are the same cells: the 10k store is a sample of the 1M store.
 
+Stores written by this hemoembed record their row counts in each part's footer, so ``store info`` reads
+no rows (stores built before are counted the slow way). ``--dtype float16`` builds and runs the float16
+stores (``store_<n>_float16``); ``hemoembed store convert`` makes one from a float32 store without generating
+the rows again.
+
 ``run`` starts each command as its own process (``python -m hemoembed ...``) and reads that process's
 resource usage (``wait4``): wall seconds, user+system CPU seconds, peak RSS.
 """
