@@ -80,8 +80,10 @@ def read_part(path: Path, columns: Sequence[str]):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    try:  # ParquetFile, not read_table: that imports pyarrow.dataset and pandas (a quarter second)
-        table = pq.ParquetFile(path, memory_map=True).read(columns=list(columns))
+    try:  # ParquetFile, not read_table: that imports pyarrow.dataset and pandas (a quarter second); one thread,
+        # so every buffer the read used is freed when it returns (worker threads free theirs a moment later)
+        with pq.ParquetFile(path, memory_map=True) as handle:
+            table = handle.read(columns=list(columns), use_threads=False)
     except (OSError, pa.ArrowException) as exc:
         raise InputError(f"{path}: cannot read store part ({exc})") from None
     missing = [name for name in columns if name not in table.column_names]  # ParquetFile skips them silently
