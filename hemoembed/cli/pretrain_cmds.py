@@ -99,7 +99,8 @@ def pretrain(manifest, out: Path, config_file: Path | None, resume: bool, overwr
     """Pretrain the encoder on unlabelled images (two augmented views per image).
 
     Writes RUN/config.json, RUN/history.csv (losses; probe scores with --probe-labels), RUN/checkpoints/
-    (the last epoch, what --resume needs), RUN/colour_reference.json (the source style for `adapt`),
+    (the last epoch, what --resume needs; with --keep-checkpoints 0 only while the run trains),
+    RUN/colour_reference.json (the source style for `adapt`),
     RUN/encoder.keras (the encoder only; a projection head is used for the loss and dropped).
     An interrupted run continues with the same command plus --resume.
 
