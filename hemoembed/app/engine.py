@@ -53,7 +53,7 @@ class Engine:
         current = self.state.current_version()
         self.classifier: Classifier = initial
         if current and current["version"] > 0:
-            self.classifier = self.versions.classifier(current["version"]) or initial
+            self.classifier = self.versions.load(current["version"]) or initial
         self._model_lock = threading.Lock()  # the encoder: inference batches and GradCAM
         self._predict_lock = threading.Lock()  # finishing a batch vs swapping the classifier
         self._map_lock = threading.Lock()
@@ -315,7 +315,7 @@ class Engine:
                 self.versions.sync_classes(self.state.classes())
                 event = self.versions.teach({images[i]: label for i, label in corrections.items()},
                                             f"hemoembed serve: version {version}")
-                classifier = self.versions.classifier(version)
+                classifier = self.versions.save(version)
             with self._predict_lock:
                 done = self.state.cells(status="done")
                 refreshed = self._predictions([c for c in done if c["image"] in self._vectors], classifier)

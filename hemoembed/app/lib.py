@@ -18,12 +18,13 @@ from ..model.encoder import fingerprint, load_encoder
 from ..store.embed import CONFIG_FILE as EMBED_CONFIG
 from ..store.embed import UNDECODABLE, iter_embeddings
 from ..store.store import EmbeddingStore, make_part_table, short
-from ..tasks.active import LabellingSession, SessionConfig
+from ..tasks.active import IncrementalLinearSVM, LabellingSession, SessionConfig
 from ..tasks.common import load_labelled
 from ..tasks.svm import column_folder, load_svm, read_meta
 
 __all__ = [
-    "EMBED_CONFIG", "MAX_PIXELS", "UNDECODABLE", "EmbeddingStore", "HemoembedError", "InputError",
+    "EMBED_CONFIG", "MAX_PIXELS", "UNDECODABLE", "EmbeddingStore", "HemoembedError", "IncrementalLinearSVM",
+    "InputError",
     "LabellingSession", "LinearDecision", "MismatchError", "SessionConfig", "TsneMap", "atomic_write_bytes",
     "csv_text", "decode_image", "explain_class", "fingerprint", "iter_embeddings", "load_encoder", "load_inputs",
     "load_labelled", "load_svm", "make_part_table", "column_folder", "one_line", "overlay", "probe_bytes",

@@ -6,9 +6,15 @@ reference store's rows and the uploaded cells (:class:`ReviewPool`); its labels 
 plus the reviewers' corrections, taught with ``teach_labels`` (labels file first, then the model, then the
 history), and a version's predictions come from ``LabellingSession.predict_proba``. New classes are added
 with ``LabellingSession.add_class``.
+
+The session keeps only its latest model, so each version's model is also saved on its own
+(``DATA/versions/vN.npz``, plain arrays) before the version is recorded as ready: after a crash between a
+retrain's teach and its record, the server restarts on the last *recorded* version's model, not on the
+unrecorded one the session already holds (that retrain is then run again).
 """
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,14 +111,36 @@ class Versions:
         labels.update({UPLOAD_PREFIX + image: label for image, label in corrections.items()})
         return self.session.teach_labels(labels, source)
 
-    def classifier(self, version: int) -> Classifier | None:
-        """The session's current model as version ``version`` (None before its first teach)."""
+    def save(self, version: int) -> Classifier | None:
+        """Save the session's current model as version ``version`` and return its classifier (None before the
+        session's first teach)."""
         current = self.session.model()
         if current is None:
             return None
-        model = current["model"]
         mean, scale = self.session.standardiser()
+        buffer = io.BytesIO()
+        np.savez(buffer, **current["model"].state(), mean=mean, scale=scale)
+        lib.atomic_write_bytes(self._file(version), buffer.getvalue())
+        return self._classifier(version, current["model"], mean, scale)
+
+    def load(self, version: int) -> Classifier | None:
+        """Version ``version``'s saved model; a data folder from before versions were saved has only the
+        session's latest model, which is then used (None before the session's first teach)."""
+        path = self._file(version)
+        if not path.is_file():
+            current = self.session.model()
+            return None if current is None else self._classifier(version, current["model"],
+                                                                 *self.session.standardiser())
+        with np.load(path, allow_pickle=False) as data:
+            state = {k: data[k] for k in data.files}
+        model = lib.IncrementalLinearSVM.from_state(state, C=self.session.config.C)
+        return self._classifier(version, model, state["mean"], state["scale"])
+
+    def _file(self, version: int) -> Path:
+        return self.directory.parent / "versions" / f"v{int(version)}.npz"
+
+    def _classifier(self, version: int, model, mean: np.ndarray, scale: np.ndarray) -> Classifier:
         classes = [str(c) for c in model.classes_]
-        return Classifier(version, classes, lambda X: self.session.predict_proba(X, current)[1],
+        return Classifier(version, classes, lambda X: self.session.predict_proba(X, {"model": model})[1],
                           lambda: lib.LinearDecision.from_pairs(classes, model.pairs_, model.pair_coef_,
                                                                 model.pair_intercept_, mean, scale))

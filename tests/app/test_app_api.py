@@ -156,6 +156,7 @@ def test_review_loop_upload_detail_correct_new_class_retrain_export(client_for, 
     assert sum(r["review_seconds"] == "2.5" for r in corrected) == 6
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the simulated crash
 def test_restart_loses_nothing_and_finishes_interrupted_work(make_engine, cell_files, tmp_path):
     first = make_engine(start=False)  # no worker: the uploads stay queued, as after a crash mid-upload
     batch = first.state.new_batch("b")
@@ -170,10 +171,29 @@ def test_restart_loses_nothing_and_finishes_interrupted_work(make_engine, cell_f
     assert second.state.versions()[-1]["status"] == "ready" and second.classifier.version == interrupted
     assert second.state.cells([ids[0]])[0]["corrected"] == "lymphocyte"
     assert len(second.query_store) == 5
+
+    # a crash after the next retrain taught the session but before the version was recorded
+    def crash(*args, **kwargs):
+        raise SystemExit  # ends the retrain thread like a kill: nothing after the teach is recorded
+
+    second.state.correct(ids[1], "basophil", "r", 1.0)
+    second.state.finish_version = crash
+    unrecorded = second.retrain()
+    wait_until(lambda: second.training is None, timeout=300)
+    assert second.state.versions()[-1]["status"] == "training" and second.classifier.version == interrupted
+    X = np.stack([second.vector(c) for c in second.state.cells(ids)])
+    recorded = second.classifier.predict_proba(X)
+    taught = second.versions.session.predict_proba(X)[1]  # the session already holds the unrecorded model
+    assert not np.allclose(recorded, taught, atol=1e-6)
     second.stop()
-    third = make_engine()
+    third = make_engine(start=False)  # restarts on the recorded version's model, not the session's latest
     assert third.classifier.version == interrupted and len(third.state.cells()) == 5
+    assert np.allclose(third.classifier.predict_proba(X), recorded, atol=1e-9)
     assert third.ingest(cell_files(1), batch)[0]["error"].startswith("duplicate")
+    third.start()  # and runs the unrecorded retrain again
+    wait_until(lambda: third.classifier.version == unrecorded, timeout=300)
+    assert third.state.versions()[-1]["status"] == "ready" and third.state.versions()[-1]["n_corrections"] == 2
+    assert np.allclose(third.classifier.predict_proba(X), taught, atol=1e-9)
 
 
 def test_cli_refuses_a_public_address_without_token_and_other_stores(shell_cli, reference_files, tmp_path):
