@@ -33,7 +33,7 @@ class Engine:
     """Everything behind the HTTP API (thread-safe; the web layer only translates)."""
 
     def __init__(self, reference, model, record, data_dir: Path, *, limits: Limits = Limits(), k: int = 10,
-                 batch_size: int = 64, step: int = 32, retrain_cv: int = 3, gather_seconds: float = 0.1) -> None:
+                 batch_size: int = 64, step: int = 64, retrain_cv: int = 3, gather_seconds: float = 0.1) -> None:
         self.reference, self.model, self.record = reference, model, record
         self.data = Path(data_dir)
         self.limits, self.k = limits, k

@@ -3,16 +3,20 @@ in one transaction.
 
 A file is checked with the library's probe on its bytes (hash, format, pixel count from the header before
 any decoding, then a full decode for truncation), so nothing is written for a bad file and nothing is read
-back. A good file is written under ``DATA/images/<sha[:2]>/<sha>.<ext>`` (temporary file, fsync, atomic
-rename) before the database names it; the cells and refusals of one request are then recorded in one
-SQLite transaction (one commit per request, not per file). A crash between the two leaves at most image
-files that no cell names yet, which the next upload of the same bytes simply rewrites.
+back. A good file is written to a temporary file at once (one file's bytes in memory at a time); once the
+request's files are all checked, the temporary files are fsynced together (in parallel threads, so the
+file system commits them in a few journal transactions instead of one per file: about 10 times less wall
+time here) and renamed to ``DATA/images/<sha[:2]>/<sha>.<ext>`` before the database names them; the cells
+and refusals of one request are then recorded in one SQLite transaction (one commit per request, not per
+file). A crash before the commit leaves at most image files (or temporary files, removed at the next start)
+that no cell names yet, which the next upload of the same bytes simply rewrites.
 """
 from __future__ import annotations
 
 import os
 import threading
 import unicodedata
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -20,6 +24,7 @@ from typing import Any, BinaryIO
 from . import lib
 from .state import State
 
+SYNC_THREADS = 8  # temporary files fsynced at once
 FORMATS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "BMP": ".bmp", "TIFF": ".tif", "GIF": ".gif"}
 
 
@@ -45,6 +50,9 @@ class Intake:
     def __init__(self, state: State, data_dir: Path, limits: Limits) -> None:
         self.state, self.data, self.limits = state, Path(data_dir), limits
         self._lock = threading.Lock()
+        for stale in (self.data / "tmp").glob("*"):  # files of a request a crash cut short
+            if stale.is_file():
+                stale.unlink()
 
     def accept(self, files: list[tuple[str, bytes | BinaryIO | None]], batch: int) -> list[dict[str, Any]]:
         """Per file (bytes or an open file, read one at a time; ``None``: over the size limit) its
@@ -55,43 +63,53 @@ class Intake:
         if not self.state.batch_exists(batch):
             raise lib.InputError(f"batch {batch} does not exist")
         with self._lock:
-            results: list[dict[str, Any]] = []
-            new: list[dict[str, Any]] = []
-            first: dict[str, dict[str, Any]] = {}  # sha256 → the result that stores it or names its cell
-            for raw_name, data in files:
-                name = clean_filename(raw_name)
-                if data is not None and not isinstance(data, bytes):
-                    data = data.read()
-                result = {"filename": name, "id": None, "error": None, "new": False}
-                results.append(result)
-                info, result["error"] = self._check(data)
-                if result["error"] is not None:
-                    continue
-                if info.sha256 in first:
-                    result["same_as"] = first[info.sha256]  # its id and error once the request is recorded
-                    continue
-                first[info.sha256] = result
-                cell = self.state.cell_by_sha(info.sha256)
-                if cell is not None:
-                    result.update(id=cell, error=_duplicate(cell))
-                    continue
-                image = f"images/{info.sha256[:2]}/{info.sha256}{FORMATS[info.format]}"
-                self._write(image, data)
-                result["new"] = True
-                new.append(dict(sha256=info.sha256, filename=name, image=image, fmt=info.format, width=info.width,
-                                height=info.height, size_bytes=len(data)))
+            staged: list[tuple[Path, Path]] = []  # (temporary file, its place) of each new image
+            try:
+                return self._accept(files, batch, staged)
+            finally:
+                for tmp, _ in staged:
+                    tmp.unlink(missing_ok=True)
 
-            def refused(ids: list[int]) -> list[tuple[str, str]]:
-                for result, cell in zip([r for r in results if r["new"]], ids):
-                    result["id"] = cell
-                for result in results:
-                    if "same_as" in result:
-                        result["id"] = result.pop("same_as")["id"]
-                        result["error"] = _duplicate(result["id"])
-                return [(r["filename"], r["error"]) for r in results if r["error"]]
+    def _accept(self, files: list[tuple[str, bytes | BinaryIO | None]], batch: int,
+                staged: list[tuple[Path, Path]]) -> list[dict[str, Any]]:
+        results: list[dict[str, Any]] = []
+        new: list[dict[str, Any]] = []
+        first: dict[str, dict[str, Any]] = {}  # sha256 → the result that stores it or names its cell
+        for raw_name, data in files:
+            name = clean_filename(raw_name)
+            if data is not None and not isinstance(data, bytes):
+                data = data.read()
+            result = {"filename": name, "id": None, "error": None, "new": False}
+            results.append(result)
+            info, result["error"] = self._check(data)
+            if result["error"] is not None:
+                continue
+            if info.sha256 in first:
+                result["same_as"] = first[info.sha256]  # its id and error once the request is recorded
+                continue
+            first[info.sha256] = result
+            cell = self.state.cell_by_sha(info.sha256)
+            if cell is not None:
+                result.update(id=cell, error=_duplicate(cell))
+                continue
+            image = f"images/{info.sha256[:2]}/{info.sha256}{FORMATS[info.format]}"
+            staged.append(self._stage(image, data))
+            result["new"] = True
+            new.append(dict(sha256=info.sha256, filename=name, image=image, fmt=info.format, width=info.width,
+                            height=info.height, size_bytes=len(data)))
 
-            self.state.add_uploads(batch, new, refused)
-            return results
+        def refused(ids: list[int]) -> list[tuple[str, str]]:
+            for result, cell in zip([r for r in results if r["new"]], ids):
+                result["id"] = cell
+            for result in results:
+                if "same_as" in result:
+                    result["id"] = result.pop("same_as")["id"]
+                    result["error"] = _duplicate(result["id"])
+            return [(r["filename"], r["error"]) for r in results if r["error"]]
+
+        self._place(staged)
+        self.state.add_uploads(batch, new, refused)
+        return results
 
     def _check(self, data: bytes | None):
         """``(probe result, error or None)`` of one file's bytes."""
@@ -100,19 +118,28 @@ class Intake:
         info = lib.probe_bytes(data, max_pixels=self.limits.max_pixels, full=True)
         return info, info.error or _format_error(info)
 
-    def _write(self, image: str, data: bytes) -> None:
-        """Write an accepted file where its content hash puts it: temporary file, fsync, atomic rename."""
+    def _stage(self, image: str, data: bytes) -> tuple[Path, Path]:
+        """Write an accepted file to a temporary file (not yet synced): (temporary file, its place)."""
         target = self.data / image
-        target.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.data / "tmp" / f"{target.name}.{os.getpid()}"
-        try:
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+        tmp.write_bytes(data)
+        return tmp, target
+
+    def _place(self, staged: list[tuple[Path, Path]]) -> None:
+        """fsync the request's temporary files (together), then rename each to its content-addressed place."""
+        if len(staged) > 1:
+            with ThreadPoolExecutor(min(SYNC_THREADS, len(staged)), thread_name_prefix="hemoembed-sync") as pool:
+                list(pool.map(_fsync, [tmp for tmp, _ in staged]))
+        elif staged:
+            _fsync(staged[0][0])
+        for tmp, target in staged:
+            target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
 
 
 def clean_filename(name: str) -> str:

@@ -33,7 +33,7 @@ class InferenceWorker:
 
     def __init__(self, state: State, data_dir: Path, model, record, query_store, vectors: dict[str, np.ndarray],
                  finish: Callable[[list[dict], list[tuple[int, str]]], None], model_lock: threading.Lock, *,
-                 batch_size: int = 64, step: int = 32, gather_seconds: float = 0.1, gather_max_seconds: float = 0.5,
+                 batch_size: int = 64, step: int = 64, gather_seconds: float = 0.1, gather_max_seconds: float = 0.5,
                  on_batch: Callable[[], None] = lambda: None) -> None:
         self.state, self.data, self.model, self.record = state, Path(data_dir), model, record
         self.query_store, self.vectors, self.finish, self.model_lock = query_store, vectors, finish, model_lock

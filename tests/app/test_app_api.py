@@ -165,7 +165,10 @@ def test_restart_loses_nothing_and_finishes_interrupted_work(make_engine, cell_f
     assert all(c["status"] == "queued" for c in first.state.cells(ids))
     interrupted = first.state.start_version()  # and a retrain that never finished
     first.state.correct(ids[0], "lymphocyte", "r", 1.0)
+    partial = first.data / "tmp" / "f00d.png.4242"  # a file of a request the crash cut short
+    partial.write_bytes(b"\x89PNG")
     second = make_engine()  # same data folder
+    assert not partial.exists() and len(list((second.data / "images").rglob("*.png"))) == 5
     wait_until(lambda: all(c["status"] == "done" for c in second.state.cells(ids)))
     wait_until(lambda: second.training is None, timeout=300)
     assert second.state.versions()[-1]["status"] == "ready" and second.classifier.version == interrupted
