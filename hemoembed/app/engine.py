@@ -100,6 +100,7 @@ class Engine:
         self._placeable.set()
         for thread in self._threads:
             thread.join(timeout=30)
+        self.intake.close()
         self.state.close()
 
     # ------------------------------------------------------------------ uploads

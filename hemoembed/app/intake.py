@@ -50,6 +50,7 @@ class Intake:
     def __init__(self, state: State, data_dir: Path, limits: Limits) -> None:
         self.state, self.data, self.limits = state, Path(data_dir), limits
         self._lock = threading.Lock()
+        self._sync = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="hemoembed-sync")  # threads kept
         for stale in (self.data / "tmp").glob("*"):  # files of a request a crash cut short
             if stale.is_file():
                 stale.unlink()
@@ -118,6 +119,9 @@ class Intake:
         info = lib.probe_bytes(data, max_pixels=self.limits.max_pixels, full=True)
         return info, info.error or _format_error(info)
 
+    def close(self) -> None:
+        self._sync.shutdown()
+
     def _stage(self, image: str, data: bytes) -> tuple[Path, Path]:
         """Write an accepted file to a temporary file (not yet synced): (temporary file, its place)."""
         target = self.data / image
@@ -127,11 +131,7 @@ class Intake:
 
     def _place(self, staged: list[tuple[Path, Path]]) -> None:
         """fsync the request's temporary files (together), then rename each to its content-addressed place."""
-        if len(staged) > 1:
-            with ThreadPoolExecutor(min(SYNC_THREADS, len(staged)), thread_name_prefix="hemoembed-sync") as pool:
-                list(pool.map(_fsync, [tmp for tmp, _ in staged]))
-        elif staged:
-            _fsync(staged[0][0])
+        list(self._sync.map(_fsync, [tmp for tmp, _ in staged]))
         for tmp, target in staged:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, target)
