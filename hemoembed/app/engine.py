@@ -2,11 +2,12 @@
 
 One encoder is loaded per server. Uploads are checked and stored by :class:`~hemoembed.app.intake.Intake`
 (content-addressed under ``DATA/images``, one transaction per request) and queued for the
-:class:`~hemoembed.app.worker.InferenceWorker`, which embeds them in batches through the same pipeline as
-``hemoembed embed``, appends them to the per-server query store (``DATA/query_store``; the reference store
-is never written), records their predictions and reports per-file progress. On restart, queued cells are
-queued again (an image already in the query store is not embedded twice). Map placement runs in a thread
-of its own, or on demand for a detail view.
+:class:`~hemoembed.app.worker.InferenceWorker`, which embeds them in batches with the record's
+preprocessing steps, the ones ``hemoembed embed``'s pipeline runs (the same vectors), appends them to the
+per-server query store (``DATA/query_store``; the reference store is never written), records their
+predictions and reports per-file progress. On restart, queued cells are queued again (an image already in
+the query store is not embedded twice). Map placement runs in a thread of its own, or on demand for a
+detail view.
 """
 from __future__ import annotations
 
