@@ -117,7 +117,7 @@ def _check_resume(out: Path, config: PretrainConfig, resume: bool) -> None:
     if resume:
         if not saved.is_file():
             raise InputError(f"{out}: nothing to resume (no config.json); start without --resume")
-        if _last_checkpoint(out / "checkpoints") == "dropped":
+        if _checkpoint_pointer(out / "checkpoints").get("file", "") is None:
             raise InputError(f"{out}: the run finished and dropped its checkpoints (--keep-checkpoints 0), so it "
                              "cannot be resumed or trained longer; its encoder.keras is final")
         require_same_config(load_run_config(out), config, ignore=resume_ignores(config), where=str(out))
@@ -360,14 +360,18 @@ class EpochLoop:
         return tf.summary.create_file_writer(str(self.out / "tensorboard"))
 
 
-def _last_checkpoint(ckpt_dir: Path) -> str | None:
-    """The file ``checkpoint.json`` names; ``None`` before the first epoch ended; "dropped" (--keep-checkpoints 0)."""
+def _checkpoint_pointer(ckpt_dir: Path) -> dict:
+    """``checkpoint.json``: ``{}`` before the first epoch ended; its ``file`` is null once a finished run
+    dropped its checkpoints (--keep-checkpoints 0)."""
     import json
 
     pointer = ckpt_dir / "checkpoint.json"
-    if not pointer.is_file():
-        return None
-    return json.loads(pointer.read_text())["file"] or "dropped"
+    return json.loads(pointer.read_text()) if pointer.is_file() else {}
+
+
+def _last_checkpoint(ckpt_dir: Path) -> str | None:
+    """The checkpoint file to resume from; ``None`` when there is none (not yet written, or dropped)."""
+    return _checkpoint_pointer(ckpt_dir).get("file")
 
 
 def _cell(value: Any) -> str:

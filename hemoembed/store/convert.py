@@ -62,8 +62,9 @@ def convert_store(source: str | os.PathLike, target: str | os.PathLike, dtype: s
     with writer_lock(target):
         try:
             out = EmbeddingStore.create(target, src.fingerprint, src.record, src.dim, dtype=dtype)
-            with stage(progress, len(src.part_files()), "converting") as advance:
-                for part in src.part_files():
+            parts = src.part_files()
+            with stage(progress, len(parts), "converting") as advance:
+                for part in parts:
                     out.append(_converted(read_part(part, src.footer(part).schema.to_arrow_schema().names), dtype))
                     advance(1)
         except BaseException:
