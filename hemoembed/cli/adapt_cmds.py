@@ -35,6 +35,10 @@ from .common import (
               help="Labelled target images used.")
 @click.option("--min-per-class", type=POSITIVE, default=2, show_default=True)
 @click.option("--mode", type=click.Choice(["svm", "head", "finetune"]), default="svm", show_default=True)
+@click.option("--save-encoder", type=click.Choice(["reference", "copy"]), default="reference", show_default=True,
+              help="svm/head: write the adapted encoder as encoder.json, a small checked reference to the source "
+              "encoder (its weights are unchanged; every command loads it), or encoder.keras, a self-contained "
+              "copy of the weights to use without the source run. finetune always writes the copy.")
 @click.option("--no-colour-transform", is_flag=True, help="Skip the Reinhard transfer to the source style.")
 @click.option("--source-support", type=NON_NEGATIVE, default=0, show_default=True,
               help="svm mode: add N source images per (mapped) class to the shots.")
@@ -55,12 +59,13 @@ from .common import (
 @overwrite_option
 def adapt(source: Path, target: Path, image_root: Path | None, labels: Path | None, label_column: str,
           source_images: Path | None, class_map: Path | None, shots: int, min_per_class: int, mode: str,
-          no_colour_transform: bool, source_support: int, lr: str, epochs: str, batch_size: str, cv: int,
-          ablation: bool, repeats: int, conditions: str, curve: str, curve_mode: str, bootstrap: int, out: Path,
-          seed: int, overwrite: bool) -> None:
+          save_encoder: str, no_colour_transform: bool, source_support: int, lr: str, epochs: str,
+          batch_size: str, cv: int, ablation: bool, repeats: int, conditions: str, curve: str, curve_mode: str,
+          bootstrap: int, out: Path, seed: int, overwrite: bool) -> None:
     """Adapt a pretrained encoder to a new site with few labels (Reinhard colour transfer first).
 
-    Writes shots.csv, encoder.keras (Reinhard layer inside), store/, model.skops + model.json (usable by
+    Writes shots.csv, the adapted encoder (Reinhard layer inside: encoder.json, a reference to the source
+    encoder, or encoder.keras, a copy; see --save-encoder), store/, model.skops + model.json (usable by
     predict), report.json, per_class.csv, confusion.png, pr_curves.png, test_predictions.csv; with
     --ablation / --curve also ablation.{md,csv,json,png}.
 
@@ -70,6 +75,7 @@ def adapt(source: Path, target: Path, image_root: Path | None, labels: Path | No
       hemoembed adapt --source runs/demo --target cells/site1.csv --source-images cells/site0.csv \\
         --shots 20 --mode svm --out adapt_demo
       hemoembed predict adapt_demo --store adapt_demo/store --out predictions.csv
+      hemoembed predict adapt_demo --encoder adapt_demo/encoder.json new_cells/ --out new.csv
     Example (BCCD target, PBC source, study):
       hemoembed adapt --source runs/pbc64 --target ../shared/data/bccd/BCCD_cropped \\
         --source-images ../shared/data/pbc256/PBC_dataset_normal_DIB --shots 100 --mode finetune \\
@@ -81,7 +87,8 @@ def adapt(source: Path, target: Path, image_root: Path | None, labels: Path | No
     config = AdaptConfig(
         source=str(source), target=str(target), image_root=str(image_root or ""), labels=str(labels or ""),
         label_column=label_column, source_images=str(source_images or ""), class_map=str(class_map or ""),
-        shots=shots, min_per_class=min_per_class, mode=mode, colour_transform=not no_colour_transform,
+        shots=shots, min_per_class=min_per_class, mode=mode, save_encoder=save_encoder,
+        colour_transform=not no_colour_transform,
         source_support=source_support, lr=number_list(lr, "--lr", float), epochs=number_list(epochs, "--epochs", int),
         batch_size=number_list(batch_size, "--batch-size", int), cv=cv, n_bootstrap=bootstrap, ablation=ablation,
         repeats=repeats, conditions=[c.strip() for c in conditions.split(",") if c.strip()] or list(CONDITIONS),

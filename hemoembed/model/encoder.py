@@ -180,10 +180,15 @@ def save_encoder(model: keras.Model, path: str | os.PathLike) -> str:
 
 
 def load_encoder(path: str | os.PathLike) -> tuple[keras.Model, PreprocessingRecord]:
-    """Load an encoder in Keras safe mode; returns the model and its preprocessing record."""
+    """Load an encoder in Keras safe mode; returns the model and its preprocessing record. A ``.json`` path
+    is an adapter's encoder reference (:mod:`hemoembed.model.adapted`), rebuilt from its source encoder."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: encoder file not found")
+    if path.suffix.lower() == ".json":
+        from .adapted import load_encoder_reference
+
+        return load_encoder_reference(path)
     try:
         model = keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:  # noqa: BLE001 - Keras raises many types for bad files

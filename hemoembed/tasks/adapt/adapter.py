@@ -2,8 +2,9 @@
 
 A new site (microscope, camera, stain) brings at most ~100 labelled cells. Its images are first
 Reinhard-normalised to the lαβ statistics of the source run's training images (a
-:class:`~hemoembed.model.layers.ReinhardNormalization` layer inside an *adapted encoder*, so ``embed`` and
-``predict`` see new images exactly as the adapter did), then one of three modes learns the site:
+:class:`~hemoembed.model.layers.ReinhardNormalization` layer inside an *adapted encoder*,
+:func:`hemoembed.model.adapted.adapted_encoder`, so ``embed`` and ``predict`` see new images exactly as the
+adapter did), then one of three modes learns the site:
 
 * ``svm``: the frozen encoder's embeddings and the project's :class:`~hemoembed.tasks.svm.EmbeddingSVM`;
 * ``head``: a softmax head on frozen embeddings;
@@ -25,30 +26,10 @@ import numpy as np
 from ...data.colour import ReinhardReference
 from ...data.preprocess import PreprocessingRecord
 from ...errors import InputError
+from ...model.adapted import adapted_encoder
 
 Mode = Literal["svm", "head", "finetune"]
 MODES: tuple[str, ...] = ("svm", "head", "finetune")
-
-
-def adapted_encoder(source: keras.Model, record: PreprocessingRecord,
-                    reference: ReinhardReference | None) -> tuple[keras.Model, PreprocessingRecord]:
-    """Wrap the source encoder: raw crop → [Reinhard to ``reference``] → [gray world] → source encoder.
-
-    The wrapper's record has no colour step of its own: the source's gray world runs inside the model after
-    the Reinhard transfer ("before anything else"). Saved, it loads in safe mode and works with ``predict``.
-    """
-    from ...model.encoder import SPEC_LAYER
-    from ...model.layers import GrayWorld, PreprocessingSpec, ReinhardNormalization
-
-    new_record = record.without_colour()
-    size = int(record.image_size)
-    inputs = keras.Input((size, size, 3), name="image")
-    x = PreprocessingSpec(new_record.to_dict(), name=SPEC_LAYER)(inputs)
-    if reference is not None:
-        x = ReinhardNormalization(reference.mean, reference.std, name="reinhard")(x)
-    if record.colour == "grayworld":
-        x = GrayWorld(name="gray_world")(x)
-    return keras.Model(inputs, source(x), name="hemoembed_adapted_encoder"), new_record
 
 
 def embed_arrays(model: keras.Model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:

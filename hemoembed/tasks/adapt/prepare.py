@@ -45,6 +45,7 @@ class AdaptConfig:
     shots: int = 100
     min_per_class: int = 2
     mode: str = "svm"
+    save_encoder: str = "reference"  # svm/head: encoder.json (reference) or encoder.keras (copy); see workflow
     colour_transform: bool = True
     source_support: int = 0
     source_per_class: int = 100  # source images per class embedded for support and the source classifier

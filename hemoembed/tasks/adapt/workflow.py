@@ -1,5 +1,18 @@
 """``hemoembed adapt``: adapt on the shots, write the model, the adapted store and the reports (and, on
-request, the study of :mod:`.study`)."""
+request, the study of :mod:`.study`).
+
+The adapted encoder is written in one of two forms (``AdaptConfig.save_encoder``, ``--save-encoder``):
+
+* ``reference`` (default for ``svm`` and ``head``): ``encoder.json``, a few hundred bytes that name the source
+  encoder file (relative path and fingerprint) and the Reinhard statistics; every command that takes an
+  encoder loads it and rebuilds the same model (:mod:`hemoembed.model.adapted`). In these modes the adapted
+  encoder *is* the source encoder behind weightless colour layers, and the adapt folder already depends on
+  its source run (whose encoder embeds the next site anyway), so a copy would only repeat its weights
+  (24 MB for EfficientNetV2-B0) once per site and per rerun. A moved or retrained source is refused in one
+  sentence, never used silently.
+* ``copy``: ``encoder.keras``, self-contained: for handing the folder to someone without the source run.
+  ``finetune`` always writes the copy: its weights are its own.
+"""
 from __future__ import annotations
 
 import os
@@ -17,6 +30,7 @@ from ..common.sampling import select_shots
 from .prepare import AdaptConfig, finetune_grid, prepare, support_subset
 from .study import domain_separability, run_ablation, shot_curve, write_study
 
+SAVE_ENCODER: tuple[str, ...] = ("reference", "copy")
 MODE_WORDS = {"svm": "linear SVM on the source embedding", "head": "softmax head on the frozen encoder",
               "finetune": "fine-tuned encoder"}
 
@@ -32,13 +46,14 @@ def run(config: AdaptConfig, out_dir: str | os.PathLike,
         progress: ProgressFactory | None = None) -> dict[str, Any]:
     """``hemoembed adapt``: shots.csv, the adapted encoder and target store, a ``predict``-ready SVM, the
     evaluation reports (and, with ``config.ablation``/``curve_shots``, the study); returns the report."""
-    from ...model.encoder import save_encoder
-    from ...store.embed import run_embed
+    from ...store.embed import EmbedConfig, run_embed
     from ...store.store import EmbeddingStore
     from ..common.metrics import top_two
     from ..svm.estimator import EmbeddingSVM
 
     out = Path(out_dir)
+    if config.save_encoder not in SAVE_ENCODER:
+        raise InputError(f"--save-encoder {config.save_encoder!r} is not one of {', '.join(SAVE_ENCODER)}")
     prep = prepare(config, progress)
     save_config(config, out / "adapt_config.json")
     labels, keys = np.asarray(prep.labels), prep.manifest.paths
@@ -63,9 +78,12 @@ def run(config: AdaptConfig, out_dir: str | os.PathLike,
     atomic_write_text(out / "test_predictions.csv", csv_text(
         [["path", "true", "predicted", "probability", "second"]]
         + [[keys[i], labels[i], first[j], float(top[j]), second[j]] for j, i in enumerate(test)]))
-    fp = save_encoder(outcome.encoder, out / "encoder.keras")
+    fp, encoder_file = save_adapted_encoder(outcome.encoder, config, prep.notes["source_encoder"], out)
+    report["adapter"]["encoder_file"] = encoder_file.name
     store = EmbeddingStore.create(out / "store", fp, prep.record, int(outcome.encoder.output_shape[-1]))
-    run_embed(outcome.encoder, prep.record, store, prep.manifest, batch_size=config.embed_batch_size)
+    run_embed(outcome.encoder, prep.record, store, prep.manifest, batch_size=config.embed_batch_size,
+              config=EmbedConfig(encoder=str(encoder_file), images=prep.manifest.source,
+                                 image_root=str(prep.manifest.root), batch_size=config.embed_batch_size))
     svm = outcome.svm
     if svm is None:  # head / finetune: an SVM on the adapted embeddings of the shots, so `predict` works
         row = {p: i for i, p in enumerate(store.paths)}
@@ -83,3 +101,16 @@ def run(config: AdaptConfig, out_dir: str | os.PathLike,
                     shot_curve(prep, config, progress) if config.curve_shots else None,
                     subject=f"new site {Path(config.target).name}, source run {Path(config.source).name}")
     return report
+
+
+def save_adapted_encoder(encoder, config: AdaptConfig, source: str | os.PathLike,
+                         out: Path) -> tuple[str, Path]:
+    """Write the adapted encoder as ``encoder.json`` (a reference to the encoder file ``source``) or
+    ``encoder.keras`` (a copy; always for ``finetune``); see the module docstring. Returns ``(fingerprint,
+    the file written)``."""
+    from ...model.adapted import save_encoder_reference
+    from ...model.encoder import save_encoder
+
+    if config.mode == "finetune" or config.save_encoder == "copy":
+        return save_encoder(encoder, out / "encoder.keras"), out / "encoder.keras"
+    return save_encoder_reference(encoder, source, out / "encoder.json"), out / "encoder.json"
