@@ -116,6 +116,10 @@ ROWS: list[tuple[str, list[str]]] = [
                                   "--out", "{out}.csv"]),
     ("predict: wrong encoder (same weights, crop 0.3)", ["predict", "{world}/svm", "--encoder", "{world}/wrong.keras",
                                                          "{cells}", "--out", "{out}.csv"]),
+    ("predict: encoder reference whose source is gone", ["predict", "{world}/svm", "--encoder",
+                                                         "{bad}/orphan/encoder.json", "{cells}", "--out", "{out}.csv"]),
+    ("predict: not an encoder reference", ["predict", "{world}/svm", "--encoder", "{bad}/list.json", "{cells}",
+                                           "--out", "{out}.csv"]),
     ("predict: only a bomb", ["predict", "{world}/svm", "--encoder", "{enc}", "{bad}/bomb_dir", "--out", "{out}.csv"]),
     ("predict: --out exists", ["predict", "{world}/svm", "--store", "{store}", "--out", "{world}/labels.csv"]),
     # ------------------------------------------------------------------ baseline
@@ -142,6 +146,8 @@ ROWS: list[tuple[str, list[str]]] = [
     ("embed: --batch-size abc", ["embed", "{enc}", "{cells}", "--store", "{out}", "--batch-size", "abc"]),
     ("embed: --store is a file", ["embed", "{enc}", "{cells}", "--store", "{world}/labels.csv"]),
     ("embed: --store is not a store", ["embed", "{enc}", "{cells}", "--store", "{world}/svm"]),
+    ("embed: encoder reference whose source changed", ["embed", "{bad}/changed/encoder.json", "{cells}", "--store",
+                                                       "{out}"]),
     ("embed: store of another encoder", ["embed", "{world}/wrong.keras", "{cells}", "--store", "{store}"]),
     ("embed: store dim disagrees", ["embed", "{enc}", "{cells}", "--store", "{bad}/store_dim"]),
     ("embed: store of a future format", ["embed", "{enc}", "{cells}", "--store", "{bad}/store_future"]),
@@ -358,6 +364,8 @@ ROWS: list[tuple[str, list[str]]] = [
                                        "{out}"]),
     ("serve: wrong encoder", ["serve", "--store", "{store}", "--model", "{world}/svm", "--encoder",
                               "{world}/wrong.keras", "--data", "{out}"]),
+    ("serve: encoder reference whose source changed", ["serve", "--store", "{store}", "--model", "{world}/svm",
+                                                       "--encoder", "{bad}/changed/encoder.json", "--data", "{out}"]),
     ("serve: open host without token", ["serve", "--store", "{store}", "--model", "{world}/svm", "--host", "0.0.0.0",
                                         "--data", "{out}"]),
     ("serve: short token", ["serve", "--store", "{store}", "--model", "{world}/svm", "--token", "abc", "--data",
@@ -464,9 +472,11 @@ def world(tmp_path_factory, png_bomb) -> Path:
     """Real artefacts every row may read; built once, never changed by a row (each runs on a linked copy)."""
     import keras
 
+    from hemoembed.data.colour import ReinhardReference
     from hemoembed.data.manifest import load_manifest
     from hemoembed.data.preprocess import PreprocessingRecord
-    from hemoembed.model.encoder import build_encoder, save_encoder
+    from hemoembed.model.adapted import adapted_encoder, save_encoder_reference
+    from hemoembed.model.encoder import build_encoder, load_encoder, save_encoder
     from hemoembed.store.embed import embed_to_store
     from hemoembed.tasks.svm import EmbeddingSVM
 
@@ -521,6 +531,15 @@ def world(tmp_path_factory, png_bomb) -> Path:
     (bad / "labels_unknown.csv").write_text("path,label\nx/none.png,a\ny/none.png,b\n")
     (bad / "teach_unknown.csv").write_text("path,label\nx/none.png,a\n")
     (bad / "teach_label.csv").write_text(f"path,label\n{store.paths[0]},zebra\n")
+    for name, replacement in (("orphan", None), ("changed", root / "wrong.keras")):  # adapter encoder references
+        (bad / name).mkdir()
+        shutil.copy(root / "enc.keras", bad / name / "src.keras")
+        style = ReinhardReference((4.0, 0.0, 0.0), (0.5, 0.05, 0.03))
+        adapted = adapted_encoder(*load_encoder(bad / name / "src.keras"), style)[0]
+        save_encoder_reference(adapted, bad / name / "src.keras", bad / name / "encoder.json")
+        (bad / name / "src.keras").unlink()
+        if replacement is not None:
+            shutil.copy(replacement, bad / name / "src.keras")
     for damage in ("dim", "list", "future", "notjson", "narrow", "nocol"):
         _damaged_store(root / "store", bad / f"store_{damage}", damage)
     meta = json.loads((root / "svm" / "label" / "model.json").read_text())

@@ -98,6 +98,21 @@ def test_colour_reference_round_trips_and_adapted_encoder_loads_in_safe_mode(sit
     assert ReinhardReference.from_images([layer_out]).mean == pytest.approx(ref.mean, abs=0.02)
 
 
+def test_adapter_saves_a_reference_unless_the_weights_changed_or_a_copy_is_asked_for(sites, tmp_path):
+    from hemoembed.model.encoder import fingerprint, load_encoder
+    from hemoembed.tasks.adapt import AdaptConfig, adapted_encoder
+    from hemoembed.tasks.adapt.workflow import save_adapted_encoder
+
+    source = sites["run"] / "encoder.keras"
+    adapted = adapted_encoder(*load_encoder(source), None)[0]
+    for mode, save, name in (("svm", "reference", "encoder.json"), ("head", "reference", "encoder.json"),
+                             ("svm", "copy", "encoder.keras"), ("finetune", "reference", "encoder.keras")):
+        out = tmp_path / f"{mode}-{save}"
+        fp, written = save_adapted_encoder(adapted, AdaptConfig(mode=mode, save_encoder=save), source, out)
+        assert written == out / name and [p.name for p in out.iterdir()] == [name], (mode, save)
+        assert fp == fingerprint(adapted) == fingerprint(load_encoder(written)[0])
+
+
 def colour_statistics_encoder(run: Path) -> Path:
     """A hemoembed encoder whose embedding is each image's per-channel mean and mean square (no random weights):
     it sees exactly the stain, so whether the colour transform closes the site gap does not depend on how a
@@ -210,12 +225,21 @@ def test_adapt_cli_writes_a_predictable_model(sites, tmp_path, cli):
     assert {r["path"] for r in shots}.isdisjoint(r["path"] for r in tests)
     assert sorted({r["label"] for r in shots}) == ["eosinophil", "lymphocyte", "monocyte", "neutrophil"]
     assert all(sum(r["label"] == c for r in shots) == 3 for c in ("eosinophil", "lymphocyte"))
-    for name in ("encoder.keras", "model.skops", "model.json", "report.json", "per_class.csv", "pr_curves.png",
-                 "colour_reference.json", "adapt_config.json", "store/store.json"):
+    for name in ("encoder.json", "model.skops", "model.json", "report.json", "per_class.csv", "pr_curves.png",
+                 "colour_reference.json", "adapt_config.json", "store/store.json", "store/embed_config.json"):
         assert (out / name).is_file(), name
+    assert not (out / "encoder.keras").exists()  # svm mode: a reference to the unchanged source, no copy
     import json
 
     report = json.loads((out / "report.json").read_text())
+    assert report["adapter"]["encoder_file"] == "encoder.json"
+    # the reference is the encoder the store and the SVM were made with, recorded for `serve`
+    from hemoembed.model.encoder import fingerprint, load_encoder
+
+    recorded = json.loads((out / "store" / "embed_config.json").read_text())["encoder"]
+    assert Path(recorded) == out / "encoder.json"
+    assert fingerprint(load_encoder(recorded)[0]) == json.loads((out / "store" / "store.json").read_text())[
+        "fingerprint"] == json.loads((out / "model.json").read_text())["store_fingerprint"]
     assert report["n_test"] == len(tests)
     assert report["classes"] == ["eosinophil", "lymphocyte", "monocyte", "neutrophil"]
     assert report["adapter"]["missing_classes"] == {"target_only": ["basophil"], "source_only": ["basophil"]}
@@ -225,5 +249,11 @@ def test_adapt_cli_writes_a_predictable_model(sites, tmp_path, cli):
     with open(tmp_path / "pred.csv") as handle:
         predicted = {r["path"]: r["label"] for r in csv.DictReader(handle)}
     assert all(predicted[r["path"]] == r["predicted"] for r in tests)
+    # ... and so does predict with the encoder reference on the images themselves
+    result = cli("predict", out, "--encoder", out / "encoder.json", sites["site2"], "--out", tmp_path / "enc.csv")
+    assert result.exit_code == 0, result
+    with open(tmp_path / "enc.csv") as handle:
+        again_predicted = {r["path"]: r["label"] for r in csv.DictReader(handle)}
+    assert all(again_predicted[r["path"]] == r["predicted"] for r in tests)
     again = cli(*args)
     assert again.exit_code == 2 and "use --overwrite" in again.stderr and "Traceback" not in again.stderr
