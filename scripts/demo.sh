@@ -49,9 +49,14 @@ hemoembed active-learn "$OUT/store" --simulate --labels "$OUT/cells/manifest.csv
 python "$SCRIPTS/fig_active_learning.py" "$OUT/active"
 
 step "7. few-shot adapter: site 1 as a new site, 20 labelled shots, Reinhard colour transfer to the run's site-0 style"
+# --save-encoder reference (the default): adapt/encoder.json points to pretrain/encoder.keras, whose weights the
+# svm mode leaves unchanged, instead of a second 24 MB copy; every command loads it like a .keras encoder.
 hemoembed adapt --source "$OUT/pretrain" --target "$OUT/cells/site1.csv" \
-    --shots 20 --mode svm --out "$OUT/adapt" --seed 0 --overwrite
+    --shots 20 --mode svm --save-encoder reference --out "$OUT/adapt" --seed 0 --overwrite
 hemoembed predict "$OUT/adapt" --store "$OUT/adapt/store" --out "$OUT/adapt_predictions.csv" --overwrite
+# new crops from the new site: embedded through the referenced encoder, Reinhard transfer inside
+hemoembed predict "$OUT/adapt" --encoder "$OUT/adapt/encoder.json" "$OUT/cells/site1.csv" \
+    --out "$OUT/adapt_new_predictions.csv" --overwrite
 
 echo; echo "demo finished: outputs in $OUT/"
 echo "review app on these outputs: hemoembed serve --store $OUT/store --model $OUT/svm --column label --map $OUT/tsne --data $OUT/review"
