@@ -26,7 +26,7 @@ from .common import NON_NEGATIVE, POSITIVE, POSITIVE_FLOAT, echo
               help="Access token: every /api call must send 'Authorization: Bearer TOKEN' (env HEMOEMBED_TOKEN).")
 @click.option("--generate-token", is_flag=True, help="Generate a token and print it once.")
 @click.option("--encoder", type=click.Path(path_type=Path), default=None,
-              help="Encoder .keras (default: the one recorded in STORE/embed_config.json).")
+              help="Encoder .keras or an adapter's encoder.json (default: the one recorded in the store).")
 @click.option("--column", default=None, help="Which model of a multi-column fit-svm output.")
 @click.option("--labels", multiple=True, type=click.Path(path_type=Path),
               help="Reference labels CSV (path + column) or class folders; default: those the SVM was fitted on.")

@@ -94,7 +94,7 @@ def fit_svm(store: Path, labels: tuple[Path, ...], columns: str, key: str, test_
 @click.argument("images", required=False, type=click.Path(path_type=Path))
 @click.option("--store", type=click.Path(path_type=Path), default=None, help="Predict every image of this store.")
 @click.option("--encoder", type=click.Path(path_type=Path), default=None,
-              help="Encoder (.keras) that embeds IMAGES (folder or CSV manifest) first.")
+              help="Encoder (.keras, or an adapter's encoder.json) that embeds IMAGES (folder or CSV manifest) first.")
 @click.option("--image-root", type=click.Path(path_type=Path), default=None,
               help="Folder that a CSV manifest's 'path' column is relative to.")
 @click.option("--batch-size", type=POSITIVE, default=64, show_default=True)
