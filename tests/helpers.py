@@ -1,6 +1,7 @@
 """Shared test builders (importable from every test folder: ``tests/`` is on pytest's ``pythonpath``)."""
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -158,3 +160,31 @@ def invoke_cli(*args: str) -> CliResult:
     if result.exc_info is not None and not isinstance(result.exception, SystemExit):
         stderr += "".join(traceback.format_exception(*result.exc_info))
     return CliResult(result.exit_code, result.stdout, stderr)
+
+
+def encoded_cell(kind: str) -> bytes:
+    """A 96 x 80 textured cell in one of the formats the intake accepts (JPEG in three encodings)."""
+    yy, xx = np.mgrid[0:80, 0:96]
+    rgb = np.stack([(xx * 3 + yy) % 256, (yy * 5) % 256, ((xx - yy) * 7) % 256], -1).astype(np.uint8)
+    noise = np.random.default_rng(3).integers(0, 40, rgb.shape, dtype=np.uint8)
+    image = Image.fromarray(rgb + noise)
+    fmt, options = {"jpeg": ("JPEG", {}), "jpeg-progressive": ("JPEG", {"progressive": True}),
+                    "jpeg-gray": ("JPEG", {}), "png": ("PNG", {}), "bmp": ("BMP", {}),
+                    "tiff": ("TIFF", {}), "tiff-lzw": ("TIFF", {"compression": "tiff_lzw"})}[kind]
+    buffer = io.BytesIO()
+    (image.convert("L") if kind == "jpeg-gray" else image).save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def full_decode_error(data: bytes) -> str | None:
+    """The oracle: Pillow's full-size decode of every pixel (what the probe did before it decoded a JPEG at
+    1/8 scale); its exception text, or None when the file decodes."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+    except Image.UnidentifiedImageError:
+        return "unrecognised format"
+    except (OSError, SyntaxError, ValueError) as exc:
+        return str(exc)
+    return None
+

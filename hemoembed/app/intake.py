@@ -2,14 +2,15 @@
 in one transaction.
 
 A file is checked with the library's probe on its bytes (hash, format, pixel count from the header before
-any decoding, then a full decode for truncation), so nothing is written for a bad file and nothing is read
-back. A good file is written to a temporary file at once (one file's bytes in memory at a time); once the
-request's files are all checked, the temporary files are fsynced together (in parallel threads, so the
-file system commits them in a few journal transactions instead of one per file: about 10 times less wall
-time here) and renamed to ``DATA/images/<sha[:2]>/<sha>.<ext>`` before the database names them; the cells
-and refusals of one request are then recorded in one SQLite transaction (one commit per request, not per
-file). A crash before the commit leaves at most image files (or temporary files, removed at the next start)
-that no cell names yet, which the next upload of the same bytes simply rewrites.
+any decoding, then a decode of all its data for truncation, a JPEG's at 1/8 scale), so nothing is written
+for a bad file and nothing is read back. A good file is written to a temporary file at once (one file's
+bytes in memory at a time); once the request's files are all checked, the temporary files are fsynced
+together (in parallel threads, so the file system commits them in a few journal transactions instead of one
+per file: about 10 times less wall time here) and renamed to ``DATA/images/<sha[:2]>/<sha>.<ext>`` before
+the database names them; the cells and refusals of one request are then recorded in one SQLite transaction
+(one commit per request, not per file). A crash before the commit leaves at most image files (or temporary
+files, removed at the next start) that no cell names yet, which the next upload of the same bytes simply
+rewrites.
 """
 from __future__ import annotations
 

