@@ -94,7 +94,7 @@ def _decode_all(img: Image.Image) -> None:
 
     A JPEG is decoded at 1/8 scale (Pillow's ``draft``: libjpeg still entropy-decodes every coefficient of
     every scan and only skips most of the inverse DCT, so the same files fail with the same messages, tested
-    on truncated and corrupted files), about a third less CPU than a full decode on 256-px cells.
+    on truncated and corrupted files), a third to a half less CPU than a full decode on 256-px cells.
     """
     if img.format in ("JPEG", "MPO"):
         img.draft(img.mode, (1, 1))

@@ -141,7 +141,7 @@ def test_truncated_and_corrupt_files_of_every_format_are_refused_and_nothing_is_
     results = client.post(f"/api/batches/{batch}/files", files=_parts([*batch_files, good])).json()["results"]
     assert results[-1]["error"] is None and results[-1]["id"] is not None
     for (name, data), result in zip(batch_files, results):
-        assert result["id"] is None and "\n" not in result["error"], result
+        assert result["filename"] == name and result["id"] is None and "\n" not in result["error"], result
         assert result["error"].startswith(("truncated image (", "not an image (")), result
         assert full_decode_error(data) in result["error"], result
     assert sum(r["error"] is not None and r["error"].startswith("truncated image") for r in results) >= 4
