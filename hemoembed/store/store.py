@@ -242,19 +242,43 @@ class EmbeddingStore:
 
     def rows_embeddings(self, rows: Sequence[int]) -> np.ndarray:
         """Embeddings of some rows (:meth:`table` order) as float32, reading only the parts that hold them."""
+        rows = self._checked_rows(rows)
+        out = np.empty((len(rows), self.dim), np.float32)
+        for positions, block in self.iter_rows(rows):
+            out[positions] = block
+        return out
+
+    def iter_rows(self, rows: Sequence[int], rng: np.random.Generator | None = None,
+                  ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(positions in rows, float32 embeddings of those rows)`` one part at a time, reading only the parts
+        that hold some of ``rows`` (:meth:`table` order); parts in a random order drawn from ``rng`` when given.
+        Memory: one part and its selected rows, never the matrix."""
+        rows = self._checked_rows(rows)
+        if self._embeddings is not None:  # already read: blocks of the cached matrix
+            from .matrix import BLOCK_ROWS
+
+            starts = np.arange(0, len(rows), BLOCK_ROWS)
+            for start in starts if rng is None else rng.permutation(starts):
+                positions = np.arange(start, min(start + BLOCK_ROWS, len(rows)))
+                yield positions, np.asarray(self._embeddings[rows[positions]], np.float32)
+            return
+        source = rows if self._kept is None else self._kept[rows]  # rows of the parts' concatenation
+        bounds = np.cumsum([0] + [count for _, count in self._parts])
+        part_of = np.searchsorted(bounds, source, side="right") - 1
+        by_part = np.argsort(part_of, kind="stable")
+        parts, firsts = np.unique(part_of[by_part], return_index=True)
+        groups = np.split(by_part, firsts[1:])
+        for g in range(len(parts)) if rng is None else rng.permutation(len(parts)):
+            p, positions = parts[g], groups[g]
+            block = self._part_embeddings(self._parts[p][0])[source[positions] - bounds[p]]
+            yield positions, np.asarray(block, np.float32)
+
+    def _checked_rows(self, rows: Sequence[int]) -> np.ndarray:
         rows = np.asarray(rows, np.int64).reshape(-1)
         n = self.table().num_rows
         if len(rows) and (rows.min() < 0 or rows.max() >= n):
             raise InputError(f"{self.directory}: row index out of range (the store has {n} rows)")
-        if self._embeddings is not None:
-            return np.asarray(self._embeddings[rows], np.float32)
-        source = rows if self._kept is None else self._kept[rows]  # rows of the parts' concatenation
-        bounds = np.cumsum([0] + [count for _, count in self._parts])
-        out = np.empty((len(rows), self.dim), np.float32)
-        for p in np.unique(np.searchsorted(bounds, source, side="right") - 1):
-            mine = (source >= bounds[p]) & (source < bounds[p + 1])
-            out[mine] = self._part_embeddings(self._parts[p][0])[source[mine] - bounds[p]]
-        return out
+        return rows
 
     def _part_embeddings(self, part: Path) -> np.ndarray:
         """One part's (rows, D) embeddings in the store's dtype (a view of the Arrow buffer when possible)."""

@@ -35,8 +35,14 @@ class Labelled:
         return self.X[keep], values[keep], [k for k, ok in zip(self.keys, keep) if ok]
 
 
-def load_labelled(store, labels: Sequence[str], key: str, columns: Sequence[str] | None) -> Labelled:
-    """Join label CSVs or class folders with the store (several are concatenated), or use its metadata."""
+def load_labelled(store, labels: Sequence[str], key: str, columns: Sequence[str] | None, *,
+                  lazy: bool = False) -> Labelled:
+    """Join label CSVs or class folders with the store (several are concatenated), or use its metadata.
+    ``lazy``: ``X`` is the store's rows (:class:`~hemoembed.store.matrix.StoreRows`), read part by part when
+    used, never the matrix."""
+    from ...store.join import match_rows
+    from ...store.matrix import StoreRows
+
     if not labels:
         wanted = list(store.metadata_columns) if columns is None else list(columns)
         absent = [c for c in wanted if c not in store.metadata_columns and c != key]
@@ -44,15 +50,17 @@ def load_labelled(store, labels: Sequence[str], key: str, columns: Sequence[str]
             raise InputError(f"{store.directory}: no column {absent[0]!r} in the store (it holds "
                              f"{', '.join(store.metadata_columns) or 'no metadata'}); labels are never stored: "
                              "pass --labels with a CSV or the class-per-folder image tree")
-        return Labelled(store.embeddings(), {c: [label_value(v) for v in store.column(c)] for c in wanted},
+        return Labelled(StoreRows(store, np.arange(len(store))) if lazy else store.embeddings(),
+                        {c: [label_value(v) for v in store.column(c)] for c in wanted},
                         [str(v) for v in store.column(key)])
-    parts = [store.join(path, key=key, columns=columns) for path in labels]
-    names = list(parts[0][1])
-    X = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts])  # one CSV: no copy
-    return Labelled(X, {c: [v for p in parts for v in p[1][c]] for c in names},
+    if lazy:
+        parts = [match_rows(store, path, key=key, columns=columns) for path in labels]
+        X = StoreRows(store, np.concatenate([p[0] for p in parts]))
+    else:
+        parts = [store.join(path, key=key, columns=columns) for path in labels]
+        X = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts])  # one CSV: no copy
+    return Labelled(X, {c: [v for p in parts for v in p[1][c]] for c in parts[0][1]},
                     [k for p in parts for k in p[2]])
-
-
 
 
 def check_trainable(labels: Sequence[str], column: str, min_per_class: int = 2) -> None:

@@ -28,7 +28,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from ...config import atomic_write_bytes, atomic_write_text, read_json_object
 from ...errors import InputError, MismatchError
-from ...store.matrix import as_embeddings, row_blocks
+from ...store.matrix import BLOCK_ROWS, StoreRows, as_embeddings, row_blocks, row_groups
 from ..common.labels import check_trainable
 
 Solver = Literal["sgd", "libsvm", "liblinear"]
@@ -37,7 +37,7 @@ DEFAULT_SOLVER: Solver = "liblinear"
 DEFAULT_C = 0.1  # equal macro-F1 to C = 1 on trained embeddings, 3-5x faster (see the module docstring)
 # How figures and reports name each solver (a reader knows "linear SVM", not "sgd").
 SOLVER_WORDS = {"sgd": "hinge-loss SGD", "libsvm": "libsvm, as in the paper", "liblinear": "liblinear"}
-SGD_EPOCHS = 50  # at most; stops earlier when the loss improves by less than 1e-3 for 5 epochs
+SGD_EPOCHS = 50  # for fit(); the streamed path (.streaming) calls partial_fit a fixed number of passes
 MODEL_FILE, META_FILE, FORMAT = "model.skops", "model.json", "hemoembed-svm/1"
 # The keys of model.json that loading relies on, with their JSON types (checked by read_meta).
 _META_TYPES: dict[str, tuple[type, ...]] = {
@@ -93,38 +93,42 @@ class EmbeddingSVM(ClassifierMixin, BaseEstimator):
         """Scaler + calibrated SVM: cross-validated sigmoids, or training-score sigmoids for tiny classes.
 
         The scaler is fitted and applied block by block, so the standardised float32 matrix is the one copy
-        of ``X`` made (float16 rows included; a million rows stay within a 24 GB machine).
+        of ``X`` made (float16 rows included); ``sgd`` streams instead and makes none (:mod:`.streaming`).
         """
         from sklearn.calibration import CalibratedClassifierCV
-        from sklearn.frozen import FrozenEstimator
         from sklearn.model_selection import StratifiedKFold
         from sklearn.pipeline import Pipeline
         from sklearn.preprocessing import StandardScaler
 
+        from .streaming import calibrate_frozen, fit_streamed
+
+        smallest = min(Counter(y.tolist()).values())
+        if self.solver == "sgd":
+            return fit_streamed(self._base, X, y, folds=self.calibration_folds, seed=self.random_state,
+                                held_out=smallest >= CV_CALIBRATION_MIN)
+        X = np.asarray(X)
         scale = StandardScaler()
         for _, block in row_blocks(X):
             scale.partial_fit(block)
         scaled = np.empty(X.shape, np.float32)
         for start, block in row_blocks(X):
             scaled[start:start + len(block)] = scale.transform(block)
-        smallest = min(Counter(y.tolist()).values())
         if smallest >= CV_CALIBRATION_MIN:
             folds = StratifiedKFold(int(min(self.calibration_folds, smallest)), shuffle=True,
                                     random_state=self.random_state)
             calibrated = CalibratedClassifierCV(self._base(len(y)), method="sigmoid", cv=folds, ensemble=False)
             return Pipeline([("scale", scale), ("svm", calibrated.fit(scaled, y))])
-        every = np.arange(len(y))
-        svm = FrozenEstimator(self._base(len(y)).fit(scaled, y))
-        calibrated = CalibratedClassifierCV(svm, method="sigmoid", cv=[(every, every)]).fit(scaled, y)
+        calibrated = calibrate_frozen(self._base(len(y)).fit(scaled, y), scaled, y)
         return Pipeline([("scale", scale), ("svm", calibrated)])
 
-    def fit(self, X: np.ndarray, y: Sequence[str], column: str = "label") -> EmbeddingSVM:
-        """Fit on embeddings ``X`` (N, D) and string labels ``y``."""
+    def fit(self, X: np.ndarray | StoreRows, y: Sequence[str], column: str = "label") -> EmbeddingSVM:
+        """Fit on embeddings ``X`` (N, D), or a store's rows read part by part, and string labels ``y``."""
         import warnings
 
         from sklearn.exceptions import ConvergenceWarning
 
-        X = np.asarray(X)  # checked block by block: a float16 matrix is never converted whole
+        if not isinstance(X, StoreRows) or len(X) <= BLOCK_ROWS:  # a few rows: read at once, not per pass
+            X = np.asarray(X)  # checked block by block: a float16 matrix is never converted whole
         y = np.asarray([str(v) for v in y])
         if len(y) != len(X):
             raise InputError(f"column {column!r}: {len(y)} labels for {len(X)} embeddings")
@@ -149,17 +153,19 @@ class EmbeddingSVM(ClassifierMixin, BaseEstimator):
                                 f"{self.n_features_in_}")
         return X
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+    def predict_proba(self, X: np.ndarray | StoreRows) -> np.ndarray:
         """Calibrated class probabilities (N, K), columns in the order of ``classes_``; rows sum to 1.
 
-        Computed in row blocks: memory beyond ``X`` stays small however many rows there are."""
-        X = np.asarray(X)
-        blocks = [self.pipeline_.predict_proba(self._checked(block)) for _, block in row_blocks(X)] \
-            if X.ndim == 2 and len(X) else [self.pipeline_.predict_proba(self._checked(X))]
-        proba = np.concatenate(blocks)
+        Computed in row blocks (a store's rows part by part): memory beyond ``X`` stays small however many
+        rows there are."""
+        if not hasattr(self, "pipeline_"):
+            raise InputError("EmbeddingSVM is not fitted yet")
+        proba = np.empty((len(X), len(self.classes_))) if np.ndim(X) == 2 else None
+        for positions, block in row_groups(X):
+            proba[positions] = self.pipeline_.predict_proba(self._checked(block))
         return proba / proba.sum(axis=1, keepdims=True)
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
+    def predict(self, X: np.ndarray | StoreRows) -> np.ndarray:
         """Class names: always the argmax of :meth:`predict_proba`."""
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
 

@@ -11,11 +11,12 @@ import numpy as np
 
 from ...errors import InputError
 from ...progress import ProgressFactory, stage
+from ...store.matrix import StoreRows
 from ..common.metrics import top_two
 from .estimator import load_svm
 
 
-def prediction_table(folders: Sequence[Path], X: np.ndarray, keys: Sequence[str], fingerprint: str,
+def prediction_table(folders: Sequence[Path], X: np.ndarray | StoreRows, keys: Sequence[str], fingerprint: str,
                      where: str) -> list[list[Any]]:
     """CSV rows (header first): per image and column the label, its probability, the runner-up and all
     class probabilities. Every model is checked against ``fingerprint`` before anything is predicted."""
@@ -75,8 +76,9 @@ def run_predict(config: PredictConfig, out: str | os.PathLike, *,
         if config.images:
             raise InputError(f"{config.images}: IMAGES goes with --encoder; with --store every stored image is "
                              "predicted")
-        opened = EmbeddingStore.open(config.store)
-        X, keys, fp, where = opened.embeddings(), opened.paths, opened.fingerprint, f"store {config.store}"
+        opened = EmbeddingStore.open(config.store)  # its rows are read part by part, never as one matrix
+        X = StoreRows(opened, np.arange(len(opened)))
+        keys, fp, where = opened.paths, opened.fingerprint, f"store {config.store}"
     else:
         X, keys, fp, where, skipped = embed_for_predict(config, read_meta(folders[0]), progress)
     rows = prediction_table(folders, X, keys, fp, where)

@@ -45,7 +45,7 @@ def split_data(config: FitSVMConfig, store, data: Labelled) -> tuple[Labelled, L
     from ..common.splits import refuse_overlap, stratified_test_split
 
     if config.test:
-        test = load_labelled(store, [config.test], config.key, list(data.columns))
+        test = load_labelled(store, [config.test], config.key, list(data.columns), lazy=lazy_rows(config))
         refuse_overlap(data.keys, test.keys, config.test, config.key)
         return data, test
     first = config.columns[0]
@@ -120,14 +120,15 @@ def run(config: FitSVMConfig, out_dir: str | os.PathLike,
     wanted = None if not config.columns or config.columns == ["all"] else list(config.columns)
     if wanted and config.group_column and config.group_column not in wanted:
         wanted.append(config.group_column)
-    data = load_labelled(store, config.labels, config.key, wanted)
+    data = load_labelled(store, config.labels, config.key, wanted, lazy=lazy_rows(config))
     if not config.columns or config.columns == ["all"]:
         config.columns = [c for c in data.columns if c != config.group_column and not _identifier(data.columns[c])]
     if not config.columns:
         raise InputError(f"{config.labels or config.store}: no label columns to fit")
     train, test = split_data(config, store, data)
     del data
-    store.refresh()  # the split copied its rows: the store's matrix is not kept while the SVMs train
+    if not lazy_rows(config):
+        store.refresh()  # the split copied its rows: the store's matrix is not kept while the SVMs train
     save_config(config, out / "fit_svm_config.json")
     steps = len(config.columns) * (1 + len(config.C) * max(config.cv, 0) + len(config.support) * config.repeats)
     reports = {}
@@ -138,6 +139,12 @@ def run(config: FitSVMConfig, out_dir: str | os.PathLike,
     summary = summarize(reports, main_column=config.columns[0])
     write_summary(summary, out)
     return summary
+
+
+def lazy_rows(config: FitSVMConfig) -> bool:
+    """Whether the SVMs read the store's rows part by part instead of holding the labelled rows' matrix:
+    ``sgd`` streams (:mod:`.streaming`); the other solvers need the rows in memory."""
+    return config.solver == "sgd"
 
 
 def _identifier(values: Sequence[str]) -> bool:
