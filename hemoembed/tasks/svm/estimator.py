@@ -8,7 +8,9 @@ on trained embeddings (WBCAtt official split, an encoder pretrained from scratch
 0.942 macro-F1 where hinge-loss SGD reaches 0.910, chromatin density 0.832 vs 0.692, cytoplasm colour
 0.699 vs 0.620 — SGD does not converge on these ill-conditioned standardised 1280-d inputs — and C = 0.1
 matches C = 1 (0.946, 0.823, 0.699) at 3–5x less CPU (``benchmarks/RESULTS.md``, "Which SVM").
-``solver="sgd"`` stays for stores of hundreds of thousands of rows, where it is the only one that scales.
+``solver="sgd"`` stays for stores of hundreds of thousands of rows, where it is the only one that scales: it
+streams the rows (a store's one part at a time) through ``partial_fit`` and holds no copy of them
+(:mod:`.streaming`).
 The predicted class is by construction the argmax of :meth:`EmbeddingSVM.predict_proba`.
 
 A saved model is a folder: ``model.skops`` (the fitted scikit-learn pipeline, skops format, no pickle)
