@@ -9,7 +9,10 @@ adapter did), then one of three modes learns the site:
 * ``svm``: the frozen encoder's embeddings and the project's :class:`~hemoembed.tasks.svm.EmbeddingSVM`;
 * ``head``: a softmax head on frozen embeddings;
 * ``finetune``: encoder plus head trained on the shots (cross-entropy with label smoothing, Adam), the
-  learning rate, epochs and batch size chosen by k-fold cross-validation inside the shots only.
+  learning rate, epochs and batch size chosen by k-fold cross-validation inside the shots only. With
+  ``warm_head`` the head starts from the ``head`` mode's fit on the frozen embeddings (linear probing, then
+  fine-tuning: Kumar et al. 2022, "Fine-tuning can distort pretrained features"): a random head's first
+  gradients no longer reach the encoder, which keeps the pretrained features from being torn apart.
 
 Shots are chosen first; every image that is not a shot is a test image and reaches no training or
 model-selection code (CV folds are index sets into the shots).
@@ -94,19 +97,22 @@ def _train_ds(images: np.ndarray, targets: np.ndarray, batch_size: int, seed: in
 
 
 def finetune(encoder: keras.Model, images: np.ndarray, y_idx: np.ndarray, k: int, params: FinetuneParams, *,
-             smoothing: float = 0.1, seed: int = 0, bn_trainable: bool = False,
+             smoothing: float = 0.1, seed: int = 0, bn_trainable: bool = False, warm_head: bool = False,
              validation: tuple[np.ndarray, np.ndarray] | None = None
              ) -> tuple[keras.Model, keras.Model, list[float]]:
     """Train a fresh copy of ``encoder`` plus a softmax head on the shots; returns ``(classifier, its
     fine-tuned encoder, val accuracy after every epoch)`` (empty without ``validation``). ``encoder`` itself
-    is not changed."""
+    is not changed. ``warm_head``: start the head from a fit on the copy's frozen embeddings of the shots."""
     from ...model.encoder import set_batchnorm_trainable
 
     keras.utils.set_random_seed(int(seed))
     copy = keras.models.clone_model(encoder)
     copy.set_weights(encoder.get_weights())
     set_batchnorm_trainable(copy, bn_trainable)
-    model = classifier_model(copy, keras.layers.Dense(k, activation="softmax", name="head"))
+    head = keras.layers.Dense(k, activation="softmax", name="head")
+    model = classifier_model(copy, head)
+    if warm_head:
+        head.set_weights(fit_head(embed_arrays(copy, images), y_idx, k, smoothing=smoothing, seed=seed).get_weights())
     _compile(model, params.lr, smoothing)
     val = None if validation is None else (validation[0], _one_hot(validation[1], k))
     history = model.fit(_train_ds(images, _one_hot(y_idx, k), params.batch_size, seed), epochs=params.epochs,
@@ -116,7 +122,7 @@ def finetune(encoder: keras.Model, images: np.ndarray, y_idx: np.ndarray, k: int
 
 def choose_params(encoder: keras.Model, images: np.ndarray, y_idx: np.ndarray, k: int,
                   grid: dict[str, Sequence[Any]], folds: int, *, smoothing: float = 0.1, seed: int = 0,
-                  bn_trainable: bool = False) -> tuple[FinetuneParams, dict[str, Any]]:
+                  bn_trainable: bool = False, warm_head: bool = False) -> tuple[FinetuneParams, dict[str, Any]]:
     """Pick lr × batch size × epochs by stratified k-fold CV on the shots (``images`` are the shots only).
 
     Each (lr, batch size) trains once per fold for the largest epoch count; the validation accuracy after
@@ -127,7 +133,8 @@ def choose_params(encoder: keras.Model, images: np.ndarray, y_idx: np.ndarray, k
 
     points = [(lr, b) for lr in grid["lr"] for b in grid["batch_size"]]
     epochs = sorted({int(e) for e in grid["epochs"]})
-    splits = cv_splits([str(v) for v in y_idx], folds, seed=seed) if len(points) * len(epochs) > 1 else []
+    splits = (cv_splits([str(v) for v in y_idx], folds, seed=seed, rare_classes=True)
+              if len(points) * len(epochs) > 1 else [])
     if not splits:
         best = FinetuneParams(float(points[0][0]), epochs[-1], int(points[0][1]))
         return best, {"folds": [], "scores": [], "chosen": vars(best),
@@ -138,7 +145,7 @@ def choose_params(encoder: keras.Model, images: np.ndarray, y_idx: np.ndarray, k
         for f, (tr, va) in enumerate(splits):
             _, _, acc = finetune(encoder, images[tr], y_idx[tr], k, FinetuneParams(lr, epochs[-1], batch),
                               smoothing=smoothing, seed=seed + f, bn_trainable=bn_trainable,
-                              validation=(images[va], y_idx[va]))
+                              warm_head=warm_head, validation=(images[va], y_idx[va]))
             per_fold.append([acc[e - 1] for e in epochs])
         mean = np.mean(per_fold, axis=0)
         scores += [{"lr": lr, "batch_size": batch, "epochs": e, "cv_accuracy": float(m)}
@@ -193,9 +200,11 @@ class SiteExperiment:
 
     def run(self, mode: str, shots: np.ndarray, test: np.ndarray, *, colour: bool = True, pretrained: bool = True,
             support: tuple[np.ndarray, Sequence[str]] | None = None, grid: dict[str, Sequence[Any]] | None = None,
-            folds: int = 3, smoothing: float = 0.1, head_epochs: int = 200, seed: int = 0) -> Outcome:
+            folds: int = 3, smoothing: float = 0.1, head_epochs: int = 200, warm_head: bool = False,
+            seed: int = 0) -> Outcome:
         """Adapt on ``shots`` and predict ``test`` (indices into the site; may be empty). ``support``: extra
-        source (embeddings, labels) for the SVM. Test rows are only ever passed to prediction."""
+        source (embeddings, labels) for the SVM; ``warm_head``: see :func:`finetune`. Test rows are only ever
+        passed to prediction."""
         from ..svm.estimator import EmbeddingSVM
 
         if mode not in MODES:
@@ -206,9 +215,10 @@ class SiteExperiment:
             enc = self.encoder(colour, pretrained)
             grid = grid or {"lr": [1e-4], "epochs": [10], "batch_size": [16]}
             params, cv = choose_params(enc, self.images[shots], index(y), len(classes), grid, folds,
-                                       smoothing=smoothing, seed=seed, bn_trainable=not pretrained)
+                                       smoothing=smoothing, seed=seed, bn_trainable=not pretrained,
+                                       warm_head=warm_head and pretrained)
             model, tuned, _ = finetune(enc, self.images[shots], index(y), len(classes), params, smoothing=smoothing,
-                                seed=seed, bn_trainable=not pretrained)
+                                       seed=seed, bn_trainable=not pretrained, warm_head=warm_head and pretrained)
             proba = (model.predict(self.images[test], batch_size=self.batch_size, verbose=0) if len(test)
                      else np.zeros((0, len(classes)), np.float32))
             return Outcome(classes, proba, tuned, classifier=model, cv=cv)

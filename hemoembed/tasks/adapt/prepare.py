@@ -54,6 +54,7 @@ class AdaptConfig:
     batch_size: list[int] = field(default_factory=lambda: [16])
     cv: int = 3
     label_smoothing: float = 0.1
+    warm_head: bool = False  # finetune: start the head from a fit on frozen embeddings (LP-FT)
     head_epochs: int = 200
     embed_batch_size: int = 64
     n_bootstrap: int = 1000

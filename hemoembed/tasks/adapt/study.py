@@ -18,6 +18,7 @@ from ...config import atomic_write_text, csv_text
 from ...errors import InputError
 from ...progress import ProgressFactory, stage
 from ..common.metrics import confusion, encode_labels, scores_from_confusion
+from ..common.priors import em_priors
 from ..common.reports import write_json
 from ..common.sampling import select_shots
 from .prepare import CONDITIONS, AdaptConfig, Prepared, finetune_grid, support_subset
@@ -38,7 +39,7 @@ def run_condition(prep: Prepared, name: str, shots: np.ndarray, test: np.ndarray
     support = support_subset(prep.support, config.source_support or 20, seed) if with_support else None
     return prep.adapter.run(mode, shots, test, colour=colour, pretrained=pretrained, support=support,
                             grid=finetune_grid(config), folds=config.cv, smoothing=config.label_smoothing,
-                            head_epochs=config.head_epochs, seed=seed)
+                            head_epochs=config.head_epochs, warm_head=config.warm_head, seed=seed)
 
 
 def scores(y_true: Sequence[str], proba: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
@@ -65,8 +66,14 @@ def run_ablation(prep: Prepared, config: AdaptConfig,
             shots, test = select_shots(labels, config.shots, config.min_per_class, seed)
             for name in config.conditions:
                 out = run_condition(prep, name, shots, test, config, seed)
-                rows.append({"repeat": repeat, "condition": name, "n_shots": len(shots), "n_test": len(test),
-                             **scores(labels[test], out.proba, out.classes)})
+                row = {"repeat": repeat, "condition": name, "n_shots": len(shots), "n_test": len(test),
+                       **scores(labels[test], out.proba, out.classes)}
+                if len(test):  # the same probabilities re-weighted to the test images' estimated class mix
+                    row["prior_shift"] = scores(labels[test], em_priors(out.proba)[1], out.classes)
+                if out.cv:  # which fine-tuning point the CV inside the shots chose, and its CV accuracy
+                    row["chosen"] = {**out.cv["chosen"], "cv_accuracy": max(
+                        (s["cv_accuracy"] for s in out.cv["scores"]), default=None)}
+                rows.append(row)
                 advance(1)
     return rows
 

@@ -33,20 +33,30 @@ def stratified_test_split(labels: Sequence[str], fraction: float, *, seed: int =
     return np.sort(train), np.sort(test)
 
 
-def cv_splits(labels: Sequence[str], n_folds: int, *, seed: int = 0,
-              groups: Sequence[str] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Stratified (group-aware) folds; fewer (or none) when the smallest class or the groups are too few."""
+def cv_splits(labels: Sequence[str], n_folds: int, *, seed: int = 0, groups: Sequence[str] | None = None,
+              rare_classes: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified (group-aware) folds; fewer (or none) when the smallest class or the groups are too few.
+
+    By default every training fold keeps ≥ 2 images of each class (what the SVM's calibration needs), so a
+    class with 2 images means no CV at all. ``rare_classes``: keep ``n_folds`` and spread a small class over
+    as many validation folds as it has images; every training fold still holds ≥ 1 image of each class with
+    ≥ 2 (for fine-tuning, which needs no per-class calibration; BCCD's 2-shot basophils).
+    """
+    import warnings
+
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
     y = np.asarray([str(v) for v in labels])
-    smallest = min(np.unique(y, return_counts=True)[1])
-    n = min(int(n_folds), int(smallest) // 2)  # every training fold keeps ≥ 2 images of each class
+    smallest = int(min(np.unique(y, return_counts=True)[1]))
+    n = min(int(n_folds), len(y) // 2) if rare_classes and smallest >= 2 else min(int(n_folds), smallest // 2)
     if groups is not None:
         n = min(n, len(set(groups)))
     if n < 2:
         return []
     if groups is None:
-        return list(StratifiedKFold(n, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
+        with warnings.catch_warnings():  # sklearn warns when a class has fewer members than folds: intended here
+            warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+            return list(StratifiedKFold(n, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
     return list(StratifiedGroupKFold(n, shuffle=True, random_state=seed).split(np.zeros(len(y)), y,
                                                                                  np.asarray(groups)))
 

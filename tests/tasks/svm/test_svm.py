@@ -119,6 +119,19 @@ def test_cv_splits_shrink_for_small_classes_and_axis():
     assert all((y[train] == "b").sum() >= 2 for train, _ in folds)
     assert sorted(np.concatenate([test for _, test in folds]).tolist()) == list(range(46))
     assert cv_splits(np.array(["a"] * 10 + ["b"] * 3), 5) == []
+
+
+def test_cv_splits_rare_classes_keep_the_folds():
+    """Fine-tuning's CV: a 2-image class no longer switches CV off; it sits in 2 of the 3 validation folds
+    and every training fold still holds one of it."""
+    y = np.array(["a"] * 30 + ["b"] * 20 + ["c"] * 2)
+    assert cv_splits(y, 3, seed=0) == []  # the default: ≥ 2 'c' in every training fold is impossible
+    folds = cv_splits(y, 3, seed=0, rare_classes=True)
+    assert len(folds) == 3
+    assert all((y[train] == "c").sum() >= 1 for train, _ in folds)
+    assert sum((y[test] == "c").sum() > 0 for _, test in folds) == 2
+    assert sorted(np.concatenate([test for _, test in folds]).tolist()) == list(range(len(y)))
+    assert cv_splits(np.array(["a"] * 30 + ["c"]), 3, rare_classes=True) == []  # one image: nothing to hold out
     np.testing.assert_allclose(neg_log_error([0.9, 0.99]), [np.log(10), np.log(100)])
 
 
