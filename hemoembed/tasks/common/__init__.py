@@ -19,7 +19,8 @@ from .splits import cv_splits, refuse_overlap, stratified_test_split
 __all__ = [
     "ALL", "Labelled", "bootstrap_intervals", "chance", "check_trainable", "class_permutations", "confusion",
     "cv_splits",
-    "em_priors", "encode_labels", "evaluate", "f1_axis", "load_labelled", "macro_f1", "manifest_labels", "neg_log_error",
+    "em_priors", "encode_labels", "evaluate", "f1_axis", "load_labelled", "macro_f1", "manifest_labels",
+    "neg_log_error",
     "nested_support_sets", "per_class_rows", "per_class_sample", "refuse_overlap", "scores_from_confusion",
     "select_shots", "stratified_test_split", "summarize", "top_two", "write_json", "write_report",
     "write_summary",
