@@ -96,8 +96,11 @@ def test_rows_embeddings_reads_only_the_rows_asked_for(tmp_path):
     order = [paths.index(p) for p in reopened.paths[:-1]]
     got = reopened.rows_embeddings([13, 0, 6, 14])
     np.testing.assert_array_equal(got, np.stack([emb[order[13]], emb[order[0]], emb[order[6]], new[0]]))
-    assert reopened._embeddings is None  # the whole matrix was never read
+    assert reopened.embeddings_read is None  # the whole matrix was never read
     np.testing.assert_array_equal(reopened.rows_embeddings([13, 0]), reopened.embeddings()[[13, 0]])
+    assert reopened.embeddings_read is reopened.embeddings()  # read once, then served from memory
+    reopened.refresh()
+    assert reopened.embeddings_read is None
     with pytest.raises(InputError, match="out of range"):
         reopened.rows_embeddings([15])
 
