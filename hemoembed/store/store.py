@@ -160,26 +160,40 @@ class EmbeddingStore(StoreReader):
         ``missing="error"`` refuses CSV keys absent from the store (listing some); ``"drop"`` skips them.
         """
         index, labels, keys = match_rows(self, labels_csv, key=key, columns=columns, missing=missing)
+        return self._rows_matrix(index), labels, keys
+
+    def _rows_matrix(self, index: np.ndarray) -> np.ndarray:
+        """The embeddings of rows ``index``: the whole matrix when ``index`` lists the store in order, else only
+        those rows (from the matrix when already read, or read part by part), never the matrix as well."""
         if len(index) == len(self) and np.array_equal(index, np.arange(len(self))):
-            return self.embeddings(), labels, keys  # the CSV lists the store in order
-        if self.embeddings_read is None:  # only the joined rows are held, never the whole matrix as well
-            return self.rows_embeddings(index), labels, keys
-        return self.embeddings_read[index], labels, keys
+            return self.embeddings()
+        if self.embeddings_read is None:
+            return self.rows_embeddings(index)
+        return self.embeddings_read[index]
+
+    def labelled_rows(self, labels: str | os.PathLike | None = None, column: str = "label",
+                      key: str = "path") -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """``(rows, y, keys)``: the store rows (:meth:`table` order) with a value in ``column``, their labels and
+        ``key`` values, as :meth:`labelled` finds them, without reading any embedding (read the rows a task
+        needs with :meth:`rows_embeddings`)."""
+        if labels is None:
+            index, values, keys = np.arange(len(self)), [str(v) for v in self.column(column)], self.column(key)
+        else:
+            index, columns, keys = match_rows(self, labels, key=key, columns=[column])
+            values = columns[column]
+        y = np.asarray([label_value(v) for v in values])
+        keep = y != ""
+        return index[keep], y[keep], [str(k) for k, ok in zip(keys, keep) if ok]
 
     def labelled(self, labels: str | os.PathLike | None = None, column: str = "label", key: str = "path", *,
                  return_keys: bool = False):
         """``(X, y)``: embeddings and labels of the rows with a value in ``column`` (others are left out), from
         ``labels`` (a CSV or a folder per class, joined on ``key``) or, without it, the store's own column.
-        ``return_keys=True`` adds each row's ``key`` value: ``(X, y, keys)``."""
-        if labels is None:
-            X, values, keys = self.embeddings(), [str(v) for v in self.column(column)], self.column(key)
-        else:
-            X, columns, keys = self.join(labels, key=key, columns=[column])
-            values = columns[column]
-        y = np.asarray([label_value(v) for v in values])
-        keep = y != ""
-        kept = [str(k) for k, ok in zip(keys, keep) if ok]
-        return (X[keep], y[keep], kept) if return_keys else (X[keep], y[keep])
+        ``return_keys=True`` adds each row's ``key`` value: ``(X, y, keys)``. Only the labelled rows are read
+        (:meth:`labelled_rows`); all of them, in store order, are the store's matrix itself (read-only)."""
+        rows, y, keys = self.labelled_rows(labels, column, key)
+        X = self._rows_matrix(rows)
+        return (X, y, keys) if return_keys else (X, y)
 
     def neighbors(self, *args, **kwargs) -> tuple[np.ndarray, np.ndarray]:
         """Deprecated spelling of :meth:`neighbours` (kept for one release)."""

@@ -353,8 +353,12 @@ def test_labelled_joins_a_csv_a_folder_or_the_stores_own_column(tmp_path):
     wanted = [(p, "abc"[i % 3]) for i, p in enumerate(reversed(paths)) if i % 4]
     assert keys == [p for p, _ in wanted] and y.tolist() == [c for _, c in wanted] == y3.tolist()
     np.testing.assert_array_equal(X, emb[[paths.index(p) for p in keys]])
-    Xs, ys = store.labelled(column="site")  # the store's own metadata column, every row
+    rows, y_rows, keys_rows = store.labelled_rows(labels, column="cell")  # the same rows, no embedding read
+    assert keys_rows == keys and y_rows.tolist() == y.tolist() and store.embeddings_read is None
+    np.testing.assert_array_equal(store.rows_embeddings(rows), X)
+    Xs, ys = store.labelled(column="site")  # the store's own metadata column, every row: the matrix itself
     assert len(ys) == len(paths) and set(ys.tolist()) == {"s0", "s1"}
+    assert Xs is store.embeddings_read and not Xs.flags.writeable
     for p in paths[:4]:  # a folder per class: class = folder name, paths relative to the folder
         (tmp_path / "tree" / p).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "tree" / p).write_bytes(b"\x89PNG")

@@ -20,6 +20,9 @@ GRAM_GROWTH = 1.2  # the Gram buffer holds (1.2 n)^2 values: a few reallocations
 # multi-threaded OpenBLAS 0.3.31 shipped with numpy for 16,000 x 1280 and more (float64, 2 threads);
 # row blocks go through gemm, which does not.
 GRAM_BLOCK = 2048
+# Rows scored (or standardised) at a time: the float64 copy of one block (84 MB at 1280-d), never of a
+# 100,000-row pool (1 GB) per query.
+SCORE_ROWS = 8192
 
 
 class IncrementalLinearSVM(ClassifierMixin, BaseEstimator):
@@ -118,11 +121,15 @@ class IncrementalLinearSVM(ClassifierMixin, BaseEstimator):
         return gram
 
     def pairwise_decision(self, X: np.ndarray) -> np.ndarray:
-        """Margins of every class pair (i, j), positive for class i: (N, n_pairs)."""
-        return np.asarray(X, dtype=np.float64) @ self.pair_coef_.T + self.pair_intercept_
+        """Margins of every class pair (i, j), positive for class i: (N, n_pairs). ``X`` is read ``SCORE_ROWS``
+        rows at a time (any row-sliceable matrix), each block in float64."""
+        margins = np.empty((len(X), len(self.pair_intercept_)))
+        for start in range(0, len(X), SCORE_ROWS):
+            block = np.asarray(X[start:start + SCORE_ROWS], dtype=np.float64)
+            margins[start:start + len(block)] = block @ self.pair_coef_.T + self.pair_intercept_
+        return margins
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float64)
         k = len(self.classes_)
         logits = np.zeros((len(X), k))
         if self._only is not None:
@@ -139,7 +146,6 @@ class IncrementalLinearSVM(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """libsvm's one-vs-one vote (ties to the first class): the predictions of ``SVC.predict``."""
-        X = np.asarray(X, dtype=np.float64)
         if self._only is not None:
             return np.full(len(X), self._only)
         votes = np.zeros((len(X), len(self.classes_)), dtype=np.int64)
@@ -165,12 +171,26 @@ def _fold_pairs(svc, X: np.ndarray) -> tuple[list[tuple[int, int]], np.ndarray, 
 
 
 def pool_standardiser(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and scale of every feature over the whole (unlabelled) pool: known before any label."""
+    """Mean and scale of every feature over the whole (unlabelled) pool: known before any label. Computed in
+    float64 block by block (``np.std`` would hold a float64 copy of the whole pool)."""
     mean = X.mean(axis=0, dtype=np.float64)
-    scale = X.std(axis=0, dtype=np.float64)
+    squares = np.zeros(X.shape[1])
+    for start in range(0, len(X), SCORE_ROWS):
+        deviation = X[start:start + SCORE_ROWS] - mean
+        squares += np.square(deviation, out=deviation).sum(axis=0)
+    scale = np.sqrt(squares / len(X))
     scale[scale < 1e-12] = 1.0
     return mean.astype(np.float32), scale.astype(np.float32)
 
 
-def standardise(X: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    return ((np.asarray(X, dtype=np.float32) - mean) / scale).astype(np.float32)
+def standardise(X: np.ndarray, mean: np.ndarray, scale: np.ndarray, *, copy: bool = True) -> np.ndarray:
+    """``(X - mean) / scale`` as float32, block by block; ``copy=False`` overwrites ``X`` itself when it is a
+    writable float32 array (no second copy of a large pool)."""
+    X = np.asarray(X)
+    inplace = not copy and X.dtype == np.float32 and X.flags.writeable
+    out = X if inplace else np.empty(X.shape, np.float32)
+    for start in range(0, len(X), SCORE_ROWS):
+        block = out[start:start + SCORE_ROWS]
+        np.subtract(np.asarray(X[start:start + SCORE_ROWS], np.float32), mean, out=block)
+        np.divide(block, scale, out=block)
+    return out

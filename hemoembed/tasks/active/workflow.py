@@ -27,19 +27,21 @@ def run(config: ActiveConfig, out: str | os.PathLike, *, progress: ProgressFacto
     store = EmbeddingStore.open(source["store"])
     source["store_fingerprint"] = store.fingerprint
     column, key = source["column"], source.get("key", "path")
-    X, y, keys = store.labelled(source["labels"], column, key, return_keys=True)
+    rows, y, keys = store.labelled_rows(source["labels"], column, key)
     check_trainable(y, column)
     if source.get("test"):
-        X_test, y_test, test_keys = store.labelled(source["test"], column, key, return_keys=True)
+        test_rows, y_test, test_keys = store.labelled_rows(source["test"], column, key)
         refuse_overlap(keys, test_keys, source["test"], key)
-        X_pool, y_pool = X, y
+        pool_rows, y_pool = rows, y
     else:
         pool, test = stratified_test_split(y, config.test_fraction, seed=config.seed)
-        X_pool, y_pool, X_test, y_test = X[pool], y[pool], X[test], y[test]
+        pool_rows, y_pool, test_rows, y_test = rows[pool], y[pool], rows[test], y[test]
+    # each row read once, straight into the pool or the test matrix, which simulate then standardises in place
+    X_pool, X_test = store.rows_embeddings(pool_rows), store.rows_embeddings(test_rows)
     save_config(config, out / "active_config.json")
     total = config.repeats * len(config.strategies) * n_iterations(len(y_pool), config)
     with stage(progress, total, "querying") as advance:
-        rows = simulate(X_pool, y_pool, X_test, y_test, config, progress=advance)
-    atomic_write_text(out / "results.csv", tidy_csv_text(rows))
-    summary = analyse(rows, out)
+        results = simulate(X_pool, y_pool, X_test, y_test, config, progress=advance, copy=False)
+    atomic_write_text(out / "results.csv", tidy_csv_text(results))
+    summary = analyse(results, out)
     return {**summary, "n_pool": len(y_pool), "n_test": len(y_test)}
