@@ -36,7 +36,8 @@ def main() -> None:
     parser.add_argument("--epochs", default="10", help="fine-tuning epochs (comma-separated grid)")
     parser.add_argument("--batch-size", default="16", help="fine-tuning batch sizes (comma-separated grid)")
     parser.add_argument("--cv", type=int, default=3, help="CV folds inside the shots to choose the grid point")
-    parser.add_argument("--warm-head", action="store_true", help="fine-tuning starts from a fitted head (LP-FT)")
+    parser.add_argument("--random-head", action="store_true",
+                        help="fine-tuning starts from a random head (default: from a fit on frozen embeddings, LP-FT)")
     parser.add_argument("--out", default="/tmp/adapt_bccd")
     args = parser.parse_args()
 
@@ -44,7 +45,7 @@ def main() -> None:
                          shots=args.shots, ablation=True, repeats=args.repeats, conditions=args.conditions.split(","),
                          lr=number_list(args.lr, "--lr", float), epochs=number_list(args.epochs, "--epochs", int),
                          batch_size=number_list(args.batch_size, "--batch-size", int), cv=args.cv,
-                         warm_head=args.warm_head,
+                         warm_head=not args.random_head,
                          curve_shots=list(CURVE_SHOTS))
     started = time.time()
     prep = prepare(config)
@@ -61,7 +62,7 @@ def main() -> None:
         "classes": prep.notes["class_mapping"], "left_out": prep.notes["missing_classes"],
         "too_few_images": prep.notes["too_few_images"], "shots": args.shots, "repeats": args.repeats,
         "finetune": {"lr": config.lr, "epochs": config.epochs, "batch_size": config.batch_size, "cv": args.cv,
-                     "warm_head": args.warm_head},
+                     "warm_head": not args.random_head},
         "ablation": ablation_table(rows), "curve": curve_table(curve), "curve_mode": config.curve_mode,
         "curve_repeats": args.curve_repeats, "seconds": {"prepare": round(t_prepare, 1),
                                                          "ablation": round(t_ablation, 1),

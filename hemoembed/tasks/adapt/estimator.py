@@ -24,7 +24,8 @@ class SiteAdapter(ClassifierMixin, BaseEstimator):
 
     ``source``: a pretraining run folder (its ``encoder.keras`` and ``colour_reference.json``) or an encoder
     file. ``mode``: ``svm`` (frozen embeddings), ``head`` (softmax on frozen embeddings) or ``finetune``
-    (encoder and head; ``lr`` × ``epochs`` × ``batch_size`` chosen by ``cv``-fold CV inside the shots).
+    (encoder and head; ``lr`` × ``epochs`` × ``batch_size`` chosen by ``cv``-fold CV inside the shots; with
+    ``warm_head`` the head starts from a fit on the frozen embeddings).
     ``reference``: the source colour style (a :class:`~hemoembed.data.colour.ReinhardReference` or its
     JSON file) when the run keeps none. Images are file paths, a manifest, or preprocessed (N, S, S, 3)
     float arrays of the encoder's input size.
@@ -34,7 +35,8 @@ class SiteAdapter(ClassifierMixin, BaseEstimator):
                  reference: ReinhardReference | str | os.PathLike | None = None,
                  lr: Sequence[float] = (1e-4, 1e-3), epochs: Sequence[int] = (5, 10),
                  batch_size: Sequence[int] = (16,), cv: int = 3, label_smoothing: float = 0.1,
-                 head_epochs: int = 200, embed_batch_size: int = 64, random_state: int = 0) -> None:
+                 head_epochs: int = 200, warm_head: bool = True, embed_batch_size: int = 64,
+                 random_state: int = 0) -> None:
         self.source = source
         self.mode = mode
         self.colour_transform = colour_transform
@@ -45,6 +47,7 @@ class SiteAdapter(ClassifierMixin, BaseEstimator):
         self.cv = cv
         self.label_smoothing = label_smoothing
         self.head_epochs = head_epochs
+        self.warm_head = warm_head
         self.embed_batch_size = embed_batch_size
         self.random_state = random_state
 
@@ -81,7 +84,7 @@ class SiteAdapter(ClassifierMixin, BaseEstimator):
         grid = {"lr": list(self.lr), "epochs": list(self.epochs), "batch_size": list(self.batch_size)}
         outcome = experiment.run(self.mode, everything, everything[:0], colour=self.colour_transform, grid=grid,
                                  folds=self.cv, smoothing=self.label_smoothing, head_epochs=self.head_epochs,
-                                 seed=self.random_state)
+                                 warm_head=self.warm_head, seed=self.random_state)
         self.classes_ = np.asarray(outcome.classes)
         self.encoder_, self.svm_, self.classifier_, self.cv_ = (outcome.encoder, outcome.svm, outcome.classifier,
                                                                  outcome.cv)

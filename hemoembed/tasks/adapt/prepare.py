@@ -54,7 +54,9 @@ class AdaptConfig:
     batch_size: list[int] = field(default_factory=lambda: [16])
     cv: int = 3
     label_smoothing: float = 0.1
-    warm_head: bool = False  # finetune: start the head from a fit on frozen embeddings (LP-FT)
+    # finetune: start the head from a fit on the frozen embeddings (LP-FT). BCCD, 100 shots, 5 repeats: full
+    # adapter 0.719 ± 0.057 accuracy with it, 0.582 ± 0.244 without (2 of 5 random-head runs collapsed)
+    warm_head: bool = True
     head_epochs: int = 200
     embed_batch_size: int = 64
     n_bootstrap: int = 1000

@@ -67,7 +67,7 @@ def run(config: AdaptConfig, out_dir: str | os.PathLike,
         raise InputError("--source-support needs labelled --source-images")
     outcome = prep.adapter.run(config.mode, shots, test, colour=config.colour_transform, support=support,
                                grid=finetune_grid(config), folds=config.cv, smoothing=config.label_smoothing,
-                               head_epochs=config.head_epochs, seed=config.seed)
+                               head_epochs=config.head_epochs, warm_head=config.warm_head, seed=config.seed)
     report = evaluate(labels[test], outcome.proba, outcome.classes, seed=config.seed, n_bootstrap=config.n_bootstrap)
     report["adapter"] = {**prep.notes, "mode": config.mode, "n_shots": len(shots), "n_test": len(test),
                          "shot_class_counts": {c: int((labels[shots] == c).sum()) for c in outcome.classes},

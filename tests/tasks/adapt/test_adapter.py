@@ -179,6 +179,28 @@ def test_finetune_cv_never_sees_test_images(sites):
     assert np.isfinite(out.encoder.get_weights()[5]).all()
 
 
+def test_warm_head_starts_from_the_frozen_fit(sites):
+    """With the learning rate at 0 nothing trains, so the classifier is its starting point: with the warm
+    head it predicts exactly what the head fitted on the frozen embeddings predicts; a random head does not."""
+    from hemoembed.data.manifest import load_manifest
+    from hemoembed.data.preprocess import PreprocessingRecord, load_inputs
+    from hemoembed.model.encoder import load_encoder
+    from hemoembed.tasks.adapt.adapter import FinetuneParams, embed_arrays, finetune, fit_head
+
+    model, _ = load_encoder(sites["run"] / "encoder.keras")
+    manifest = load_manifest(sites["site1"])
+    labels = np.asarray(manifest.labels)
+    keep = np.concatenate([np.flatnonzero(labels == c)[:4] for c in ("lymphocyte", "neutrophil", "monocyte")])
+    images = load_inputs([manifest.absolute()[i] for i in keep], PreprocessingRecord(SIZE, 0.875, "none"))
+    y = np.repeat(np.arange(3), 4)
+    expected = np.asarray(fit_head(embed_arrays(model, images), y, 3, seed=3)(embed_arrays(model, images)))
+    frozen = FinetuneParams(lr=0.0, epochs=1, batch_size=4)
+    warm = finetune(model, images, y, 3, frozen, seed=3, warm_head=True)[0].predict(images, verbose=0)
+    cold = finetune(model, images, y, 3, frozen, seed=3, warm_head=False)[0].predict(images, verbose=0)
+    np.testing.assert_allclose(warm, expected, atol=1e-5)
+    assert np.abs(cold - expected).max() > 0.05
+
+
 # ------------------------------------------------------------------------------------------------ augmentation
 def test_random_resolution_blurs_and_is_seeded():
     import tensorflow as tf
