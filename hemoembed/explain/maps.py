@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ..config import atomic_write_text, csv_text, safe_name
 from ..errors import InputError, MismatchError
 from ..progress import ProgressFactory, stage
@@ -104,7 +106,9 @@ def place_on_map(map_dir: str | os.PathLike, query_dir: str | os.PathLike, out: 
     if fingerprint and fingerprint != store.fingerprint:
         raise MismatchError(f"{query_dir}: store was built by encoder {short(store.fingerprint)} but map {map_dir} "
                             f"by encoder {short(fingerprint)}; embed the new cells with the map's encoder")
-    placed = tsne_map.transform(store.embeddings())
+    # part by part into the map's (PCA) feature space: the store's full-width matrix is never held
+    features = [tsne_map.project(block) for _, block in store.iter_embeddings()]
+    placed = tsne_map.place(np.concatenate(features) if features else tsne_map.project(store.embeddings()))
     meta = {c: [str(v) for v in store.column(c)] for c in store.metadata_columns}
     write_coordinates(out / "query_coordinates.csv", store.paths, placed, meta)
     reference_colours, name = None, ""

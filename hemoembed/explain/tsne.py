@@ -146,7 +146,11 @@ class TsneMap:
         """Place new points onto the fixed map (openTSNE ``transform``: each point optimised against the
         reference only, perplexity 5, median initialisation over 25 neighbours, 250 iterations). Points do
         not interact, so they are placed ``block_rows`` at a time (bounded memory for a million points)."""
-        features = self.project(vectors)
+        return self.place(self.project(vectors), n_iter, block_rows)
+
+    def place(self, features: np.ndarray, n_iter: int = 250, block_rows: int = BLOCK_ROWS) -> np.ndarray:
+        """:meth:`transform` of points already in the map's feature space (:meth:`project`, which a store's
+        rows can go through one part at a time)."""
         reference = TSNEEmbedding(self.coords.copy(), _QueryAffinities(self.features, self.config),
                                   **self.config.gradient_options, random_state=self.config.seed,
                                   n_jobs=self.config.n_jobs)

@@ -124,6 +124,30 @@ def make_store(directory, vectors: np.ndarray, fingerprint: str, prefix: str):
     return paths
 
 
+def test_placing_a_store_reads_it_part_by_part(fitted, tmp_path, monkeypatch):
+    """place_on_map projects each part as it is read (a million 1280-d rows are never held at once) and
+    places the cells exactly where transform() of the whole matrix does."""
+    from hemoembed.explain.maps import place_on_map
+    from hemoembed.store.store import EmbeddingStore, make_part_table
+
+    tsne_map, _, _ = fitted
+    monkeypatch.setattr(tsne_map, "source", {"fingerprint": "a" * 64})  # the store's encoder
+    tsne_map.save(tmp_path / "map")
+    queries, _ = blobs(7, seed=5)
+    store = EmbeddingStore.create(tmp_path / "new", "a" * 64, _record(), queries.shape[1])
+    paths = [f"new/cell{i:03d}.png" for i in range(len(queries))]
+    for start in range(0, len(queries), 8):  # three parts: 8, 8 and 5 cells
+        part = paths[start:start + 8]
+        store.append(make_part_table(part, ["0" * 64] * len(part), [64] * len(part), [64] * len(part),
+                                     queries[start:start + 8]))
+    whole = TsneMap.load(tmp_path / "map").transform(EmbeddingStore.open(tmp_path / "new").embeddings())
+    monkeypatch.setattr(EmbeddingStore, "embeddings", lambda self: pytest.fail("the whole matrix was read"))
+    assert place_on_map(tmp_path / "map", tmp_path / "new", tmp_path / "placed") == 21
+    rows = (tmp_path / "placed" / "query_coordinates.csv").read_text().splitlines()[1:]
+    assert [r.split(",")[0] for r in rows] == paths
+    np.testing.assert_allclose([[float(v) for v in r.split(",")[1:3]] for r in rows], whole, atol=1e-5)
+
+
 def _record():
     from hemoembed.data.preprocess import PreprocessingRecord
 
