@@ -28,8 +28,9 @@ def write_store(directory: Path, X: np.ndarray, labels: np.ndarray, fingerprint:
     return EmbeddingStore.open(directory)
 
 
-def make_sites(root: Path, n_per_class: int = 8, size: int = 48) -> dict[str, Path]:
-    """Synthetic cells of 3 sites, one CSV manifest per site (``site0`` is the source) and a source encoder."""
+def make_sites(root: Path, n_per_class: int = 8, size: int = 48, image_size: int = SIZE) -> dict[str, Path]:
+    """Synthetic cells of 3 sites, one CSV manifest per site (``site0`` is the source) and a source encoder
+    (``run/encoder.keras``, random weights, input side ``image_size``)."""
     import keras
 
     from hemoembed.data.manifest import load_manifest
@@ -46,7 +47,7 @@ def make_sites(root: Path, n_per_class: int = 8, size: int = 48) -> dict[str, Pa
         out[f"site{s}"] = cells / f"site{s}.csv"
     keras.utils.set_random_seed(0)
     run = root / "run"
-    save_encoder(build_encoder(PreprocessingRecord(SIZE, 0.875, "grayworld"), "none"), run / "encoder.keras")
+    save_encoder(build_encoder(PreprocessingRecord(image_size, 0.875, "grayworld"), "none"), run / "encoder.keras")
     out["run"] = run
     return out
 

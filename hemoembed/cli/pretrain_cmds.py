@@ -35,7 +35,9 @@ AUGMENT_OPTIONS = ("zoom", "resolution", "crop_scale", "hue", "stain")
               help="imagenet: the paper (semi-hard triplet, no head, lr 1e-5, BN frozen, 30 epochs); scratch: "
                    "for --weights none (NT-Xent + MLP head, random-resized crops, gentle hue, BN training, "
                    "constant lr 1e-3, batch 128, 60 epochs). Default: scratch for --weights none.")
-@click.option("--weights", default=None, help="imagenet (needs internet), none, or PATH (.keras encoder / .h5).")
+@click.option("--weights", default=None,
+              help="imagenet (needs internet), none, or PATH (.keras encoder / an adapter's encoder.json: its "
+                   "backbone / .h5 backbone weights).")
 @click.option("--epochs", type=POSITIVE, default=None, help="Epochs [preset: 30 / 60].")
 @click.option("--batch-size", type=click.IntRange(min=2), default=None,
               help="Images per batch, two views each [preset: 100 / 128].")

@@ -135,7 +135,8 @@ def predict(model_dir: Path, images: Path | None, store: Path | None, encoder: P
 @click.option("--test", "test_csv", type=click.Path(path_type=Path), default=None,
               help="CSV of test images (path + column); otherwise --test-fraction of IMAGES.")
 @click.option("--test-fraction", type=FRACTION, default=0.1, show_default=True)
-@click.option("--weights", default="none", show_default=True, help="Encoder init: imagenet, none or a .keras path.")
+@click.option("--weights", default="none", show_default=True,
+              help="Encoder init: imagenet, none or an encoder (.keras, an adapter's encoder.json).")
 @click.option("--image-size", type=PIXELS, default=224, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True)
 @click.option("--head-epochs", type=NON_NEGATIVE, default=10, show_default=True)

@@ -1,7 +1,9 @@
 """GradCAM++ for the triplet encoder, written natively with ``tf.GradientTape``.
 
 The map is taken on the backbone's last convolutional activation (EfficientNetV2-B0 ``top_activation``,
-7×7×1280 at 224 px). The target is a scalar computed from embeddings, so the same code explains
+7×7×1280 at 224 px), found by structure wherever the encoder nests it (an adapter's encoder wraps its source
+encoder behind colour layers; the gradients run through those layers too). The target is a scalar computed
+from embeddings, so the same code explains
   * a pair: cosine similarity of anchor and positive (what makes them alike) or their L2 distance (what
     makes them differ), one map per image;
   * a triplet: the margin d(a, n) − d(a, p), one map per image of the triplet;
@@ -21,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..errors import InputError, MismatchError
-from ..model.encoder import backbone_of
+from ..model.encoder import backbone_chain
 
 PAIR_TARGETS = ("similarity", "distance")
 _EPS = 1e-12
@@ -113,16 +115,6 @@ class LinearDecision:
         return sign * (tf.linalg.matvec(x, tf.constant(w, tf.float32)) + b)
 
 
-def _split(model: keras.Model) -> tuple[list, keras.Model, list]:
-    """Layers before the backbone, the backbone, layers after it (the encoder is a plain chain)."""
-    backbone = backbone_of(model)
-    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    at = layers.index(backbone)
-    if len(backbone.output.shape) != 4:
-        raise MismatchError(f"{model.name}: backbone output {backbone.output.shape} is not a convolutional map")
-    return layers[:at], backbone, layers[at + 1:]
-
-
 def gradcam_plus_plus(activations: tf.Tensor, grads: tf.Tensor) -> tf.Tensor:
     """GradCAM++ maps (n, h, w) from activations and gradients (n, h, w, k)."""
     g2, g3 = tf.square(grads), tf.pow(grads, 3)
@@ -136,7 +128,7 @@ def gradcam_plus_plus(activations: tf.Tensor, grads: tf.Tensor) -> tf.Tensor:
 def explain(model: keras.Model, images: np.ndarray, score_fn: Callable[[tf.Tensor], tf.Tensor],
             target: str) -> CamResult:
     """GradCAM++ maps of ``score_fn(embeddings)`` (scalar or (n,)) for every image in ``images``."""
-    before, backbone, after = _split(model)
+    before, backbone, after = backbone_chain(model)
     x = tf.convert_to_tensor(images, tf.float32)
     with tf.GradientTape() as tape:
         for layer in before:

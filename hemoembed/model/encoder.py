@@ -22,6 +22,7 @@ EMBEDDING_DIM = 1280
 SPEC_LAYER = "hemoembed_preprocessing"
 BACKBONE = "efficientnetv2-b0"
 FINGERPRINT_SCHEME = "hemoembed-fingerprint/2"
+WEIGHTS_KINDS = "imagenet, none, a .keras encoder, an adapter's encoder.json or .h5 backbone weights"
 # Configuration keys that never change what an encoder computes: where a class is defined, whether a layer
 # trains (BatchNorm frozen or not), the shapes a layer was built for (implied by the wiring).
 _NEUTRAL_KEYS = frozenset({"module", "trainable", "build_config", "compile_config"})
@@ -60,13 +61,14 @@ def _backbone(size: int, weights: str) -> keras.Model:
 
 
 def _load_weights_from_path(model: keras.Model, backbone: keras.Model, path: Path) -> None:
+    """The backbone's weights from a hemoembed encoder (``.keras``, or an adapter's ``encoder.json``
+    reference: the backbone inside its source encoder) or from ``.h5`` backbone weights."""
     if not path.exists():
-        raise InputError(f"--weights {path}: no such file (expected imagenet, none, a .keras encoder or .h5 weights)")
+        raise InputError(f"--weights {path}: no such file (expected {WEIGHTS_KINDS})")
+    source = load_encoder(path)[0] if path.suffix.lower() in (".keras", ".json") else None
     try:
-        if path.suffix == ".keras":
-            source = load_encoder(path)[0]
-            source_backbone = source.get_layer(backbone.name)
-            backbone.set_weights(source_backbone.get_weights())
+        if source is not None:
+            backbone.set_weights(backbone_of(source).get_weights())
         else:
             backbone.load_weights(str(path))
     except (ValueError, OSError, KeyError) as exc:
@@ -93,11 +95,52 @@ def all_layers(model: keras.Model):
 
 
 def backbone_of(model: keras.Model) -> keras.Model:
-    """The EfficientNetV2 sub-model (for GradCAM's last convolution, fine-tuning stages)."""
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            return layer
-    raise MismatchError(f"{model.name}: no backbone sub-model found")
+    """The convolutional backbone (EfficientNetV2), however deeply the encoder nests it: see
+    :func:`backbone_chain`."""
+    return backbone_chain(model)[1]
+
+
+def backbone_chain(model: keras.Model) -> tuple[list, keras.Model, list]:
+    """The encoder as one chain around its convolutional backbone: (layers before, backbone, layers after).
+
+    Found by structure, not by name: the backbone is the last sub-model on the chain whose output is a
+    feature map (rank 4). A sub-model whose output is not a feature map is opened and its layers spliced in,
+    so an adapted encoder (colour layers → the source encoder → backbone) gives the same split as a plain one
+    with its colour layers in front. Calling the layers in order computes ``model`` exactly (GradCAM runs it
+    so to differentiate through the backbone's last activation). A model that is not a chain is refused.
+    """
+    layers = _chain(model)
+    nets = [i for i, layer in enumerate(layers) if _is_feature_model(layer)]
+    if not nets:
+        raise MismatchError(f"{model.name}: no convolutional backbone found (no sub-model with a feature-map "
+                            "output on its chain of layers)")
+    at = nets[-1]
+    return layers[:at], layers[at], layers[at + 1:]
+
+
+def _is_feature_model(layer) -> bool:
+    return isinstance(layer, keras.Model) and len(layer.output.shape) == 4
+
+
+def _chain(model: keras.Model) -> list:
+    """The layers from ``model``'s input to its output, sub-models that are not backbones expanded; each must
+    take exactly the previous layer's output."""
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise MismatchError(f"{model.name}: an encoder has one input and one output, not "
+                            f"{len(model.inputs)} and {len(model.outputs)}")
+    layers, tensor, start = [], model.outputs[0], model.inputs[0]
+    while tensor is not start:
+        operation, node_index, _ = tensor._keras_history
+        inputs = operation._inbound_nodes[node_index].input_tensors
+        if len(inputs) != 1:
+            raise MismatchError(f"{model.name}: layer {operation.name!r} takes {len(inputs)} inputs; an encoder "
+                                "is a chain of single-input layers")
+        if isinstance(operation, keras.Model) and not _is_feature_model(operation):
+            layers = _chain(operation) + layers
+        else:
+            layers.insert(0, operation)
+        tensor = inputs[0]
+    return layers
 
 
 def preprocessing_record(model: keras.Model) -> PreprocessingRecord:

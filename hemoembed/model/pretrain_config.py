@@ -19,6 +19,7 @@ from ..data.augment import AugmentConfig
 from ..data.preprocess import RECORD_VERSION, PreprocessingRecord
 from ..errors import InputError
 from .contrastive import check_temperature
+from .encoder import WEIGHTS_KINDS
 from .heads import parse_head
 
 # The paper's augmentation: flips, rotation ±90°, zoom ±0.1, translation ±20 px at 224, colour jitter 0.2.
@@ -58,7 +59,7 @@ class PretrainConfig:
     """Every setting of a pretraining run. ``None`` fields are filled from the preset by :func:`resolve_config`."""
 
     preset: Literal["imagenet", "scratch"] | None = None
-    weights: str | None = None  # imagenet | none | PATH (.keras encoder or .h5 backbone weights)
+    weights: str | None = None  # imagenet | none | PATH (.keras encoder, encoder.json reference, .h5)
     epochs: int | None = None
     batch_size: int | None = None  # distinct images per batch (2x views)
     lr: float | None = None
@@ -152,8 +153,7 @@ def check_config(cfg: PretrainConfig) -> None:
         raise InputError(f"plateau factor {cfg.plateau_factor} must be within (0, 1] and keep_checkpoints "
                          f"{cfg.keep_checkpoints} at least 0")
     if cfg.weights not in ("imagenet", "none") and not Path(cfg.weights).is_file():
-        raise InputError(f"--weights {cfg.weights}: no such file (expected imagenet, none, a .keras encoder or "
-                         ".h5 weights)")
+        raise InputError(f"--weights {cfg.weights}: no such file (expected {WEIGHTS_KINDS})")
     if not (math.isfinite(cfg.weight_decay) and cfg.weight_decay >= 0):
         raise InputError(f"--weight-decay {cfg.weight_decay}: must be a number >= 0")
     if cfg.probe_every < 1:

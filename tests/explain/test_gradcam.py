@@ -16,14 +16,13 @@ from hemoembed.data.synthetic import render_cell, site_style
 from hemoembed.errors import InputError
 from hemoembed.explain.gradcam import (
     LinearDecision,
-    _split,
     explain_class,
     explain_pair,
     explain_triplet,
     gradcam_plus_plus,
     overlay,
 )
-from hemoembed.model.encoder import build_encoder
+from hemoembed.model.encoder import backbone_chain, build_encoder
 
 SIZE = 224  # 7x7 last activation, as in the paper's setting
 RECORD = PreprocessingRecord(SIZE, 1.0, "none")  # no crop, no colour change: pixel regions map 1:1
@@ -60,7 +59,7 @@ def test_gradcam_plus_plus_formula_by_hand():
 
 
 def test_split_forward_equals_the_encoder(encoder, tmp_path):
-    before, backbone, after = _split(encoder)
+    before, backbone, after = backbone_chain(encoder)
     assert backbone.output.shape[1:] == (7, 7, 1280)
     x = load_inputs([save_cell(tmp_path, "monocyte")], RECORD)
     y = tf.convert_to_tensor(x)

@@ -113,3 +113,11 @@ def test_reference_refuses_what_it_cannot_stand_for(project, tmp_path):
     (tmp_path / "loop.json").write_text(json.dumps({**loop, "source": "loop.json"}))
     with pytest.raises(InputError, match="points back to itself"):
         load_encoder(tmp_path / "loop.json")
+
+
+def test_a_new_encoder_starts_from_the_backbone_inside_an_adapted_one(project):
+    """``pretrain --weights ADAPT/encoder.json`` (or the copy): the source encoder's backbone, found inside the
+    adapted encoder, initialises the new encoder, which is then the source encoder again."""
+    source = load_encoder(project / "run" / "encoder.keras")[0]
+    for name in ("encoder.json", "encoder.keras"):
+        assert fingerprint(build_encoder(RECORD, str(project / "adapt" / name))) == fingerprint(source)

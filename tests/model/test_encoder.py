@@ -10,9 +10,9 @@ import pytest
 import tensorflow as tf
 
 from hemoembed.data.preprocess import PreprocessingRecord
-from hemoembed.errors import InputError
+from hemoembed.errors import InputError, MismatchError
 from hemoembed.model.distribute import make_strategy
-from hemoembed.model.encoder import EMBEDDING_DIM, build_encoder, fingerprint, load_encoder
+from hemoembed.model.encoder import EMBEDDING_DIM, backbone_chain, build_encoder, fingerprint, load_encoder
 from hemoembed.model.pretrain import make_trainer, resolve_config
 
 RECORD = PreprocessingRecord(32, 0.875)
@@ -96,3 +96,33 @@ def test_weights_from_a_saved_encoder_path(saved, tmp_path):
     assert fingerprint(warm) == fingerprint(model)
     with pytest.raises(InputError, match="no such file"):
         build_encoder(RECORD, str(tmp_path / "missing.keras"))
+
+
+def test_backbone_chain_is_found_by_structure_and_refuses_other_shapes():
+    """The last sub-model with a feature-map output, sub-models around it opened (an adapter wraps its source
+    encoder); names play no part. Two-input layers and models without a feature map are refused."""
+    image = keras.Input((8, 8, 3))
+    features = keras.Model(image, keras.layers.Conv2D(4, 3)(image), name="anything")
+    x = keras.Input((8, 8, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(features(keras.layers.Rescaling(0.5)(x)))
+    inner = keras.Model(x, keras.layers.Dense(2)(pooled), name="inner")
+    y = keras.Input((8, 8, 3))
+    scale = keras.layers.Rescaling(2.0)
+    outer = keras.Model(y, keras.layers.Activation("tanh")(inner(scale(y))))
+    before, backbone, after = backbone_chain(outer)
+    assert backbone is features
+    assert [type(layer).__name__ for layer in before] == ["Rescaling", "Rescaling"] and before[0] is scale
+    assert [type(layer).__name__ for layer in after] == ["GlobalAveragePooling2D", "Dense", "Activation"]
+    data = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype(np.float32)
+    chained = tf.constant(data)
+    for layer in [*before, backbone, *after]:
+        chained = layer(chained)
+    np.testing.assert_allclose(chained.numpy(), outer(data).numpy(), rtol=1e-6)
+
+    mapped = features(y)
+    branches = keras.layers.Add()([keras.layers.GlobalAveragePooling2D()(mapped),
+                                   keras.layers.GlobalMaxPooling2D()(mapped)])
+    with pytest.raises(MismatchError, match="takes 2 inputs; an encoder is a chain"):
+        backbone_chain(keras.Model(y, branches))
+    with pytest.raises(MismatchError, match="no convolutional backbone found"):
+        backbone_chain(keras.Model(y, keras.layers.Dense(3)(keras.layers.Flatten()(y))))
