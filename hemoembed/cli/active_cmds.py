@@ -32,7 +32,8 @@ from .common import (
               help="Labels to start from (simulation).")
 @click.option("--init-strategy", type=click.Choice(["stratified", "kmeans"]), default="stratified", show_default=True)
 @click.option("--strategy", default="uncertainty,margin,entropy,random", show_default=True,
-              help="Query strategies, comma-separated (a session uses the first).")
+              help="Query strategies, comma-separated (a session uses the first): uncertainty, margin, entropy, "
+              "random, or diverse (one pick per k-means group of the 10 x batch most uncertain cells).")
 @click.option("--repeats", type=POSITIVE, default=1, show_default=True, help="Seeds per strategy (simulation).")
 @click.option("--max-labels", type=NON_NEGATIVE, default=0,
               help="Stop at this many labels (default 0: until the pool is exhausted).")

@@ -19,7 +19,7 @@ from .strategies import STRATEGIES, make_learner, query_strategy
 class ActiveLearner(ClassifierMixin, BaseEstimator):
     """Pool-based active learning with a linear SVM: ``fit`` → ``query`` → ``teach`` → ``query`` ...
 
-    ``strategy``: uncertainty, margin, entropy or random. ``classes`` fixes the class list while some
+    ``strategy``: uncertainty, margin, entropy, random or diverse. ``classes`` fixes the class list while some
     classes are still unlabelled. ``query`` returns indices into the array it is given; ``teach`` adds
     labelled rows and refits (only the new Gram rows are computed).
     """
