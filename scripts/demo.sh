@@ -9,10 +9,8 @@ step() { echo; echo "== $*"; }
 
 step "1. synthetic cells: 5 classes x 2 sites"
 hemoembed demo-data "$OUT/cells" --n-per-class 40 --sites 2 --size 64 --seed 0 --overwrite
+# cells/manifest.csv lists every cell, cells/site0.csv and site1.csv one site each: site 1 plays the new lab of step 7
 hemoembed check "$OUT/cells" --out "$OUT/rejects.csv" --overwrite
-for s in site0 site1; do  # one manifest per site: site 1 plays the new lab of step 7
-    awk -F, -v s="$s" 'NR == 1 || $3 == s' "$OUT/cells/manifest.csv" > "$OUT/cells/$s.csv"
-done
 
 step "2. self-supervised pretraining on site 0 (no labels; random init, 64 px, 40 short epochs, about 4 CPU minutes), then a probe beside its baselines"
 # The recipe (scripts/demo_pretrain.json, saved resolved as pretrain/config.json) is the scratch preset sized for

@@ -69,7 +69,7 @@ def check(manifest, out: Path | None, min_size: int, strict: bool, overwrite: bo
 @seed_option
 @overwrite_option
 def demo_data(out: Path, n_per_class: int, sites: int, size: int, seed: int, overwrite: bool) -> None:
-    """Generate synthetic leukocyte-like cells (folder per class + manifest.csv).
+    """Generate synthetic leukocyte-like cells (folder per class, manifest.csv, one site<k>.csv per site).
 
     \b
     Example:

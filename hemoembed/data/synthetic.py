@@ -334,6 +334,7 @@ def _check_range(name: str, value, low: int, high: int) -> None:
 
 
 _OUR_FILE = re.compile(r"site\d+_\d+\.png")
+_OUR_SITE_MANIFEST = re.compile(r"site\d+\.csv")
 
 
 def make_synthetic_dataset(
@@ -345,13 +346,14 @@ def make_synthetic_dataset(
     overwrite: bool = False,
     progress: ProgressFactory | None = None,
 ) -> Path:
-    """Write ``out_dir/<class>/site<k>_<index>.png`` and ``out_dir/manifest.csv``; return the manifest.
+    """Write ``out_dir/<class>/site<k>_<index>.png``, ``out_dir/manifest.csv`` and one manifest per site,
+    ``out_dir/site<k>.csv`` (a site plays a new lab: pretrain on one, adapt to another); return the manifest.
 
-    The manifest has columns ``path,label,site`` (path relative to ``out_dir``). Every image has its
+    The manifests have columns ``path,label,site`` (path relative to ``out_dir``). Every image has its
     own random stream derived from (seed, site, class, index), so output is byte-identical on rerun.
-    A non-empty ``out_dir`` is refused unless ``overwrite``; then images this function wrote
-    earlier (``<class>/site*_*.png``) are replaced so the folders match the new manifest. ``progress`` is a
-    progress factory (:mod:`hemoembed.progress`), advanced once per image.
+    A non-empty ``out_dir`` is refused unless ``overwrite``; then images and site manifests this function
+    wrote earlier (``<class>/site*_*.png``, ``site*.csv``) are replaced so the folder matches the new
+    manifest. ``progress`` is a progress factory (:mod:`hemoembed.progress`), advanced once per image.
     """
     _check_range("n_per_class", n_per_class, 1, 10**7)
     _check_range("sites", sites, 1, 8)
@@ -366,6 +368,9 @@ def make_synthetic_dataset(
         for old in out.glob("*/site*_*.png"):
             if old.parent.name in CLASSES and _OUR_FILE.fullmatch(old.name):
                 old.unlink()
+        for old in out.glob("site*.csv"):
+            if _OUR_SITE_MANIFEST.fullmatch(old.name):
+                old.unlink()
     styles = [site_style(s, seed) for s in range(sites)]
     width = max(4, len(str(n_per_class - 1)))
     rows = []
@@ -379,11 +384,17 @@ def make_synthetic_dataset(
                     save_png(render_cell(rng, cls, style, size), out / rel)
                     rows.append((rel, cls, f"site{s}"))
                     advance(1)
+    for s in range(sites):
+        _write_manifest(out / f"site{s}.csv", [row for row in rows if row[2] == f"site{s}"])
+    manifest = out / "manifest.csv"
+    _write_manifest(manifest, rows)
+    return manifest
+
+
+def _write_manifest(path: Path, rows: list[tuple[str, str, str]]) -> None:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(("path", "label", "site"))
     writer.writerows(rows)
-    manifest = out / "manifest.csv"
-    atomic_write_text(manifest, buffer.getvalue())
-    return manifest
+    atomic_write_text(path, buffer.getvalue())
 

@@ -63,11 +63,22 @@ def test_layout_and_manifest(dataset):
         assert label == r["label"] and name.startswith(r["site"] + "_") and name.endswith(".png")
     on_disk = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))
     assert on_disk == sorted(paths)
-    assert sorted(p.name for p in root.iterdir()) == sorted([*CLASSES, "manifest.csv"])
+    site_manifests = [f"site{k}.csv" for k in range(SITES)]
+    assert sorted(p.name for p in root.iterdir()) == sorted([*CLASSES, "manifest.csv", *site_manifests])
+    for k, name in enumerate(site_manifests):  # one manifest per site, same columns, that site's rows in order
+        assert _rows(root / name) == [r for r in rows if r["site"] == f"site{k}"]
     assert images.shape == (len(rows), SIZE, SIZE, 3) and images.dtype == np.uint8
     # Sortable names: lexical order equals index order within a class folder.
     names = sorted(p.name for p in (root / "monocyte").glob("site0_*.png"))
     assert [int(n[6:-4]) for n in names] == list(range(N_PER_CLASS))
+
+
+def test_rerun_with_fewer_sites_removes_the_stale_site_manifests(tmp_path):
+    make_synthetic_dataset(tmp_path / "cells", n_per_class=1, sites=3, size=32, seed=0)
+    (tmp_path / "cells" / "site_notes.csv").write_text("mine\n")
+    make_synthetic_dataset(tmp_path / "cells", n_per_class=1, sites=2, size=32, seed=0, overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "cells").glob("*.csv")) == [
+        "manifest.csv", "site0.csv", "site1.csv", "site_notes.csv"]
 
 
 def test_deterministic_for_a_seed_and_different_across_seeds(tmp_path):
