@@ -36,6 +36,7 @@ import numpy as np
 from ...config import atomic_write_bytes, atomic_write_text, load_config, save_config
 from ...errors import InputError, MismatchError
 from .estimator import IncrementalLinearSVM, pool_standardiser, standardise
+from .simulation import PoolRows
 from .strategies import STRATEGIES, initial_indices, query_strategy
 
 CONFIG, LABELS, MODEL, HISTORY, QUERY = "session.json", "labels.csv", "model.npz", "history.json", "to_label.csv"
@@ -218,17 +219,36 @@ class LabellingSession:
 
     # ------------------------------------------------------------------ model
     def _features(self) -> np.ndarray:
+        """Every row of the store, standardised: one float32 matrix of the session's own, standardised in
+        place (the store's cached matrix is never read beside it)."""
         if self._X is None:
-            self._X = standardise(np.asarray(self.store.embeddings(), dtype=np.float32), *self.standardiser())
+            X = self._raw()
+            self._X = standardise(X, *self.standardiser(X), copy=False)
         return self._X
 
-    def standardiser(self) -> tuple[np.ndarray, np.ndarray]:
-        """Feature mean and scale, fixed when first needed (the whole store then) and kept in the session."""
+    def _raw(self) -> np.ndarray:
+        """A fresh float32 copy of the store's rows: read part by part (``rows_embeddings``) when the store can,
+        else copied from ``embeddings()`` (the review app's pool)."""
+        read = getattr(self.store, "rows_embeddings", None)
+        if read is None:
+            return np.array(self.store.embeddings(), dtype=np.float32)
+        return read(np.arange(len(self._index)))
+
+    def _rows(self, rows: np.ndarray) -> np.ndarray:
+        """Standardised features of some rows: read from the store's parts when it can (a teach never reads the
+        whole matrix), else taken from :meth:`_features`."""
+        if self._X is None and hasattr(self.store, "rows_embeddings"):
+            return standardise(self.store.rows_embeddings(rows), *self.standardiser(), copy=False)
+        return self._features()[rows]
+
+    def standardiser(self, X: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Feature mean and scale, fixed when first needed (the whole store then, or its raw rows ``X``) and
+        kept in the session."""
         path = self.directory / STANDARDISER
         if path.is_file():
             with np.load(path, allow_pickle=False) as data:
                 return data["mean"], data["scale"]
-        mean, scale = pool_standardiser(np.asarray(self.store.embeddings(), dtype=np.float32))
+        mean, scale = pool_standardiser(self._raw() if X is None else X)
         buffer = io.BytesIO()
         np.savez(buffer, mean=mean, scale=scale)
         atomic_write_bytes(path, buffer.getvalue())
@@ -253,17 +273,16 @@ class LabellingSession:
         from ..common.metrics import macro_f1
         from ..common.splits import cv_splits
 
-        X = self._features()
-        idx = np.array([self._index[p] for p in labels], dtype=np.int64)
+        X = self._rows(np.array([self._index[p] for p in labels], dtype=np.int64))  # the labelled rows only
         y = np.array(list(labels.values()))
         classes = self.config.classes
-        model = IncrementalLinearSVM(classes=classes, C=self.config.C).fit(X[idx], y)
+        model = IncrementalLinearSVM(classes=classes, C=self.config.C).fit(X, y)
         scores = []
         if len(set(y)) >= 2:
             for train, test in cv_splits(y, self.config.cv, seed=self.config.seed):
-                fold = IncrementalLinearSVM(classes=classes, C=self.config.C).fit(X[idx[train]], y[train])
+                fold = IncrementalLinearSVM(classes=classes, C=self.config.C).fit(X[train], y[train])
                 seen = sorted(set(y))
-                scores.append(macro_f1(y[test], fold.predict(X[idx[test]]), seen))
+                scores.append(macro_f1(y[test], fold.predict(X[test]), seen))
         cv = float(np.mean(scores)) if scores else None
         buffer = io.BytesIO()
         np.savez(buffer, **model.state(), labels_sha256=np.asarray(self._labels_hash(labels)),
@@ -303,16 +322,18 @@ class LabellingSession:
         pool = np.array([i for p, i in self._index.items() if p not in labels], dtype=np.int64)
         if len(pool) == 0:
             raise InputError(f"{self.directory}: every image of the store is labelled; nothing to query")
-        X = self._features()[pool]
+        X = PoolRows(self._features(), pool)  # the unlabelled rows, not copied (scored a block at a time)
         current = self.model()
         take = min(batch, len(pool))
+        paths = self.store.paths  # once: a store builds the list on each call (1M strings)
         if current is None or len(set(labels.values())) < 2:
-            chosen = initial_indices(X, None, take, "kmeans", self.config.seed)  # cold start: cover the space
-            rows = [[self.store.paths[pool[i]], "", "", "", ""] for i in chosen]
+            # cold start: cover the space (k-means on a copy of the unlabelled rows)
+            chosen = initial_indices(np.asarray(X), None, take, "kmeans", self.config.seed)
+            rows = [[paths[pool[i]], "", "", "", ""] for i in chosen]
         else:
             model = current["model"]
             chosen, proba = self.rank(model, X, take, len(labels))
-            rows = [[self.store.paths[pool[i]], model.classes_[p.argmax()], f"{p.max():.4f}", f"{1.0 - p.max():.4f}",
+            rows = [[paths[pool[i]], model.classes_[p.argmax()], f"{p.max():.4f}", f"{1.0 - p.max():.4f}",
                      ""] for i, p in zip(chosen, proba)]
         atomic_write_text(target, csv_text([["path", "prediction", "probability", "uncertainty",
                                              self.config.column], *rows]))

@@ -69,7 +69,7 @@ def f1_rows(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str], **ke
     return rows
 
 
-class _PoolRows:
+class PoolRows:
     """Rows ``rows`` of the pool matrix ``X``, not copied: the strategies score them through
     :class:`~.estimator.IncrementalLinearSVM` a block at a time (slicing reads a block), instead of a copy of
     the unlabelled pool (512 MB at 100,000 rows) per query; ``np.asarray`` copies them for other estimators."""
@@ -115,7 +115,7 @@ def simulate_curve(X_pool: np.ndarray, y_pool: np.ndarray, X_test: np.ndarray, y
         if len(remaining) == 0 or n_labels >= limit:
             return rows
         take = min(config.batch, len(remaining), limit - n_labels)
-        picked, _ = learner.query(_PoolRows(X_pool, remaining), n_instances=take)
+        picked, _ = learner.query(PoolRows(X_pool, remaining), n_instances=take)
         picked = remaining[np.asarray(picked, dtype=int)]
         learner.teach(X_pool[picked], y_pool[picked])
         remaining = np.setdiff1d(remaining, picked, assume_unique=True)

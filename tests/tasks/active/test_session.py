@@ -236,3 +236,47 @@ def test_missing_value_markers_are_no_label(tmp_path, store):
     (tmp_path / "nan.csv").write_text(f"path,label\n{query[0]['path']},NaN\n")
     with pytest.raises(InputError, match="empty 'label'"):
         session.teach(tmp_path / "nan.csv")
+
+
+def test_query_holds_the_matrix_once_and_teach_reads_only_the_labelled_rows(tmp_path, monkeypatch):
+    """At a million rows a query held the store's matrix, a standardised copy and a copy of the unlabelled
+    rows (3 × 4.9 GB) and a teach the first two: now a query holds one standardised matrix of its own (the
+    unlabelled rows scored in it a block at a time) and a teach reads the labelled rows only; same query."""
+    import tracemalloc
+
+    import hemoembed.tasks.active.estimator as active
+    from hemoembed.tasks.active import standardise
+
+    monkeypatch.setattr(active, "SCORE_ROWS", 500)
+    X, y = structured_embeddings(12000, dim=256, n_classes=4, seed=3)
+    big = write_store(tmp_path / "big", X[:1000].astype(np.float32), y[:1000])
+    for start in range(1000, 12000, 1000):  # parts of 1,000 rows, as a store is written (reads hold one part)
+        paths = [f"{c}/img_{i:05d}.png" for i, c in enumerate(y[start:start + 1000], start)]
+        big.append(make_part_table(paths, ["0" * 64] * 1000, [32] * 1000, [32] * 1000,
+                                   X[start:start + 1000].astype(np.float32), {"label": list(y[start:start + 1000])}))
+    session = new_session(tmp_path, EmbeddingStore.open(tmp_path / "big"), batch=90)
+    answers = dict(zip(EmbeddingStore.open(tmp_path / "big").paths, y))
+    session.teach_labels(dict(list(answers.items())[:200]))
+    session.query()  # imports (modAL, scikit-learn: megabytes) before memory is traced
+    nbytes = X.shape[0] * X.shape[1] * 4
+
+    def peak(action) -> int:
+        """Peak traced memory of ``action`` on the session as a new process opens it."""
+        opened = LabellingSession.open(tmp_path / "session", EmbeddingStore.open(tmp_path / "big"))
+        tracemalloc.start()
+        try:
+            action(opened)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    assert peak(lambda s: s.query()) < 1.5 * nbytes  # before: 3 matrices
+    rows = list(csv.DictReader(open(tmp_path / "session" / "to_label.csv")))
+    store = EmbeddingStore.open(tmp_path / "big")
+    labels, model = session.labels(), session.model()["model"]
+    pool = np.array([i for i, p in enumerate(store.paths) if p not in labels])
+    chosen, proba = session.rank(model, standardise(store.embeddings(), *session.standardiser())[pool], 90, 200)
+    assert [r["path"] for r in rows] == [store.paths[pool[i]] for i in chosen]  # as the whole copy ranks them
+    assert [r["probability"] for r in rows] == [f"{p.max():.4f}" for p in proba]
+    fill(tmp_path / "session" / "to_label.csv", answers, tmp_path / "filled.csv")
+    assert peak(lambda s: s.teach(tmp_path / "filled.csv")) < 0.5 * nbytes  # before: 2 matrices
