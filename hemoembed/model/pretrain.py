@@ -26,6 +26,7 @@ from ..data.colour import RUN_REFERENCE_FILE, ReinhardReference
 from ..data.manifest import Manifest
 from ..errors import InputError
 from ..progress import ProgressFactory, stage
+from .checkpoints import checkpoint_pointer, export_checkpoint, export_encoder, last_checkpoint
 from .pretrain_config import (
     PretrainConfig,
     config_from_saved,
@@ -35,7 +36,7 @@ from .pretrain_config import (
 )
 from .probe import PROBE_COLUMNS
 
-__all__ = ["PretrainConfig", "PretrainResult", "make_trainer", "pretrain", "resolve_config"]
+__all__ = ["PretrainConfig", "PretrainResult", "export_checkpoint", "make_trainer", "pretrain", "resolve_config"]
 HISTORY_COLUMNS = ("epoch", "loss", "val_loss", "lr", "seconds", "images_per_s", *PROBE_COLUMNS)
 REFERENCE_SAMPLE = 500
 BEST_PROBE = "best-probe.npz"
@@ -94,7 +95,7 @@ def pretrain(manifest: Manifest, out: str | Path, config: PretrainConfig, *, res
     fp = ""
     if chief:
         epoch = loop.restore_best_probe() if config.keep == "best-probe" else None
-        fp = _export_encoder(config, trainer.model, encoder_path)
+        fp = export_encoder(config, trainer.model, encoder_path)
         if epoch is not None:
             log(f"encoder from epoch {epoch}, the best probe score (--keep best-probe)")
         if config.keep_checkpoints == 0:  # after the export: killed in between, a resume exports again
@@ -117,7 +118,7 @@ def _check_resume(out: Path, config: PretrainConfig, resume: bool) -> None:
     if resume:
         if not saved.is_file():
             raise InputError(f"{out}: nothing to resume (no config.json); start without --resume")
-        if _checkpoint_pointer(out / "checkpoints").get("file", "") is None:
+        if checkpoint_pointer(out / "checkpoints").get("file", "") is None:
             raise InputError(f"{out}: the run finished and dropped its checkpoints (--keep-checkpoints 0), so it "
                              "cannot be resumed or trained longer; its encoder.keras is final")
         require_same_config(load_run_config(out), config, ignore=resume_ignores(config), where=str(out))
@@ -256,7 +257,7 @@ class EpochLoop:
     def restore(self) -> None:
         from .training import load_checkpoint
 
-        name = _last_checkpoint(self.ckpt_dir)
+        name = last_checkpoint(self.ckpt_dir)
         if name is None:
             return  # killed before the first epoch ended: start again from the (seeded) beginning
         arrays, meta = load_checkpoint(self.ckpt_dir / name)
@@ -360,20 +361,6 @@ class EpochLoop:
         return tf.summary.create_file_writer(str(self.out / "tensorboard"))
 
 
-def _checkpoint_pointer(ckpt_dir: Path) -> dict:
-    """``checkpoint.json``: ``{}`` before the first epoch ended; its ``file`` is null once a finished run
-    dropped its checkpoints (--keep-checkpoints 0)."""
-    import json
-
-    pointer = ckpt_dir / "checkpoint.json"
-    return json.loads(pointer.read_text()) if pointer.is_file() else {}
-
-
-def _last_checkpoint(ckpt_dir: Path) -> str | None:
-    """The checkpoint file to resume from; ``None`` when there is none (not yet written, or dropped)."""
-    return _checkpoint_pointer(ckpt_dir).get("file")
-
-
 def _cell(value: Any) -> str:
     """A history cell: empty for a value the run did not measure (NaN probe scores, older rows)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -396,30 +383,3 @@ def _write_scalars(writer: Any, row: dict[str, float]) -> None:
             if not math.isnan(row.get(key, math.nan)):
                 tf.summary.scalar(key, row[key], step=int(row["epoch"]))
     writer.flush()
-
-
-def export_checkpoint(run: str | Path, epoch: int, path: str | Path) -> str:
-    """Write the encoder of an earlier epoch of ``run`` (a checkpoint kept with ``--keep-checkpoints``) to
-    ``path``; returns its fingerprint. For looking back along a run: how the embedding changed with epochs."""
-    from .distribute import make_strategy
-    from .training import load_checkpoint
-
-    run = Path(run)
-    checkpoint = run / "checkpoints" / f"epoch-{epoch:04d}.npz"
-    if not checkpoint.is_file():
-        kept = ", ".join(str(int(p.stem.split("-")[1])) for p in sorted(checkpoint.parent.glob("epoch-*.npz")))
-        raise InputError(f"{run}: no checkpoint of epoch {epoch} (kept: {kept or 'none'}; keep more with "
-                         "--keep-checkpoints)")
-    config = load_run_config(run)
-    trainer = make_trainer(config, make_strategy("one"), 1)
-    trainer.restore(load_checkpoint(checkpoint)[0], str(checkpoint))
-    return _export_encoder(config, trainer.model, Path(path))
-
-
-def _export_encoder(config: PretrainConfig, model: Any, path: Path) -> str:
-    """Save a float32 copy of the trained encoder (no mixed-precision or synchronised-BN settings)."""
-    from .encoder import build_encoder, save_encoder
-
-    clean = build_encoder(config.record, "none", config.dropout, config.freeze_bn)
-    clean.set_weights(model.get_weights())
-    return save_encoder(clean, path)
