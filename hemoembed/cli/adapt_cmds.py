@@ -74,12 +74,13 @@ def adapt(source: Path, target: Path, image_root: Path | None, labels: Path | No
     --ablation / --curve also ablation.{md,csv,json,png}.
 
     \b
-    Example (synthetic sites; site0 is the source):
+    Example (synthetic sites: pretrain on site0, adapt to site1, predict site2's new crops):
       hemoembed demo-data cells --sites 3 --n-per-class 30 --size 64
+      hemoembed pretrain cells/site0.csv --out runs/demo --weights none --image-size 64 --epochs 1
       hemoembed adapt --source runs/demo --target cells/site1.csv --source-images cells/site0.csv \\
         --shots 20 --mode svm --out adapt_demo
       hemoembed predict adapt_demo --store adapt_demo/store --out predictions.csv
-      hemoembed predict adapt_demo --encoder adapt_demo/encoder.json new_cells/ --out new.csv
+      hemoembed predict adapt_demo --encoder adapt_demo/encoder.json cells/site2.csv --out new.csv
     Example (BCCD target, PBC source, study):
       hemoembed adapt --source runs/pbc64 --target ../shared/data/bccd/BCCD_cropped \\
         --source-images ../shared/data/pbc256/PBC_dataset_normal_DIB --shots 100 --mode finetune \\

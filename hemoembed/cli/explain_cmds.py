@@ -56,9 +56,9 @@ def tsne(store_dir: Path | None, labels: Path | None, colour_by: tuple[str, ...]
 
     \b
     Examples:
-      hemoembed tsne stores/pbc --labels ../shared/data/wbcatt/pbc_attr_v1_train.csv \\
+      hemoembed tsne stores/pbc64 --labels ../shared/data/wbcatt/pbc_attr_v1_train.csv \\
           --colour-by label --colour-by cell_size --out maps/pbc
-      hemoembed tsne --map maps/pbc --query stores/bccd --out maps/bccd_on_pbc
+      hemoembed tsne --map maps/pbc --query stores/bccd_pbc64 --out maps/bccd_on_pbc
     """
     from ..errors import InputError
     from ..explain.maps import fit_map, place_on_map
@@ -99,9 +99,9 @@ def gradcam(encoder: Path, images: tuple[Path, ...], against: tuple[Path, ...], 
 
     \b
     Examples:
-      hemoembed gradcam runs/pbc/encoder.keras a.jpg --against p.jpg --against n.jpg --out cams/triplet
-      hemoembed gradcam runs/pbc/encoder.keras a.jpg --against b.jpg --target distance --out cams/pair
-      hemoembed gradcam runs/pbc/encoder.keras cell.jpg --model svm/label --class basophil --out cams/svm
+      hemoembed gradcam runs/pbc64/encoder.keras a.jpg --against p.jpg --against n.jpg --out cams/triplet
+      hemoembed gradcam runs/pbc64/encoder.keras a.jpg --against b.jpg --target distance --out cams/pair
+      hemoembed gradcam runs/pbc64/encoder.keras cell.jpg --model svm_pbc8 --class basophil --out cams/svm
     """
     from ..explain.cams import GradcamRun, run_gradcam
 

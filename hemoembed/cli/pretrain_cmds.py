@@ -111,7 +111,7 @@ def pretrain(manifest, out: Path, config_file: Path | None, resume: bool, overwr
       hemoembed demo-data cells --n-per-class 40 --sites 1 --size 64
       hemoembed pretrain cells --out run --weights none --image-size 64 --epochs 3 --batch-size 32
     Example (GPU, the paper):
-      hemoembed pretrain ../shared/data/pbc256 --out pbc_run --weights imagenet --image-size 224
+      hemoembed pretrain ../shared/data/pbc256 --out runs/pbc --weights imagenet --image-size 224
     """
     from ..errors import InputError
     from ..model.pretrain import pretrain as run_pretrain

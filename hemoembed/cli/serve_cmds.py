@@ -50,8 +50,8 @@ def serve(store_dir: Path, model_dir: Path, map_dir: Path | None, data_dir: Path
 
     \b
     Example:
-      hemoembed serve --store stores/pbc64 --model svm_pbc --map maps/pbc --data review
-      hemoembed serve --store stores/pbc64 --model svm_pbc --host 0.0.0.0 --generate-token
+      hemoembed serve --store stores/pbc64 --model svm_pbc8 --map maps/pbc --data review
+      hemoembed serve --store stores/pbc64 --model svm_pbc8 --host 0.0.0.0 --generate-token
     """
     from ..errors import InputError
 

@@ -61,7 +61,7 @@ def fit_svm(store: Path, labels: tuple[Path, ...], columns: str, key: str, test_
 
     \b
     Example (WBCAtt official split on a PBC store):
-      hemoembed fit-svm stores/pbc --labels ../shared/data/wbcatt/pbc_attr_v1_train.csv \\
+      hemoembed fit-svm stores/pbc64 --labels ../shared/data/wbcatt/pbc_attr_v1_train.csv \\
         --labels ../shared/data/wbcatt/pbc_attr_v1_val.csv --test ../shared/data/wbcatt/pbc_attr_v1_test.csv \\
         --columns all --support 2,5,10,20,50,100,all --out svm_wbcatt
     Example (labels from the class folders the store was embedded from, 10% stratified test split):
@@ -157,8 +157,10 @@ def baseline(manifest, labels: Path | None, column: str, test_csv: Path | None, 
     \b
     Example:
       hemoembed baseline ../shared/data/pbc256 --labels ../shared/data/wbcatt/pbc_attr_v1_train.csv \\
-        --test ../shared/data/wbcatt/pbc_attr_v1_test.csv --weights encoder.keras --out baseline_run
-      hemoembed baseline cells --image-size 64 --head-epochs 2 --out baseline_demo
+        --test ../shared/data/wbcatt/pbc_attr_v1_test.csv --weights runs/pbc64/encoder.keras --out baseline_run
+    Example (synthetic cells: 180 training images, so the head alone trains, for 2 epochs):
+      hemoembed demo-data cells --n-per-class 20 --sites 1 --size 64
+      hemoembed baseline cells --image-size 64 --small-head-epochs 2 --out baseline_demo
     """
     from ..tasks.baseline import BaselineConfig, run
 

@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import shlex
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+from helpers import REPO
 from PIL import Image
 
 from hemoembed import __version__
@@ -34,23 +39,92 @@ def test_version_and_every_command_has_an_example(shell_cli):
             assert "Example" in (sub.help or ""), f"`hemoembed {full} --help` has no example"
 
 
-def test_every_help_text_reads_as_printed():
-    """No escaped percent signs ("95%%"), no example joined into one line by a single backslash in the source,
-    and no example that cannot work (labels are never in a store)."""
+def _help_texts() -> dict[str, str]:
+    """``hemoembed [COMMAND] --help`` as printed, for the group and every command (sub-group commands too)."""
     from click.testing import CliRunner
 
     from hemoembed.cli import main
 
-    names = [[n] for n, c in main.commands.items() if not hasattr(c, "commands")]
+    names = [[]] + [[n] for n, c in main.commands.items() if not hasattr(c, "commands")]
     names += [[n, sub] for n, c in main.commands.items() if hasattr(c, "commands") for sub in c.commands]
-    for name in names:
-        text = CliRunner().invoke(main, [*name, "--help"], terminal_width=100).output
-        assert "%%" not in text, f"hemoembed {' '.join(name)} --help"
+    return {" ".join(name): CliRunner().invoke(main, [*name, "--help"], terminal_width=100).output for name in names}
+
+
+def _example_blocks(text: str) -> list[list[str]]:
+    """The help's "Example" blocks, each the command lines it shows in order (continuation lines joined)."""
+    blocks: list[list[str]] = []
+    current = ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("Example"):
+            blocks.append([])
+        elif blocks and (current or stripped.startswith("hemoembed ")):
+            current = f"{current} {stripped}".strip()
+            if current.endswith("\\"):
+                current = current[:-1].rstrip()
+            else:
+                blocks[-1].append(current)
+                current = ""
+    return blocks
+
+
+def _commands(line: str) -> list[list[str]]:
+    """The words of each ``hemoembed`` command on an example line (a comment, ``&`` and ``&&`` removed)."""
+    line = line.split(" #")[0].rstrip(" &")
+    return [shlex.split(part) for part in line.split("&&")]
+
+
+def test_every_help_text_reads_as_printed():
+    """No escaped percent signs ("95%%"), no example joined into one line by a single backslash in the source,
+    and no example that cannot work (labels are never in a store)."""
+    for name, text in _help_texts().items():
+        assert "%%" not in text, f"hemoembed {name} --help"
         for line in text.splitlines():
             if line.strip().startswith("hemoembed "):
-                assert not re.search(r"\S {3,}--", line), f"hemoembed {' '.join(name)} --help: {line}"
+                assert not re.search(r"\S {3,}--", line), f"hemoembed {name} --help: {line}"
             if line.strip().startswith("hemoembed fit-svm") and "--columns label" in line:
                 assert "--labels" in line, line
+
+
+def test_every_example_names_a_real_command_and_its_real_options():
+    from hemoembed.cli import main
+
+    seen = 0
+    for name, text in _help_texts().items():
+        for line in (line for block in _example_blocks(text) for line in block):
+            for words in _commands(line):
+                assert words[0] == "hemoembed" and words[1] in main.commands, f"hemoembed {name} --help: {line}"
+                command, rest = main.commands[words[1]], words[2:]
+                if hasattr(command, "commands"):
+                    command, rest = command.commands[rest[0]], rest[1:]
+                options = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+                unknown = [w for w in rest if w.startswith("-") and w.split("=")[0] not in options]
+                assert not unknown, f"hemoembed {name} --help: {line}: no option {unknown}"
+                seen += 1
+    assert seen > 40  # the parser found the examples
+
+
+# The examples on synthetic cells make their own data: each runs as written, in a fresh folder, in order.
+SYNTHETIC = {name: block for name, text in _help_texts().items() for block in _example_blocks(text)
+             if block and block[0].startswith("hemoembed demo-data ")}
+
+
+def test_the_synthetic_examples_are_found():
+    assert {"", "demo-data", "pretrain", "adapt", "baseline"} <= set(SYNTHETIC)
+
+
+@pytest.mark.slow  # pretraining, adapting and a baseline at 64 px: about 4 minutes in all (2-core machine, loaded)
+@pytest.mark.parametrize("name", sorted(SYNTHETIC))
+def test_the_synthetic_examples_run_as_written(name, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    for line in SYNTHETIC[name]:
+        for words in _commands(line):
+            done = subprocess.run([sys.executable, "-m", *words], cwd=tmp_path, capture_output=True, text=True,
+                                  env=env, timeout=1800)
+            assert done.returncode == 0, (f"hemoembed {name} --help: {line}", done.stderr[-2000:])
+            for option in ("--out", "--store"):
+                if option in words:
+                    assert (tmp_path / words[words.index(option) + 1]).exists(), (line, option)
 
 
 def test_check_clean_dataset_exits_0(shell_cli, tmp_path, image_factory):
