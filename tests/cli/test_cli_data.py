@@ -113,7 +113,7 @@ def test_the_synthetic_examples_are_found():
     assert {"", "demo-data", "pretrain", "adapt", "baseline"} <= set(SYNTHETIC)
 
 
-@pytest.mark.slow  # pretraining, adapting and a baseline at 64 px: about 4 minutes in all (2-core machine, loaded)
+@pytest.mark.slow  # pretraining, adapting and a baseline at 64 px: 3.5 min wall in all (2 cores, load 4-5)
 @pytest.mark.parametrize("name", sorted(SYNTHETIC))
 def test_the_synthetic_examples_run_as_written(name, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
