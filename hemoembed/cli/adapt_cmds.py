@@ -96,8 +96,8 @@ def adapt(source: Path, target: Path, image_root: Path | None, labels: Path | No
         colour_transform=not no_colour_transform,
         source_support=source_support, lr=number_list(lr, "--lr", float), epochs=number_list(epochs, "--epochs", int),
         batch_size=number_list(batch_size, "--batch-size", int), warm_head=warm_head, cv=cv, n_bootstrap=bootstrap,
-        ablation=ablation,
-        repeats=repeats, conditions=[c.strip() for c in conditions.split(",") if c.strip()] or list(CONDITIONS),
+        ablation=ablation, repeats=repeats,
+        conditions=[c.strip() for c in conditions.split(",") if c.strip()] or list(CONDITIONS),
         curve_shots=number_list(curve, "--curve", int) if curve.strip() else [], curve_mode=curve_mode, seed=seed)
     prepare_output_dir(out, overwrite, inputs=[source, target, labels, source_images, class_map])
     report = run_adapt(config, out, progress=progress)

@@ -35,8 +35,7 @@ import numpy as np
 
 from ...config import atomic_write_bytes, atomic_write_text, load_config, save_config
 from ...errors import InputError, MismatchError
-from .estimator import IncrementalLinearSVM, pool_standardiser, standardise
-from .simulation import PoolRows
+from .estimator import IncrementalLinearSVM, PoolRows, pool_standardiser, standardise
 from .strategies import STRATEGIES, initial_indices, query_strategy
 
 CONFIG, LABELS, MODEL, HISTORY, QUERY = "session.json", "labels.csv", "model.npz", "history.json", "to_label.csv"

@@ -15,7 +15,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from ...errors import InputError
-from .estimator import IncrementalLinearSVM, pool_standardiser, standardise
+from .estimator import IncrementalLinearSVM, PoolRows, pool_standardiser, standardise
 from .strategies import INIT_STRATEGIES, STRATEGIES, initial_indices, make_learner, query_strategy
 
 TIDY_COLUMNS: tuple[str, ...] = ("strategy", "repeat", "iteration", "n_labels", "metric", "class", "value")
@@ -67,28 +67,6 @@ def f1_rows(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str], **ke
     rows = [{**keys, "metric": "macro_f1", "class": "", "value": float(np.mean(per_class))}]
     rows += [{**keys, "metric": "f1", "class": c, "value": float(v)} for c, v in zip(classes, per_class)]
     return rows
-
-
-class PoolRows:
-    """Rows ``rows`` of the pool matrix ``X``, not copied: the strategies score them through
-    :class:`~.estimator.IncrementalLinearSVM` a block at a time (slicing reads a block), instead of a copy of
-    the unlabelled pool (512 MB at 100,000 rows) per query; ``np.asarray`` copies them for other estimators."""
-
-    def __init__(self, X: np.ndarray, rows: np.ndarray) -> None:
-        self.X, self.rows = X, rows
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return len(self.rows), self.X.shape[1]
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index) -> np.ndarray:
-        return self.X[self.rows[index]]
-
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        return np.asarray(self.X[self.rows], dtype=dtype)
 
 
 def simulate_curve(X_pool: np.ndarray, y_pool: np.ndarray, X_test: np.ndarray, y_test: np.ndarray, *,

@@ -45,9 +45,10 @@ def diverse_sampling(classifier: object, X_pool: np.ndarray, n_instances: int = 
     with warnings.catch_warnings():  # duplicate cells (PBC has some) give fewer groups: filled up below
         warnings.simplefilter("ignore", ConvergenceWarning)
         groups = KMeans(n_clusters=n, n_init=1, random_state=int(rng.integers(2**31))).fit_predict(X_pool[top])
-    chosen = [top[groups == g][np.argmax(uncertainty[top[groups == g]])] for g in np.unique(groups)]
-    chosen += [i for i in top if i not in set(chosen)][: n - len(chosen)]  # fewer groups: duplicate rows
-    chosen = np.asarray(chosen)
+    # top is sorted by uncertainty, so the first row of a group is its most uncertain one
+    firsts = np.unique(groups, return_index=True)[1]  # ordered by group label
+    rest = np.setdiff1d(np.arange(len(top)), firsts)[: n - len(firsts)]  # fewer groups (duplicate rows): fill up
+    chosen = top[np.concatenate([firsts, rest])]
     return chosen, uncertainty[chosen]
 
 

@@ -36,8 +36,8 @@ def em_priors(proba: np.ndarray, train_priors: Sequence[float] | None = None, *,
         w = p * (priors / base)
         adjusted = w / w.sum(axis=1, keepdims=True)
         new = adjusted.mean(axis=0)
-        if np.abs(new - priors).max() < tol:
-            priors = new
-            break
+        converged = np.abs(new - priors).max() < tol
         priors = new
+        if converged:
+            break
     return priors, adjusted
