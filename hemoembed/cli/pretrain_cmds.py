@@ -44,6 +44,9 @@ AUGMENT_OPTIONS = ("zoom", "resolution", "crop_scale", "hue", "stain")
 @click.option("--lr", type=POSITIVE_FLOAT, default=None, help="Adam learning rate [preset: 1e-5 / 1e-3].")
 @click.option("--lr-decay", type=click.Choice(["constant", "cosine"]), default=None, help="LR schedule [constant].")
 @click.option("--warmup-epochs", type=NON_NEGATIVE_FLOAT, default=None, help="Linear LR warm-up in epochs [0].")
+@click.option("--cooldown", type=FiniteFloat(0.0, 1.0), default=None,
+              help="Share of the run, at its end, where a constant LR falls linearly to 0 [0: none]; a run may "
+                   "be trained longer (--resume --epochs) until its cool-down has begun.")
 @click.option("--freeze-bn/--no-freeze-bn", default=None, help="Freeze BatchNorm layers [preset: frozen / training].")
 @click.option("--image-size", type=PIXELS, default=None, help="Encoder input side in px [224]; 64 for CPU runs.")
 @click.option("--loss", type=click.Choice(["semihard", "hard", "ntxent"]), default=None,
@@ -95,7 +98,7 @@ AUGMENT_OPTIONS = ("zoom", "resolution", "crop_scale", "hue", "stain")
                    "trained longer).")
 @click.option("--seed", type=SEED, default=None, help="Random seed (order, augmentation, initialisation) [0].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last completed epoch (with a constant "
-              "learning rate, a larger --epochs trains it longer).")
+              "learning rate, a larger --epochs or a --cooldown trains it longer).")
 @overwrite_option
 def pretrain(manifest, out: Path, config_file: Path | None, resume: bool, overwrite: bool, **options) -> None:
     """Pretrain the encoder on unlabelled images (two augmented views per image).

@@ -29,7 +29,9 @@ from ..progress import ProgressFactory, stage
 from .checkpoints import checkpoint_pointer, export_checkpoint, export_encoder, last_checkpoint
 from .pretrain_config import (
     PretrainConfig,
+    check_schedule_continues,
     config_from_saved,
+    cooldown_start,
     load_run_config,
     resolve_config,
     resume_ignores,
@@ -207,8 +209,10 @@ def make_trainer(config: PretrainConfig, strategy: Any, steps_per_epoch: int) ->
         return head
 
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
-    return EmbeddingTrainer(model_fn, strategy, lr=config.lr, warmup_steps=warmup_steps,
-                            total_steps=config.epochs * steps_per_epoch, decay=config.lr_decay, loss=config.loss,
+    total_steps = config.epochs * steps_per_epoch
+    cooldown_steps = total_steps - round(cooldown_start(config) * steps_per_epoch)  # starts on an epoch's step
+    return EmbeddingTrainer(model_fn, strategy, lr=config.lr, warmup_steps=warmup_steps, total_steps=total_steps,
+                            cooldown_steps=cooldown_steps, decay=config.lr_decay, loss=config.loss,
                             margin=config.margin, distance=config.distance, temperature=config.temperature,
                             head_fn=head_fn, weight_decay=config.weight_decay,
                             precision=config.precision, jit=config.jit, eager=config.eager)
@@ -262,11 +266,12 @@ class EpochLoop:
             return  # killed before the first epoch ended: start again from the (seeded) beginning
         arrays, meta = load_checkpoint(self.ckpt_dir / name)
         where = str(self.ckpt_dir / name)
-        require_same_config(config_from_saved(meta["config"], where), self.config,
-                            ignore=resume_ignores(self.config), where=where)
+        saved = config_from_saved(meta["config"], where)
+        require_same_config(saved, self.config, ignore=resume_ignores(self.config), where=where)
         if len(meta["history"]) > self.config.epochs:
             raise InputError(f"{where}: the run has already trained {len(meta['history'])} epochs; "
                              f"--epochs {self.config.epochs} cannot undo them")
+        check_schedule_continues(saved, self.config, len(meta["history"]), where)
         self.trainer.restore(arrays, where)
         self.history = meta["history"]
         self.watch.update(meta["watch"])

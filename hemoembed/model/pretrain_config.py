@@ -49,9 +49,29 @@ RESUME_IGNORES = ("tensorboard", "keep_checkpoints", "probe_labels", "probe_ever
 
 def resume_ignores(config: PretrainConfig) -> tuple[str, ...]:
     """Settings a resumed run may change. With a constant learning rate the schedule does not depend on the
-    number of epochs, so ``--epochs`` may grow: a run stopped at N epochs and resumed to M equals an
-    uninterrupted M-epoch run (a cosine schedule's every step depends on the total, so there it may not)."""
-    return RESUME_IGNORES + (("epochs",) if config.lr_decay == "constant" else ())
+    number of epochs until its cool-down, so ``--epochs`` and ``--cooldown`` may change while no trained epoch
+    lies in either schedule's cool-down (:func:`check_schedule_continues`): a run stopped at N epochs and
+    resumed to M equals an uninterrupted M-epoch run (a cosine schedule's every step depends on the total, so
+    there they may not)."""
+    return RESUME_IGNORES + (("epochs", "cooldown") if config.lr_decay == "constant" else ())
+
+
+def cooldown_start(config: PretrainConfig) -> float:
+    """The epoch (a real number) where a constant learning rate starts its cool-down; ``epochs`` without one."""
+    return config.epochs * (1.0 - config.cooldown) if config.lr_decay == "constant" else float(config.epochs)
+
+
+def check_schedule_continues(saved: PretrainConfig, current: PretrainConfig, trained: int, where: str) -> None:
+    """Refuse to resume ``trained`` epochs under a changed length or cool-down once the learning rate of either
+    schedule had begun to fall: the resumed run would not equal an uninterrupted one."""
+    if (saved.epochs, saved.cooldown) == (current.epochs, current.cooldown) or saved.cooldown == current.cooldown == 0:
+        return
+    start = min(cooldown_start(saved), cooldown_start(current))
+    if trained > start + 1e-9:
+        raise InputError(f"{where}: {trained} epochs are trained, but the learning rate's cool-down starts after "
+                         f"epoch {start:g} (--epochs {saved.epochs} --cooldown {saved.cooldown:g} saved, --epochs "
+                         f"{current.epochs} --cooldown {current.cooldown:g} now); keep the saved --epochs and "
+                         "--cooldown, or start a new run")
 
 
 @dataclass
@@ -65,6 +85,7 @@ class PretrainConfig:
     lr: float | None = None
     lr_decay: Literal["constant", "cosine"] | None = None
     warmup_epochs: float | None = None
+    cooldown: float = 0.0  # share of the run, at its end, where a constant LR falls linearly to 0 (WSD)
     freeze_bn: bool | None = None
     image_size: int = 224
     crop_fraction: float = 0.875
@@ -147,6 +168,11 @@ def check_config(cfg: PretrainConfig) -> None:
         raise InputError(f"--margin {cfg.margin}: must be a finite number >= 0")
     if not (cfg.warmup_epochs >= 0 and math.isfinite(cfg.warmup_epochs)):
         raise InputError(f"--warmup-epochs {cfg.warmup_epochs}: must be a finite number >= 0")
+    if not 0.0 <= cfg.cooldown <= 1.0:
+        raise InputError(f"--cooldown {cfg.cooldown}: must be a share of the run within [0, 1]")
+    if cfg.cooldown > 0 and cfg.lr_decay != "constant":
+        raise InputError(f"--cooldown {cfg.cooldown:g} ends a constant learning rate; --lr-decay {cfg.lr_decay} "
+                         "already decays it: use one or the other")
     if cfg.early_stopping < 0 or cfg.lr_plateau < 0:
         raise InputError(f"--early-stopping {cfg.early_stopping} / --lr-plateau {cfg.lr_plateau}: must be >= 0")
     if not 0.0 < cfg.plateau_factor <= 1.0 or cfg.keep_checkpoints < 0:

@@ -33,13 +33,14 @@ LOSSES = ("semihard", "hard", "ntxent")
 @keras.saving.register_keras_serializable(package="hemoembed")
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up to ``base_lr`` over ``warmup_steps``, then constant or cosine decay to 0 at
-    ``total_steps``; multiplied by ``factor`` (a variable that LR-on-plateau lowers)."""
+    ``total_steps``; a constant rate may end with a linear cool-down to 0 over the last ``cooldown_steps``
+    (warmup-stable-decay); multiplied by ``factor`` (a variable that LR-on-plateau lowers)."""
 
     def __init__(self, base_lr: float, warmup_steps: int, total_steps: int, decay: str = "constant",
-                 factor: Any = None) -> None:
+                 factor: Any = None, cooldown_steps: int = 0) -> None:
         self.base_lr, self.warmup_steps = float(base_lr), int(warmup_steps)
         self.total_steps, self.decay = max(int(total_steps), 1), decay
-        self.factor = factor
+        self.factor, self.cooldown_steps = factor, int(cooldown_steps)
 
     def __call__(self, step: Any) -> Any:
         from keras import ops
@@ -50,12 +51,14 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
             span = max(self.total_steps - self.warmup_steps, 1)
             progress = ops.clip((step - self.warmup_steps) / span, 0.0, 1.0)
             warm = warm * 0.5 * (1.0 + ops.cos(math.pi * progress))
+        elif self.cooldown_steps:
+            warm = warm * ops.clip((self.total_steps - step) / self.cooldown_steps, 0.0, 1.0)
         factor = 1.0 if self.factor is None else ops.cast(self.factor, "float32")
         return self.base_lr * warm * factor
 
     def get_config(self) -> dict[str, Any]:
         return {"base_lr": self.base_lr, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps,
-                "decay": self.decay}
+                "decay": self.decay, "cooldown_steps": self.cooldown_steps}
 
 
 def loss_function(loss: str, *, margin: float = 0.5, distance: str = "L2", temperature: float = 0.2) -> Any:
@@ -73,7 +76,8 @@ class EmbeddingTrainer:
     ``state``/``restore`` for checkpoints. ``head_fn`` builds the head (or returns ``None``)."""
 
     def __init__(self, model_fn: Any, strategy: Any, *, lr: float, warmup_steps: int, total_steps: int,
-                 decay: str, loss: str, margin: float = 0.5, distance: str = "L2", temperature: float = 0.2,
+                 decay: str, loss: str, cooldown_steps: int = 0, margin: float = 0.5, distance: str = "L2",
+                 temperature: float = 0.2,
                  head_fn: Any = None, weight_decay: float = 0.0, precision: str = "float32", jit: bool = False,
                  eager: bool = False) -> None:
         import tensorflow as tf
@@ -87,7 +91,7 @@ class EmbeddingTrainer:
             # triplet margins are distances between unit vectors: a head's output is normalised for them too
             self.head_norm = L2Normalize(dtype="float32") if self.head is not None and loss != "ntxent" else None
             self.lr_factor = keras.Variable(1.0, trainable=False, name="lr_factor")
-            self.schedule = WarmupCosine(lr, warmup_steps, total_steps, decay, self.lr_factor)
+            self.schedule = WarmupCosine(lr, warmup_steps, total_steps, decay, self.lr_factor, cooldown_steps)
             if weight_decay > 0:
                 optimizer = keras.optimizers.AdamW(learning_rate=self.schedule, weight_decay=weight_decay)
             else:

@@ -30,3 +30,13 @@ def test_the_plateau_factor_scales_the_rate(decay):
     assert float(schedule(0)) == pytest.approx(5e-4)
     factor.assign(0.25)
     assert float(schedule(0)) == pytest.approx(2.5e-4)
+
+
+def test_a_cooldown_holds_the_rate_then_falls_linearly_to_zero():
+    """Warmup-stable-decay: constant until the last ``cooldown_steps``, then a straight line to 0 at the end."""
+    schedule = WarmupCosine(1e-3, 0, 100, "constant", cooldown_steps=40)
+    np.testing.assert_allclose(_values(schedule, [0, 30, 60]), 1e-3, rtol=1e-6)
+    np.testing.assert_allclose(_values(schedule, [70, 80, 99, 100, 150]), [7.5e-4, 5e-4, 2.5e-5, 0.0, 0.0],
+                               rtol=1e-5, atol=1e-12)
+    assert np.all(np.diff(_values(schedule, range(60, 101))) < 0)
+    assert WarmupCosine.from_config(schedule.get_config()).cooldown_steps == 40

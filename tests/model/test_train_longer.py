@@ -58,6 +58,59 @@ def test_a_constant_lr_run_trained_longer_equals_the_longer_run(tmp_path):
     assert (tmp_path / "longer" / "config.json").read_text() == before
 
 
+@pytest.mark.slow
+def test_a_constant_run_given_a_cooldown_on_resume_equals_the_run_planned_with_it(tmp_path):
+    """Warmup-stable-decay: a constant-LR run resumed with ``--epochs M --cooldown F`` (its epochs all before the
+    cool-down) ends where a run planned with them from the start ends; once the LR has begun to fall, a
+    different length or cool-down is refused (one line, exit 2, nothing changed)."""
+    cells = tmp_path / "cells"
+    make_synthetic_dataset(cells, n_per_class=4, sites=1, size=40, seed=2)
+    _pretrain(cells, tmp_path / "planned", "--epochs", "2", "--cooldown", "0.5")
+    _pretrain(cells, tmp_path / "later", "--epochs", "1")
+    _pretrain(cells, tmp_path / "later", "--epochs", "2", "--cooldown", "0.5", "--resume")
+    assert load_run_config(tmp_path / "later").cooldown == 0.5
+    for a, b in zip(_weights(tmp_path / "planned"), _weights(tmp_path / "later"), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # the cool-down did change the weights: a constant 2-epoch run ends elsewhere
+    _pretrain(cells, tmp_path / "constant", "--epochs", "2")
+    assert any(not np.allclose(a, b, rtol=1e-5, atol=1e-6)
+               for a, b in zip(_weights(tmp_path / "planned"), _weights(tmp_path / "constant"), strict=True))
+    before = {p: p.read_bytes() for p in (tmp_path / "planned").rglob("*") if p.is_file()}
+    result = CliRunner().invoke(main, ["pretrain", str(cells), "--out", str(tmp_path / "planned"), *ARGS,
+                                       "--epochs", "3", "--cooldown", "0.5", "--resume"])
+    assert result.exit_code == 2 and "cool-down starts after epoch 1" in result.output, result.output
+    assert {p: p.read_bytes() for p in (tmp_path / "planned").rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize(("saved", "now", "trained", "refused"), [
+    ((16, 0.0), (20, 0.2), 16, False),   # the constant part of the 20-epoch schedule is the 16 trained epochs
+    ((16, 0.0), (20, 0.25), 16, True),   # the 20-epoch schedule's LR falls from epoch 15
+    ((20, 0.2), (24, 0.2), 17, True),    # the new schedule falls from 19.2, but the saved one fell from 16...
+    ((20, 0.2), (24, 0.2), 16, False),   # ...which is fine while only the 16 constant epochs are trained
+    ((16, 0.0), (32, 0.0), 16, False),   # no cool-down at all: epochs may grow freely
+])
+def test_which_changes_of_length_and_cooldown_a_resume_accepts(saved, now, trained, refused):
+    from hemoembed.model.pretrain_config import check_schedule_continues, resolve_config
+
+    configs = [resolve_config(weights="none", epochs=e, cooldown=c) for e, c in (saved, now)]
+    if refused:
+        with pytest.raises(InputError, match=f"{trained} epochs are trained, but the learning rate's cool-down"):
+            check_schedule_continues(*configs, trained, "run")
+    else:
+        check_schedule_continues(*configs, trained, "run")
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"cooldown": 1.5}, "--cooldown 1.5: must be a share of the run within"),
+    ({"cooldown": 0.2, "lr_decay": "cosine"}, "--lr-decay cosine already decays it"),
+])
+def test_bad_cooldowns_are_refused_in_a_sentence(options, message):
+    from hemoembed.model.pretrain_config import resolve_config
+
+    with pytest.raises(InputError, match=message):
+        resolve_config(weights="none", **options)
+
+
 def test_a_cosine_run_cannot_be_trained_longer(tmp_path):
     """The refusal comes from the saved config alone, before any training: cheap."""
     from hemoembed.config import save_config
