@@ -86,6 +86,8 @@ ROWS: dict[str, list[str]] = {
     "cand_wd": _with(CANDIDATE, weight_decay="1e-4"),
     "cand_warmup_cosine": _with(CANDIDATE, lr_decay="cosine", warmup_epochs="1"),
     "cand_cos_nowarm": _with(CANDIDATE, lr_decay="cosine"),
+    "cand_cooldown0.25": _with(CANDIDATE, cooldown="0.25"),  # constant, then linear to 0 over the last epoch
+    "cand_cooldown0.5": _with(CANDIDATE, cooldown="0.5"),
     "cand_semihard_tuned": _with(CANDIDATE, loss="semihard", head="none", lr="3e-3"),
     # The candidate trained and embedded with preprocessing record version 1 (before #18; version 2 is the default).
     "cand_rec1": _with(CANDIDATE, config="{record_v1}"),
