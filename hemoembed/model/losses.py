@@ -29,7 +29,11 @@ from keras import ops
 from ..errors import InputError
 
 DISTANCES = ("L2", "squared-L2", "angular")
-ANGULAR_NOISE = 2.0**-23  # float32 epsilon: the rounding error of a unit vector's dot product with itself
+# Angular distances within this of each other are ties: 8 float32 ulps at 1-2. The CPU's rsqrt and
+# matrix-product kernels leave a few ulps of noise that depends on a row's position in the batch (measured:
+# one direction at 1.2e-7 from itself in one row, 2.4e-7 in another, on a 2-core Xeon), so exact equality
+# would break ties differently on different machines; a real gap this small is an angle under 0.002 rad.
+ANGULAR_TIE = 2.0**-19
 
 
 def _check_distance(distance: Any) -> str:
@@ -56,8 +60,8 @@ def pairwise_distances(embeddings: Any, distance: str = "L2") -> Any:
     "L2"/"squared-L2": ``|a|² + |b|² − 2a·b`` clipped at 0; for "L2" the square root is taken with
     1e-16 added where the squared distance is 0 (so the gradient stays finite), those entries and the
     diagonal are then zeroed. "angular": ``1 − cos`` of row-wise L2-normalised vectors, 0 where it is below
-    float32's epsilon (tfa clips at 0; on some CPUs identical directions then come out at 6e-8 instead of 0
-    and exact ties break).
+    ``ANGULAR_TIE`` (tfa clips at 0; on some CPUs identical directions then come out at 1e-7 to 2e-7
+    instead of 0 and exact ties break).
     """
     _check_distance(distance)
     x = ops.cast(embeddings, "float32")
@@ -65,9 +69,9 @@ def pairwise_distances(embeddings: Any, distance: str = "L2") -> Any:
     if distance == "angular":
         unit = x * ops.rsqrt(ops.maximum(squared_norms, 1e-12))
         angular = 1.0 - ops.matmul(unit, ops.transpose(unit))
-        # below float32's epsilon, 1 − cos is rounding noise whose sign and size depend on the CPU's
-        # rsqrt and matrix-product kernels: snap it to 0 so equal directions tie exactly on every machine
-        return ops.where(angular < ANGULAR_NOISE, 0.0, angular)
+        # this close to 0, 1 − cos is rounding noise whose sign and size depend on the CPU's rsqrt and
+        # matrix-product kernels: snap it to 0 so equal directions tie exactly on every machine
+        return ops.where(angular < ANGULAR_TIE, 0.0, angular)
     squared = squared_norms + ops.transpose(squared_norms) - 2.0 * ops.matmul(x, ops.transpose(x))
     squared = ops.maximum(squared, 0.0)
     is_zero = ops.cast(ops.less_equal(squared, 0.0), "float32")
@@ -124,13 +128,17 @@ def triplet_semihard_loss(labels: Any, embeddings: Any, margin: float = 0.5, dis
 
     labels: (B,) or (B, 1) integer class ids (exact in float32 up to 2**24). embeddings: (B, D), any
     float dtype; computed in float32 and returned as a float32 scalar. Deviation from tfa: a batch
-    without any positive pair gives 0.0 (tfa: NaN from 0/0). Distances: "L2", "squared-L2", "angular".
+    without any positive pair gives 0.0 (tfa: NaN from 0/0). Distances: "L2", "squared-L2", "angular"; for
+    "angular" a negative must be farther by more than ``ANGULAR_TIE`` (tfa: by anything), because equal
+    angles come out a few ulps apart depending on the CPU (see ``ANGULAR_TIE``).
     """
     margin = _check_margin(margin)
-    dist, _, negative, positive = _prepare(labels, embeddings, _check_distance(distance))
-    # farther[i, p, n]: n is a negative of i and farther from i than p is.
+    distance = _check_distance(distance)
+    dist, _, negative, positive = _prepare(labels, embeddings, distance)
+    # farther[i, p, n]: n is a negative of i and farther from i than p is (beyond rounding noise).
     dist_in = ops.expand_dims(dist, 1)  # [i, ., n]
-    farther = ops.logical_and(ops.expand_dims(negative, 1), ops.greater(dist_in, ops.expand_dims(dist, 2)))
+    bar = ops.expand_dims(dist, 2) + (ANGULAR_TIE if distance == "angular" else 0.0)
+    farther = ops.logical_and(ops.expand_dims(negative, 1), ops.greater(dist_in, bar))
     row_max = ops.max(dist, axis=1, keepdims=True)
     outside = ops.squeeze(_masked_min(dist_in, farther, ops.expand_dims(row_max, 1)), axis=2)
     inside = _masked_max(dist, negative, ops.min(dist, axis=1, keepdims=True))

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from hemoembed.errors import InputError
 from hemoembed.model.losses import (
+    ANGULAR_TIE,
     TripletHardLoss,
     TripletSemiHardLoss,
     triplet_hard_loss,
@@ -76,8 +77,8 @@ def test_parity_with_tensorflow_addons(case: dict) -> None:
         hinge = float(triplet_hard_loss(labels, embeddings, margin=0.0, distance=case["distance"]))
         assert math.isfinite(ours) and hinge <= ours <= hinge + math.log(2.0)
     elif case["embeddings"] == "grid" and case["distance"] == "angular":
-        # equal directions: float32 gives 1 − cos = 0 or ~6e-8 depending on the CPU's kernels, so tfa's
-        # recorded value reflects its machine's rounding; ours snaps the noise to 0, i.e. exact ties
+        # equal angles: float32 gives 1 − cos a few ulps apart depending on the CPU's kernels, so tfa's
+        # recorded value reflects its machine's rounding; ours treats angles within ANGULAR_TIE as equal
         assert _close(ours, _exact_tie_reference(case, labels, embeddings)), ours
     elif case["dtype"] == "float32":
         assert _close(ours, case["tfa_loss"]), (ours, case["tfa_loss"])
@@ -138,6 +139,30 @@ def test_semihard_mining_picks_closest_farther_negative_and_ignores_ties() -> No
     expected = (0.2 + 0.0 + 0.8 + 1.5 + 3.5 + 1.5 + 1.9 + 0.2) / 8
     assert float(triplet_semihard_loss(labels, x, margin=0.5, distance="L2")) == pytest.approx(expected, abs=1e-6)
     assert float(triplet_semihard_loss(labels[:, None], x, margin=0.5)) == pytest.approx(expected, abs=1e-6)
+
+
+def test_angular_semihard_counts_a_gap_below_the_tie_width_as_a_tie() -> None:
+    # 2-D directions: anchor at angle 0, positive at 1 rad; negative A just beyond it (1 − cos larger by
+    # ~ANGULAR_TIE / 4, the size of CPU rounding noise x 2), negative B at 1.5 rad.
+    d_ap = 1.0 - math.cos(1.0)
+    near = math.acos(1.0 - d_ap - ANGULAR_TIE / 4)
+    angles = np.array([0.0, 1.0, near, 1.5])
+    labels = np.array([0, 0, 1, 1], np.int32)
+    x = np.stack([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)
+    loss = float(triplet_semihard_loss(labels, x, margin=1.0, distance="angular"))
+    # anchor 0 / positive 1: A is a tie, so B is the semi-hard negative (a strict test would take A)
+    d = 1.0 - np.cos(angles[:, None] - angles[None, :])
+    def pair(a, p, n):
+        return max(1.0 + d[a, p] - d[a, n], 0.0)
+    # anchor 1 / positive 0: negatives A (~0.01 rad) and B (0.5 rad) are both closer than d_ap -> farthest: B
+    # anchor 2 / positive 3 and anchor 3 / positive 2: negatives 0 and 1 by the same rules
+    def semihard(a, p):
+        negatives = [n for n in range(4) if labels[n] != labels[a]]
+        farther = [n for n in negatives if d[a, n] > d[a, p] + ANGULAR_TIE]
+        return pair(a, p, min(farther, key=lambda n: d[a, n]) if farther else max(negatives, key=lambda n: d[a, n]))
+    expected = np.mean([semihard(0, 1), semihard(1, 0), semihard(2, 3), semihard(3, 2)])
+    assert semihard(0, 1) == pytest.approx(pair(0, 1, 3)) and pair(0, 1, 3) < pair(0, 1, 2) - 0.1
+    assert loss == pytest.approx(expected, abs=1e-5)
 
 
 @pytest.mark.parametrize("embeddings", ["normal", "grid"])
