@@ -2,6 +2,7 @@
 an earlier epoch's encoder can be exported from the checkpoints kept."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +30,22 @@ def _weights(folder: Path, name: str = "encoder.keras") -> list[np.ndarray]:
     return [np.array(w) for w in load_encoder(folder / name)[0].weights]
 
 
+@pytest.fixture(scope="module")
+def constant_runs(tmp_path_factory) -> Path:
+    """Shared by the two slow tests (the costly part): cells/, whole/ (2 constant epochs) and one/ (the first
+    of them, checkpoints kept); a test copies one/ before resuming it."""
+    root = tmp_path_factory.mktemp("constant")
+    make_synthetic_dataset(root / "cells", n_per_class=4, sites=1, size=40, seed=2)
+    _pretrain(root / "cells", root / "whole", "--epochs", "2")
+    _pretrain(root / "cells", root / "one", "--epochs", "1", "--keep-checkpoints", "2")
+    return root
+
+
 @pytest.mark.slow
-def test_a_constant_lr_run_trained_longer_equals_the_longer_run(tmp_path):
-    cells = tmp_path / "cells"
-    make_synthetic_dataset(cells, n_per_class=4, sites=1, size=40, seed=2)
-    _pretrain(cells, tmp_path / "whole", "--epochs", "2")
-    _pretrain(cells, tmp_path / "longer", "--epochs", "1", "--keep-checkpoints", "2")
+def test_a_constant_lr_run_trained_longer_equals_the_longer_run(tmp_path, constant_runs):
+    cells = constant_runs / "cells"
+    shutil.copytree(constant_runs / "whole", tmp_path / "whole")
+    shutil.copytree(constant_runs / "one", tmp_path / "longer")
     _pretrain(cells, tmp_path / "longer", "--epochs", "2", "--resume")
     assert load_run_config(tmp_path / "longer").epochs == 2  # the saved config says what the run now is
     whole, longer = (tmp_path / n / "history.csv" for n in ("whole", "longer"))
@@ -59,22 +70,20 @@ def test_a_constant_lr_run_trained_longer_equals_the_longer_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_constant_run_given_a_cooldown_on_resume_equals_the_run_planned_with_it(tmp_path):
+def test_a_constant_run_given_a_cooldown_on_resume_equals_the_run_planned_with_it(tmp_path, constant_runs):
     """Warmup-stable-decay: a constant-LR run resumed with ``--epochs M --cooldown F`` (its epochs all before the
     cool-down) ends where a run planned with them from the start ends; once the LR has begun to fall, a
     different length or cool-down is refused (one line, exit 2, nothing changed)."""
-    cells = tmp_path / "cells"
-    make_synthetic_dataset(cells, n_per_class=4, sites=1, size=40, seed=2)
+    cells = constant_runs / "cells"
     _pretrain(cells, tmp_path / "planned", "--epochs", "2", "--cooldown", "0.5")
-    _pretrain(cells, tmp_path / "later", "--epochs", "1")
+    shutil.copytree(constant_runs / "one", tmp_path / "later")
     _pretrain(cells, tmp_path / "later", "--epochs", "2", "--cooldown", "0.5", "--resume")
     assert load_run_config(tmp_path / "later").cooldown == 0.5
     for a, b in zip(_weights(tmp_path / "planned"), _weights(tmp_path / "later"), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     # the cool-down did change the weights: a constant 2-epoch run ends elsewhere
-    _pretrain(cells, tmp_path / "constant", "--epochs", "2")
     assert any(not np.allclose(a, b, rtol=1e-5, atol=1e-6)
-               for a, b in zip(_weights(tmp_path / "planned"), _weights(tmp_path / "constant"), strict=True))
+               for a, b in zip(_weights(tmp_path / "planned"), _weights(constant_runs / "whole"), strict=True))
     before = {p: p.read_bytes() for p in (tmp_path / "planned").rglob("*") if p.is_file()}
     result = CliRunner().invoke(main, ["pretrain", str(cells), "--out", str(tmp_path / "planned"), *ARGS,
                                        "--epochs", "3", "--cooldown", "0.5", "--resume"])
