@@ -8,8 +8,10 @@ the script redraws it, e.g. for a paper, from the saved numbers only:
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+
+from hemoembed.config import read_json_object
+from hemoembed.errors import InputError, script_main
 
 
 def main() -> None:
@@ -19,13 +21,13 @@ def main() -> None:
     parser.add_argument("results", type=Path, help="ablation.json written by hemoembed adapt --ablation")
     parser.add_argument("--out", type=Path, default=None, help="PNG to write (default: next to the results)")
     args = parser.parse_args()
-    result = json.loads(args.results.read_text())
+    result = read_json_object(args.results, "an adapter study's ablation.json")
     if not result.get("ablation_table") and not result.get("curve_table"):
-        raise SystemExit(f"error: {args.results}: no ablation_table or curve_table to draw")
+        raise InputError(f"{args.results}: no ablation_table or curve_table to draw")
     out = args.out or args.results.with_suffix(".png")
     plot_study(result, out)
     print(f"figure written to {out}")
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

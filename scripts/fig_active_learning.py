@@ -11,10 +11,9 @@ random). This script redraws both from the saved ``results.csv``, ``curve_fits.c
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from hemoembed.errors import HemoembedError
+from hemoembed.errors import script_main
 from hemoembed.tasks.active.figures import redraw
 
 
@@ -22,14 +21,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("study", type=Path, help="output folder of active-learn --simulate")
     args = parser.parse_args()
-    try:
-        paths = redraw(args.study)
-    except HemoembedError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    for path in paths:
+    for path in redraw(args.study):
         print(path)
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

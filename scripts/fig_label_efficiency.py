@@ -9,11 +9,12 @@ draws one line per column (labelled fraction = labels / labels with ``all``), on
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import numpy as np
 
+from hemoembed.data.manifest import read_csv_records
+from hemoembed.errors import InputError, script_main
 from hemoembed.plotting import pyplot, save_figure
 from hemoembed.tasks.common import f1_axis, neg_log_error
 
@@ -23,13 +24,13 @@ def read_curves(run_dirs: list[Path]) -> dict[str, tuple[np.ndarray, np.ndarray]
     curves = {}
     for run in run_dirs:
         for summary in sorted(run.glob("*/learning_curve_summary.csv")):
-            rows = list(csv.DictReader(open(summary)))
+            rows = read_csv_records(summary, ("n_labels", "macro_f1_mean"), "a fit-svm learning-curve summary")
             full = max(float(r["n_labels"]) for r in rows)
             name = summary.parent.name if len(run_dirs) == 1 else f"{run.name}/{summary.parent.name}"
             curves[name] = (np.array([float(r["n_labels"]) / full for r in rows]),
                             np.array([float(r["macro_f1_mean"]) for r in rows]))
     if not curves:
-        raise SystemExit(f"no learning_curve_summary.csv under {', '.join(map(str, run_dirs))} "
+        raise InputError(f"no learning_curve_summary.csv under {', '.join(map(str, run_dirs))} "
                          "(run fit-svm with --support)")
     return curves
 
@@ -60,4 +61,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from hemoembed.data.manifest import read_csv_rows
+from hemoembed.errors import InputError, script_main
 from hemoembed.explain.plots import PANEL_PALETTES, save_figure, scatter_categories
 from hemoembed.plotting import pyplot
 
@@ -24,6 +25,10 @@ def main() -> None:
     header, rows = read_csv_rows(args.map_dir / "coordinates.csv")
     coords = np.array([[float(r[1]), float(r[2])] for r in rows])
     columns = args.columns or header[3:] or [None]
+    unknown = [c for c in columns if c is not None and c not in header[3:]]
+    if unknown:
+        raise InputError(f"{args.map_dir / 'coordinates.csv'}: no colour column {', '.join(unknown)} "
+                         f"(it has {', '.join(header[3:]) or 'none'})")
     fig, axes = pyplot().subplots(1, len(columns), figsize=(7.0 * len(columns), 5.6), squeeze=False)
     for i, (ax, column) in enumerate(zip(axes[0], columns)):
         values = [r[header.index(column)] for r in rows] if column else None
@@ -35,4 +40,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

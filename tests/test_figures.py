@@ -121,3 +121,25 @@ def test_save_figure_writes_through_a_temporary_file(tmp_path):
     ax.plot([0, 1], [0, 1])
     assert save_figure(fig, tmp_path / "f.png") == tmp_path / "f.png"
     assert not [p for p in tmp_path.iterdir() if p.name != "f.png"]
+
+
+def test_every_figure_script_refuses_bad_input_in_one_line(tmp_path):
+    """A missing or wrong input is one line on stderr and exit 2, as in the CLI, never a traceback."""
+    from helpers import REPO
+
+    missing = tmp_path / "missing"
+    cases = {"fig_ablation.py": [missing / "ablation.json"], "fig_active_learning.py": [missing],
+             "fig_gradcam.py": [missing, "--out", tmp_path / "f.png"],
+             "fig_label_efficiency.py": [missing, "--out", tmp_path / "f.png"],
+             "fig_tsne.py": [missing, "--out", tmp_path / "f.png"]}
+    assert set(cases) == {p.name for p in (REPO / "scripts").glob("fig_*.py")}  # a new script joins this test
+    for name, args in cases.items():
+        done = run_script(name, *args, check=False)
+        assert done.returncode == 2, (name, done.stderr[-1500:])
+        assert done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1, (name, done.stderr)
+        assert str(missing) in done.stderr and not (tmp_path / "f.png").exists(), (name, done.stderr)
+
+    with open(tmp_path / "coordinates.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([["path", "x", "y", "label"], ["a.png", 0.0, 1.0, "basophil"]])
+    done = run_script("fig_tsne.py", tmp_path, "--out", tmp_path / "f.png", "--columns", "site", check=False)
+    assert done.returncode == 2 and done.stderr.strip().endswith("no colour column site (it has label)"), done.stderr
