@@ -189,3 +189,13 @@ def full_decode_error(data: bytes) -> str | None:
         return str(exc)
     return None
 
+
+
+def ignored_by(name: str, ignore_file: str) -> bool:
+    """Whether a top-level file or folder ``name`` matches a pattern of the repository's ``ignore_file``
+    (.gitignore, .dockerignore)."""
+    from fnmatch import fnmatch
+
+    patterns = [line.strip().strip("/") for line in (REPO / ignore_file).read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    return any(fnmatch(name, pattern) for pattern in patterns)

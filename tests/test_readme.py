@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import REPO
+from helpers import REPO, ignored_by
 
 
 def readme_python_api() -> str:
@@ -35,15 +35,6 @@ def test_the_python_api_example_runs(tmp_path):
     assert lines["placed"] == "(15, 2)"
     assert (tmp_path / "runs" / "demo" / "encoder.keras").is_file() and (tmp_path / "stores" / "demo").is_dir()
     assert (tmp_path / "svm_demo" / "model.skops").is_file()
-    assert (tmp_path / "svm_demo" / "model.skops").is_file()
-
-
-def _ignored(name: str, ignore_file: str) -> bool:
-    from fnmatch import fnmatch
-
-    patterns = [line.strip().strip("/") for line in (REPO / ignore_file).read_text().splitlines()
-                if line.strip() and not line.startswith("#")]
-    return any(fnmatch(name, pattern) for pattern in patterns)
 
 
 def test_every_output_the_readme_writes_is_git_and_docker_ignored():
@@ -60,5 +51,5 @@ def test_every_output_the_readme_writes_is_git_and_docker_ignored():
     outputs.discard("..")
     assert {"runs", "stores", "maps", "svm_wbcatt", "bccd_norm", "pbc_ref.json", "svm_demo"} <= outputs, outputs
     for name in sorted(outputs):
-        assert _ignored(name, ".gitignore"), f"{name} is not in .gitignore"
-        assert _ignored(name, ".dockerignore"), f"{name} is not in .dockerignore"
+        assert ignored_by(name, ".gitignore"), f"{name} is not in .gitignore"
+        assert ignored_by(name, ".dockerignore"), f"{name} is not in .dockerignore"

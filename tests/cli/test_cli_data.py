@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import REPO
+from helpers import REPO, ignored_by
 from PIL import Image
 
 from hemoembed import __version__
@@ -102,6 +102,24 @@ def test_every_example_names_a_real_command_and_its_real_options():
                 assert not unknown, f"hemoembed {name} --help: {line}: no option {unknown}"
                 seen += 1
     assert seen > 40  # the parser found the examples
+
+
+def test_every_output_a_help_example_writes_is_git_and_docker_ignored():
+    """Typed from the repository root, the examples write runs/, cams/, rejects.csv...: none may be committed by
+    accident or sent into a Docker build (the README's own commands: tests/test_readme.py)."""
+    writes = ("--out", "--gallery", "--session", "--data")
+    outputs = set()
+    for text in _help_texts().values():
+        for line in (line for block in _example_blocks(text) for line in block):
+            for words in _commands(line):
+                paths = [words[i + 1] for i, w in enumerate(words[:-1]) if w in writes]
+                if words[1] in ("demo-data", "embed"):
+                    paths += [words[2]] if words[1] == "demo-data" else [words[words.index("--store") + 1]]
+                outputs.update(p.split("/")[0] for p in paths if not p.startswith(("/", "..")))
+    assert {"cams", "rejects.csv", "baseline_demo", "svm_pbc8", "runs"} <= outputs, outputs
+    for name in sorted(outputs):
+        assert ignored_by(name, ".gitignore"), f"{name} is not in .gitignore"
+        assert ignored_by(name, ".dockerignore"), f"{name} is not in .dockerignore"
 
 
 # The examples on synthetic cells make their own data: each runs as written, in a fresh folder, in order.
