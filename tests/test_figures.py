@@ -43,6 +43,21 @@ def test_confusion_matrix_numbers_read_on_dark_and_light_cells(tmp_path):
     assert len(fig.axes) == 2  # the matrix and its colour bar
 
 
+def test_adapter_figures_name_the_model_and_the_new_site():
+    from hemoembed.tasks.adapt.prepare import AdaptConfig
+    from hemoembed.tasks.adapt.workflow import MODE_WORDS, adapter_subject
+
+    y, proba = _predictions()
+    report = evaluate(y, proba, CLASSES, n_bootstrap=20)
+    titles = {}
+    for mode, colour in (("svm", True), ("finetune", False)):
+        config = AdaptConfig(source="runs/pbc64", target="cells/site1.csv", mode=mode, colour_transform=colour)
+        titles[mode] = confusion_figure(report, adapter_subject(config, 20)).axes[0].get_title()
+        assert MODE_WORDS[mode] in titles[mode] and "20 shots" in titles[mode], titles[mode]
+        assert "new site site1.csv" in titles[mode], titles[mode]
+    assert "after Reinhard" in titles["svm"] and "without colour transfer" in titles["finetune"]
+
+
 def test_support_curve_spans_the_data_and_says_linear_svm(tmp_path):
     from hemoembed.tasks.svm.support_curve import write_support_curve
 
