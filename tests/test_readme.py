@@ -1,4 +1,5 @@
-"""The README's Python API example runs as written (on synthetic cells, in a fresh process)."""
+"""The README works as written: its Python API example runs (synthetic cells, a fresh process), its commands
+name real options, its outputs are ignored."""
 from __future__ import annotations
 
 import os
@@ -53,3 +54,39 @@ def test_every_output_the_readme_writes_is_git_and_docker_ignored():
     for name in sorted(outputs):
         assert ignored_by(name, ".gitignore"), f"{name} is not in .gitignore"
         assert ignored_by(name, ".dockerignore"), f"{name} is not in .dockerignore"
+
+
+def readme_commands() -> list[list[str]]:
+    """The words of every ``hemoembed`` command in the README's bash blocks (inside ``docker run`` too, from
+    the subcommand on), continuation lines joined and comments dropped."""
+    import shlex
+
+    text = (REPO / "README.md").read_text()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            for part in line.split(" #")[0].rstrip(" &").split("&&"):
+                words = shlex.split(part)
+                image = [i for i, w in enumerate(words) if w.startswith("hemoembed:")]
+                if words[:1] == ["docker"] and words[1:2] == ["run"] and image and "--entrypoint" not in words:
+                    commands.append(["hemoembed", *words[image[0] + 1:]])
+                elif words[:1] == ["hemoembed"] and len(words) > 1 and not words[1].startswith("-"):
+                    commands.append(words)
+    return commands
+
+
+def test_every_readme_command_names_a_real_command_and_its_real_options():
+    from hemoembed.cli import main
+
+    commands = readme_commands()
+    assert len(commands) > 15 and ["hemoembed", "check", "/data", "--out", "/runs/rejects.csv"] in commands
+    for words in commands:
+        assert words[1] in main.commands, " ".join(words)
+        command, rest = main.commands[words[1]], words[2:]
+        if hasattr(command, "commands"):
+            command, rest = command.commands[rest[0]], rest[1:]
+        options = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+        unknown = [w for w in rest if w.startswith("-") and w.split("=")[0] not in options]
+        assert not unknown, f"{' '.join(words)}: no option {unknown}"
+    named = set(re.findall(r"scripts/([\w.]+\.(?:py|sh|json))", (REPO / "README.md").read_text()))
+    assert named and all((REPO / "scripts" / name).is_file() for name in named), named
