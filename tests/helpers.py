@@ -199,3 +199,16 @@ def ignored_by(name: str, ignore_file: str) -> bool:
     patterns = [line.strip().strip("/") for line in (REPO / ignore_file).read_text().splitlines()
                 if line.strip() and not line.startswith("#")]
     return any(fnmatch(name, pattern) for pattern in patterns)
+
+
+def unknown_options(words: list[str]) -> list[str]:
+    """The options of a typed ``hemoembed COMMAND ...`` (a sub-group's command too) that its command does not
+    have; an unknown command is an AssertionError naming the line."""
+    from hemoembed.cli import main
+
+    assert words[0] == "hemoembed" and words[1] in main.commands, " ".join(words)
+    command, rest = main.commands[words[1]], words[2:]
+    if hasattr(command, "commands"):
+        command, rest = command.commands[rest[0]], rest[1:]
+    options = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+    return [w for w in rest if w.startswith("-") and w.split("=")[0] not in options]

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import REPO, ignored_by
+from helpers import REPO, ignored_by, unknown_options
 
 
 def readme_python_api() -> str:
@@ -76,17 +76,10 @@ def readme_commands() -> list[list[str]]:
 
 
 def test_every_readme_command_names_a_real_command_and_its_real_options():
-    from hemoembed.cli import main
-
     commands = readme_commands()
     assert len(commands) > 15 and ["hemoembed", "check", "/data", "--out", "/runs/rejects.csv"] in commands
     for words in commands:
-        assert words[1] in main.commands, " ".join(words)
-        command, rest = main.commands[words[1]], words[2:]
-        if hasattr(command, "commands"):
-            command, rest = command.commands[rest[0]], rest[1:]
-        options = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
-        unknown = [w for w in rest if w.startswith("-") and w.split("=")[0] not in options]
+        unknown = unknown_options(words)
         assert not unknown, f"{' '.join(words)}: no option {unknown}"
     named = set(re.findall(r"scripts/([\w.]+\.(?:py|sh|json))", (REPO / "README.md").read_text()))
     assert named and all((REPO / "scripts" / name).is_file() for name in named), named

@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import REPO, ignored_by
+from helpers import REPO, ignored_by, unknown_options
 from PIL import Image
 
 from hemoembed import __version__
@@ -87,18 +87,11 @@ def test_every_help_text_reads_as_printed():
 
 
 def test_every_example_names_a_real_command_and_its_real_options():
-    from hemoembed.cli import main
-
     seen = 0
     for name, text in _help_texts().items():
         for line in (line for block in _example_blocks(text) for line in block):
             for words in _commands(line):
-                assert words[0] == "hemoembed" and words[1] in main.commands, f"hemoembed {name} --help: {line}"
-                command, rest = main.commands[words[1]], words[2:]
-                if hasattr(command, "commands"):
-                    command, rest = command.commands[rest[0]], rest[1:]
-                options = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
-                unknown = [w for w in rest if w.startswith("-") and w.split("=")[0] not in options]
+                unknown = unknown_options(words)
                 assert not unknown, f"hemoembed {name} --help: {line}: no option {unknown}"
                 seen += 1
     assert seen > 40  # the parser found the examples
