@@ -8,7 +8,7 @@ import shutil
 import subprocess
 
 import pytest
-from helpers import REPO
+from helpers import REPO, ignored_by
 
 
 def readme_docker_commands() -> list[str]:
@@ -40,6 +40,16 @@ def test_the_readme_documents_user_mounts_and_scripts():
         text = (REPO / "docker" / name).read_text()
         assert "COPY scripts ./scripts" in text and "chmod 1777 /runs" in text
     assert "scripts" not in (REPO / ".dockerignore").read_text().split()
+
+
+def test_what_the_images_copy_exists_and_is_not_docker_ignored():
+    """The ignore entries for outputs (runs, cams, run, review...) never hide a file the image build copies."""
+    for name in ("Dockerfile.cpu", "Dockerfile.gpu"):
+        copied = [w for line in (REPO / "docker" / name).read_text().splitlines() if line.startswith("COPY ")
+                  for w in line.split()[1:-1]]
+        assert {"setup.py", "hemoembed", "scripts"} <= set(copied), (name, copied)
+        for path in copied:
+            assert (REPO / path).exists() and not ignored_by(path, ".dockerignore"), (name, path)
 
 
 def test_the_demo_script_finds_its_scripts_from_any_folder():
