@@ -67,6 +67,24 @@ def test_support_curve_spans_the_data_and_says_linear_svm(tmp_path):
     assert_readable_png(tmp_path / "learning_curve.png")
 
 
+def test_f1_axis_spans_the_data_with_f1_tick_labels():
+    """The learning-curve axis −log(1−F1) covers the data (not 0 to 0.999) and its ticks read as F1 values."""
+    from hemoembed.plotting import pyplot
+    from hemoembed.tasks.common import f1_axis, neg_log_error
+
+    for f1 in ([0.70, 0.72, 0.76], [0.90, 0.95, 0.985], [0.30, 0.55, 0.62]):
+        fig, ax = pyplot().subplots()
+        f1_axis(ax, f1)
+        low, high = ax.get_ylim()
+        span = float(neg_log_error(max(f1)) - neg_log_error(min(f1)))
+        assert low <= neg_log_error(min(f1)) and neg_log_error(max(f1)) <= high, (f1, low, high)
+        assert high - low < 1.5 * span + 0.05, (f1, low, high)  # the data fill the axis
+        ticks = [float(t.get_text()) for t in ax.get_yticklabels()]
+        assert 4 <= len(ticks) <= 7 and all(0 < t < 1 for t in ticks), (f1, ticks)
+        np.testing.assert_allclose(ax.get_yticks(), neg_log_error(np.asarray(ticks)))  # labels say F1 at its place
+        assert "F1" in ax.get_ylabel()
+
+
 def test_label_efficiency_script(tmp_path):
     for column, top in (("label", 0.95), ("cell_size", 0.8)):
         (tmp_path / "svm" / column).mkdir(parents=True)
