@@ -57,4 +57,7 @@ hemoembed predict "$OUT/adapt" --encoder "$OUT/adapt/encoder.json" "$OUT/cells/s
     --out "$OUT/adapt_new_predictions.csv" --overwrite
 
 echo; echo "demo finished: outputs in $OUT/"
+# make demo puts .venv/bin on the PATH of this script only: say how a new shell gets the hemoembed command
+where=$(command -v hemoembed || true)
+if [ -f "$(dirname "$where")/activate" ]; then echo "to type hemoembed in a new shell: source $(dirname "$where")/activate"; fi
 echo "review app on these outputs: hemoembed serve --store $OUT/store --model $OUT/svm --column label --map $OUT/tsne --data $OUT/review"
