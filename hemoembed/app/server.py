@@ -11,10 +11,11 @@ from __future__ import annotations
 import hmac
 import ipaddress
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from fastapi import Request
+from fastapi import Path as PathParam
+from fastapi import Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -33,6 +34,9 @@ UI_HEADERS = {
     "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
 }
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "testserver")
+SQLITE_MAX = 2**63 - 1  # ids are SQLite integers: a larger one from a client is a 422, not an OverflowError
+Id = Annotated[int, PathParam(ge=0, le=SQLITE_MAX)]
+BatchFilter = Annotated[int | None, Query(ge=0, le=SQLITE_MAX)]
 
 
 class Correction(BaseModel):
@@ -138,51 +142,51 @@ def create_app(engine, token: str | None = None, loopback_only: bool = True, pre
         return engine.state.batches()
 
     @app.post("/api/batches/{batch}/files")
-    async def upload(batch: int, request: Request) -> dict[str, Any]:
+    async def upload(batch: Id, request: Request) -> dict[str, Any]:
         """Add files to a batch; they are classified in the background (poll ``/api/cells``)."""
         async with upload_files(request, limits) as files:
             return {"results": await run_in_threadpool(engine.ingest, files, batch)}
 
     @app.get("/api/batches/{batch}/progress")
-    def batch_progress(batch: int) -> dict[str, Any]:
+    def batch_progress(batch: Id) -> dict[str, Any]:
         """Per-file progress of a batch, cheap enough to poll: its cells per status (``queued``, ``done``,
         ``error``), ``rejected`` files, the ids of its cells being embedded now (``embedding``) and how many
         files of the worker's current batch are embedded (``embedded`` of ``embedding_of``)."""
         return engine.progress(batch)
 
     @app.get("/api/batches/{batch}/summary")
-    def batch_summary(batch: int) -> dict[str, Any]:
+    def batch_summary(batch: Id) -> dict[str, Any]:
         return {**summary(engine.state.cells(batch=batch), engine.state.classes()),
                 "rejects": engine.state.rejects(batch)}
 
     @app.get("/api/batches/{batch}/export.csv")
-    def export(batch: int) -> PlainTextResponse:
+    def export(batch: Id) -> PlainTextResponse:
         text = export_csv(engine.state.cells(batch=batch), engine.state.classes())
         return PlainTextResponse(text, media_type="text/csv", headers={
             "Content-Disposition": f'attachment; filename="hemoembed_batch_{batch}.csv"'})
 
     @app.get("/api/cells")
-    def cells(batch: int | None = None, order: Literal["id", "review"] = "id") -> list[dict[str, Any]]:
+    def cells(batch: BatchFilter = None, order: Literal["id", "review"] = "id") -> list[dict[str, Any]]:
         """A batch's cells (all without ``batch``); ``order=review``: "needs review" first, in the labelling
         session's query order (``review_rank`` 0, 1, ...), then the reviewed ones."""
         found = engine.state.cells(batch=batch)
         return engine.review_order(found) if order == "review" else found
 
     @app.get("/api/cells/{cell}")
-    async def cell_detail(cell: int) -> dict[str, Any]:
+    async def cell_detail(cell: Id) -> dict[str, Any]:
         return await run_in_threadpool(engine.detail, cell)
 
     @app.get("/api/cells/{cell}/image")
-    async def cell_image(cell: int) -> Response:
+    async def cell_image(cell: Id) -> Response:
         data, kind = await run_in_threadpool(engine.image, cell)
         return Response(data, media_type=kind, headers={"Cache-Control": "private, max-age=86400"})
 
     @app.get("/api/cells/{cell}/gradcam")
-    async def cell_gradcam(cell: int) -> Response:
+    async def cell_gradcam(cell: Id) -> Response:
         return Response(await run_in_threadpool(engine.gradcam, cell), media_type="image/png")
 
     @app.post("/api/cells/{cell}/correction")
-    def correct(cell: int, body: Correction) -> dict[str, Any]:
+    def correct(cell: Id, body: Correction) -> dict[str, Any]:
         return engine.correct(cell, body.label, body.reviewer, body.seconds)
 
     @app.get("/api/classes")
@@ -194,7 +198,7 @@ def create_app(engine, token: str | None = None, loopback_only: bool = True, pre
         return engine.add_class(body.name)
 
     @app.get("/api/reference/{row}/image")
-    async def reference_image(row: int) -> Response:
+    async def reference_image(row: Id) -> Response:
         path = engine.reference.image_file(row)
         data, kind = await run_in_threadpool(engine.browser_image, path, _format_of(path), f"ref_{row}")
         return Response(data, media_type=kind, headers={"Cache-Control": "private, max-age=86400"})

@@ -150,3 +150,17 @@ def test_truncated_and_corrupt_files_of_every_format_are_refused_and_nothing_is_
     assert len(engine.state.cells()) == 1
     assert [(r["filename"], r["reason"]) for r in engine.state.rejects(batch)] == \
         [(name, r["error"]) for (name, _), r in zip(batch_files, results)]
+
+
+def test_ids_beyond_sqlite_integers_get_a_4xx_never_a_500(client_for):
+    """A cell, batch or reference id past SQLite's 64-bit integers is a client error, not an OverflowError."""
+    client, _ = client_for()
+    huge = str(2**63)
+    for method, path in [("get", f"/api/cells/{huge}"), ("get", f"/api/cells/{huge}/image"),
+                         ("get", f"/api/cells/{huge}/gradcam"), ("get", f"/api/batches/{huge}/progress"),
+                         ("get", f"/api/batches/{huge}/summary"), ("get", f"/api/batches/{huge}/export.csv"),
+                         ("get", f"/api/cells?batch={huge}"), ("get", f"/api/reference/{huge}/image"),
+                         ("post", f"/api/batches/{huge}/files"), ("get", "/api/cells/-1")]:
+        assert 400 <= getattr(client, method)(path).status_code < 500, path
+    assert 400 <= client.post(f"/api/cells/{huge}/correction", json={"label": "neutrophil"}).status_code < 500
+    assert client.get(f"/api/cells/{2**63 - 1}").status_code == 404  # the largest id is merely unknown
