@@ -204,11 +204,13 @@ class LabellingSession:
     def add_class(self, name: str) -> None:
         """Define a new class after the start (saved at once); it is predicted once it has labels."""
         name = str(name).strip()
-        if not name or "," in name or name != " ".join(name.split()):
-            raise InputError(f"new class {name!r}: a class name must be non-empty, without commas or "
-                             "leading/trailing/double spaces")
-        if name in self.config.classes:
-            raise InputError(f"class {name!r} already exists ({', '.join(self.config.classes)})")
+        if not name or "," in name or name != " ".join(name.split()) or not name.isprintable():
+            raise InputError(f"new class {name!r}: a class name must be non-empty and printable, without commas "
+                             "or leading/trailing/double spaces")
+        same = [c for c in self.config.classes if c.casefold() == name.casefold()]
+        if same:  # "Neutrophil" beside "neutrophil" would split one class in two
+            shown = "" if same[0] == name else f" as {same[0]!r}"
+            raise InputError(f"class {name!r} already exists{shown} ({', '.join(self.config.classes)})")
         self.config.classes = [*self.config.classes, name]
         save_config(self.config, self.directory / CONFIG)
 

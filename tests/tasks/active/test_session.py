@@ -208,6 +208,20 @@ def test_teach_labels_from_a_mapping_new_class_and_a_growing_store(tmp_path, sto
     assert len(reopened.history()) == 2
 
 
+def test_a_new_class_name_is_printable_and_not_another_in_other_case(tmp_path, store):
+    """The review app's "new class" action passes a reviewer's text here: control characters and a name that
+    differs from a class only in case are refused; the classes stay as they were."""
+    session = new_session(tmp_path, store)
+    for name in ("smudge\x00", "\u202esmudge", "smudge\x1b[31m"):
+        with pytest.raises(InputError, match="printable"):
+            session.add_class(name)
+    with pytest.raises(InputError, match="'CLASS1' already exists as 'class1'"):
+        session.add_class("CLASS1")
+    assert session.config.classes == CLASSES
+    session.add_class("smudge cell")
+    assert LabellingSession.open(tmp_path / "session", store).config.classes == [*CLASSES, "smudge cell"]
+
+
 def test_a_session_belongs_to_its_store_not_only_to_its_encoder(tmp_path, store):
     """Another store of the same encoder is refused (it once printed "22 of 13 images labelled" and --teach
     wrote its paths into labels.csv); a session from before store ids binds to its own store on opening."""
