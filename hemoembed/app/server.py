@@ -72,7 +72,7 @@ def create_app(engine, token: str | None = None, loopback_only: bool = True, pre
     @app.middleware("http")
     async def guard(request: Request, call_next):
         path = request.url.path
-        host = (request.headers.get("host") or "").rsplit(":", 1)[0].strip("[]")
+        host = _host_name(request.headers.get("host") or "")
         if loopback_only and not is_loopback(host):
             return JSONResponse({"detail": f"host {host!r} refused: the server only answers on loopback"}, 403)
         if path.startswith("/api/"):
@@ -216,6 +216,14 @@ def create_app(engine, token: str | None = None, loopback_only: bool = True, pre
         return {"version": engine.retrain(), "status": "training"}
 
     return app
+
+
+def _host_name(header: str) -> str:
+    """The name or address of a Host header, lower-case, without port or IPv6 brackets ("" if malformed)."""
+    try:
+        return urlsplit(f"//{header}").hostname or ""
+    except ValueError:
+        return ""
 
 
 def _authorised(request: Request, token: str) -> bool:

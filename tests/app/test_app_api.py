@@ -76,6 +76,10 @@ def test_token_rule_and_request_guards(client_for, cell_files):
     cross = client.post("/api/batches", json={"name": "x"}, headers={**auth, "Origin": "http://evil.example"})
     assert cross.status_code == 403
     assert client.get("/health", headers={"Host": "evil.example"}).status_code == 403
+    for host in ("evil.example:8000", "127.0.0.1.evil.example", "[::1", "", "localhost@evil.example"):
+        assert client.get("/health", headers={"Host": host}).status_code == 403, host
+    for host in ("[::1]", "[::1]:8000", "LOCALHOST:8000", "127.0.0.1"):  # IPv6 on port 80 sends no port
+        assert client.get("/health", headers={"Host": host}).status_code == 200, host
     # no client path reaches the filesystem: rows and ids are numbers, checked against the store
     assert client.get("/api/reference/99999/image", headers=auth).status_code == 400
     assert client.get("/api/reference/..%2F..%2Fetc%2Fpasswd/image", headers=auth).status_code in (404, 422)
