@@ -18,7 +18,12 @@ def png_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:
     return buffer.getvalue()
 
 
-def test_predict_contract_with_every_kind_of_bad_file(client_for, cell_files):
+def _files(folder) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+def test_predict_contract_with_every_kind_of_bad_file(client_for, cell_files, reference_files):
+    reference = _files(reference_files.store)
     client, engine = client_for(limits=Limits(max_file_bytes=200_000, max_pixels=4_000_000, max_files=20))
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["model_version"] == 0
@@ -54,6 +59,7 @@ def test_predict_contract_with_every_kind_of_bad_file(client_for, cell_files):
     stored = sorted(p.name for p in (engine.data / "images").rglob("*.*"))
     assert len(stored) == 4 and all(len(name.split(".")[0]) == 64 for name in stored)  # content-addressed only
     assert engine.state.rejects()[0]["reason"].startswith("not an image")
+    assert len(engine.query_store) == 4 and _files(reference_files.store) == reference  # never the reference store
 
     assert client.post("/api/predict", files=multipart(cell_files(21, start=3))).status_code == 400
     assert "at most 20 files" in client.post("/api/predict", files=multipart(cell_files(21, 3))).json()["detail"]
