@@ -230,3 +230,33 @@ def test_data_folder_belongs_to_one_store(make_engine, loaded, tmp_path):
             Engine(reference, model, record, tmp_path / "data")
     finally:
         reference.store.header.fingerprint = bound
+
+
+
+def test_make_demo_ends_with_a_serve_command_on_its_own_outputs():
+    """The last line demo.sh prints is a ``hemoembed serve`` whose options parse and name what the demo's
+    steps wrote: the store of ``embed``, the SVM of ``fit-svm`` (one of its columns) and the map of ``tsne``."""
+    import shlex
+    from pathlib import Path
+
+    from hemoembed.cli.serve_cmds import serve
+
+    text = (Path(__file__).parents[2] / "scripts" / "demo.sh").read_text().replace("\\\n", " ")
+    lines = [shlex.split(line) for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+    def step(name: str) -> list[str]:
+        return next(words for words in lines if words[:2] == ["hemoembed", name])
+
+    def option(words: list[str], name: str) -> str:
+        return words[words.index(name) + 1]
+
+    last = lines[-1]
+    assert last[0] == "echo"
+    words = shlex.split(last[1].split(": ", 1)[1])
+    assert words[:2] == ["hemoembed", "serve"]
+    params = serve.make_context("serve", words[2:]).params
+    assert str(params["store_dir"]) == option(step("embed"), "--store")
+    assert str(params["model_dir"]) == option(step("fit-svm"), "--out")
+    assert params["column"] in option(step("fit-svm"), "--columns").split(",")
+    assert str(params["map_dir"]) == option(step("tsne"), "--out")
+    assert params["host"] == "127.0.0.1" and params["token"] is None
