@@ -76,7 +76,7 @@ def test_upload_review_correct_retrain_export_in_chromium(server, browser, refer
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     url, engine = server
     shots = Path(tempfile.mkdtemp(prefix="hemoembed_review_screens_"))
@@ -105,6 +105,14 @@ def test_upload_review_correct_retrain_export_in_chromium(server, browser, refer
     assert "not an image" in browser.find_element(By.ID, "rejects").text
     assert "8 classified" in browser.find_element(By.ID, "summary-note").text
     browser.save_screenshot(str(shots / "1_gallery.png"))
+    confidences = [c["confidence"] for c in engine.state.cells()]
+    threshold = next((t for t in (0.9, 0.7, 0.5) if 0 < sum(c < t for c in confidences) < 8), 0.9)  # some, not all
+    Select(browser.find_element(By.ID, "filter-conf")).select_by_value(str(threshold))  # "confidence below"
+    shown = sum(c < threshold for c in confidences)
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".card")) == shown)
+    assert browser.find_element(By.ID, "count").text == f"{shown} of 8 cells"
+    Select(browser.find_element(By.ID, "filter-conf")).select_by_value("")
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".card")) == 8)
 
     browser.find_elements(By.CSS_SELECTOR, ".card")[0].click()
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#neighbours .neighbour img[src^='blob:']")) == 10)

@@ -182,7 +182,9 @@ function finalLabel(c) { return c.corrected || c.label || ""; }
 
 function visibleCells() {
   const cls = $("filter-class").value;
-  let cells = S.cells.filter((c) => (!cls || finalLabel(c) === cls) && (!$("only-unreviewed").checked || !c.corrected));
+  const below = Number($("filter-conf").value) || 0;  // 0: any confidence
+  let cells = S.cells.filter((c) => (!cls || finalLabel(c) === cls) && (!$("only-unreviewed").checked || !c.corrected)
+    && (!below || (c.status === "done" && c.confidence < below)));
   const by = $("sort").value;
   const conf = (c) => (c.confidence === null ? -1 : c.confidence);
   // "review": kept as the server sent it (refresh asks for order=review): the labelling session's
@@ -527,7 +529,7 @@ async function start() {
   ["dragenter", "dragover"].forEach((t) => drop.addEventListener(t, (e) => { e.preventDefault(); drop.classList.add("over"); }));
   ["dragleave", "drop"].forEach((t) => drop.addEventListener(t, (e) => { e.preventDefault(); drop.classList.remove("over"); }));
   drop.addEventListener("drop", (e) => uploadFiles(e.dataTransfer.files));
-  ["filter-class", "only-unreviewed"].forEach((id) => $(id).addEventListener("change", renderGallery));
+  ["filter-class", "filter-conf", "only-unreviewed"].forEach((id) => $(id).addEventListener("change", renderGallery));
   $("sort").addEventListener("change", () => { renderGallery(); refresh(); });
   $("retrain").addEventListener("click", async () => {
     try { await postJSON("/api/retrain"); } catch (e) { $("pending").textContent = e.message; }
