@@ -26,6 +26,7 @@ from . import lib
 from .state import State
 
 SYNC_THREADS = 8  # temporary files fsynced at once
+MAX_NAME_BYTES = 255  # a file name's longest on common file systems; a longer one is refused
 FORMATS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "BMP": ".bmp", "TIFF": ".tif", "GIF": ".gif"}
 
 
@@ -83,7 +84,7 @@ class Intake:
                 data = data.read()
             result = {"filename": name, "id": None, "error": None, "new": False}
             results.append(result)
-            info, result["error"] = self._check(data)
+            info, result["error"] = self._check(raw_name, data)
             if result["error"] is not None:
                 continue
             if info.sha256 in first:
@@ -113,8 +114,11 @@ class Intake:
         self.state.add_uploads(batch, new, refused)
         return results
 
-    def _check(self, data: bytes | None):
-        """``(probe result, error or None)`` of one file's bytes."""
+    def _check(self, raw_name: str, data: bytes | None):
+        """``(probe result, error or None)`` of one file's name and bytes."""
+        name_bytes = len(_base_name(raw_name).encode())
+        if name_bytes > MAX_NAME_BYTES:
+            return None, f"file name too long ({name_bytes} bytes; at most {MAX_NAME_BYTES})"
         if data is None:
             return None, f"file is larger than the {self.limits.max_file_bytes / 2**20:g} MB limit"
         info = lib.probe_bytes(data, max_pixels=self.limits.max_pixels, full=True)
@@ -144,10 +148,13 @@ def _fsync(path: Path) -> None:
 
 
 def clean_filename(name: str) -> str:
-    """A client's file name for display only: last path component, printable, at most 200 characters."""
+    """A client's file name for display only: last path component, printable, at most 255 characters."""
+    return _base_name(name)[:MAX_NAME_BYTES] or "unnamed"
+
+
+def _base_name(name: str) -> str:
     name = str(name or "").replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip()
-    return name[:200] or "unnamed"
+    return "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip()
 
 
 def _duplicate(cell: int) -> str:
