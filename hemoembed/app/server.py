@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit
 from fastapi import Path as PathParam
 from fastapi import Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
@@ -34,6 +36,8 @@ UI_HEADERS = {
     "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
 }
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "testserver")
+PLACES = {"path": "path parameter", "query": "query parameter", "header": "header", "cookie": "cookie",
+          "body": "body field"}
 SQLITE_MAX = 2**63 - 1  # ids are SQLite integers: a larger one from a client is a 422, not an OverflowError
 Id = Annotated[int, PathParam(ge=0, le=SQLITE_MAX)]
 BatchFilter = Annotated[int | None, Query(ge=0, le=SQLITE_MAX)]
@@ -53,6 +57,12 @@ class NewBatch(BaseModel):
     name: str = Field(default="", max_length=200)
 
 
+class ErrorDetail(BaseModel):
+    """Every error's body: one line saying what was wrong and where."""
+
+    detail: str
+
+
 def is_loopback(host: str) -> bool:
     if host in LOOPBACK_NAMES:
         return True
@@ -66,6 +76,7 @@ def create_app(engine, token: str | None = None, loopback_only: bool = True, pre
     """The ASGI app. ``loopback_only``: refuse requests whose Host is not a loopback name (DNS rebinding)."""
     app = FastAPIOffline(title="hemoembed review app", version=__version__, redoc_url=None,
                          swagger_ui_parameters={"validatorUrl": None},
+                         responses={422: {"model": ErrorDetail, "description": "Invalid parameter or body"}},
                          description="Upload leukocyte crops, review predictions, correct labels, retrain.")
     limits = engine.limits
 
@@ -94,6 +105,10 @@ def create_app(engine, token: str | None = None, loopback_only: bool = True, pre
     @app.exception_handler(lib.HemoembedError)
     async def user_error(request: Request, exc: lib.HemoembedError):
         return JSONResponse({"detail": lib.one_line(str(exc))}, 400)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError):
+        return JSONResponse({"detail": validation_message(exc.errors())}, 422)
 
     @app.exception_handler(RequestTooLarge)
     async def request_too_large(request: Request, exc: RequestTooLarge):
@@ -216,6 +231,23 @@ def create_app(engine, token: str | None = None, loopback_only: bool = True, pre
         return {"version": engine.retrain(), "status": "training"}
 
     return app
+
+
+def validation_message(errors: Sequence[Any]) -> str:
+    """One line for FastAPI's validation errors: where the first is (parameter or body field) and what was
+    wrong, and how many more there are ("path parameter cell: input should be a valid integer, ...")."""
+    first = errors[0] if errors else {}
+    source, *names = first.get("loc") or ("request",)
+    if first.get("type") == "json_invalid":
+        reason = lib.one_line(str((first.get("ctx") or {}).get("error", "")))
+        text = f"the request body is not valid JSON ({reason} at character {names[0] if names else 0})"
+    else:
+        name = "".join(f"[{n}]" if isinstance(n, int) else f".{n}" for n in names).lstrip(".")
+        where = f"{PLACES.get(source, source)} {name}" if name else ("request body" if source == "body" else source)
+        what = lib.one_line(str(first.get("msg") or "invalid value"))
+        text = f"{where}: {what[:1].lower()}{what[1:]}"
+    more = len(errors) - 1
+    return text + (f" (and {more} more problem{'s' * (more > 1)})" if more > 0 else "")
 
 
 def _host_name(header: str) -> str:

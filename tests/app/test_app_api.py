@@ -95,6 +95,26 @@ def test_token_rule_and_request_guards(client_for, cell_files):
     assert "/api/predict" in client.get("/openapi.json").json()["paths"]
 
 
+def test_request_validation_errors_are_one_sentence_naming_the_parameter(client_for):
+    """FastAPI's 422 list of dicts becomes one line that names the parameter and says what was wrong."""
+    client, _ = client_for()
+    cases = [(client.get("/api/cells/abc"), ("path parameter cell", "valid integer")),
+             (client.get(f"/api/cells/{2**63}/image"), ("path parameter cell", "less than or equal")),
+             (client.get("/api/cells?order=sideways"), ("query parameter order", "'id' or 'review'")),
+             (client.post("/api/cells/1/correction", json={"reviewer": "x"}), ("body field label", "required")),
+             (client.post("/api/classes", json={"name": "n" * 101}), ("body field name", "at most 100")),
+             (client.post("/api/cells/1/correction", json=["label"]), ("request body", "valid dictionary")),
+             (client.post("/api/batches", content=b'{"name": ', headers={"Content-Type": "application/json"}),
+              ("request body is not valid JSON", "character 9"))]
+    for response, words in cases:
+        detail = response.json()["detail"]
+        assert response.status_code == 422 and isinstance(detail, str) and "\n" not in detail, detail
+        assert all(word in detail for word in words) and "{" not in detail and "[" not in detail, detail
+    schema = client.get("/openapi.json").json()  # and the docs say so
+    assert schema["components"]["schemas"]["ErrorDetail"]["properties"]["detail"]["type"] == "string"
+    assert "HTTPValidationError" not in str(schema)
+
+
 def test_review_loop_upload_detail_correct_new_class_retrain_export(client_for, cell_files, reference_files):
     client, engine = client_for()
     batch = client.post("/api/batches", json={"name": "smear 1"}).json()["id"]
