@@ -30,6 +30,10 @@ BROWSER_FORMATS = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png"
 PLACE_AFTER_IDLE = 2.0  # seconds without classification work before the map thread places cells
 
 
+class CellNotFound(LookupError):
+    """No cell has the id asked for (the server answers 404)."""
+
+
 class Engine:
     """Everything behind the HTTP API (thread-safe; the web layer only translates)."""
 
@@ -202,7 +206,7 @@ class Engine:
     def cell(self, cell_id: int) -> dict[str, Any]:
         found = self.state.cells([cell_id])
         if not found:
-            raise KeyError(cell_id)
+            raise CellNotFound(f"no cell {cell_id}")
         return found[0]
 
     def detail(self, cell_id: int) -> dict[str, Any]:

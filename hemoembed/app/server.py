@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 
 from .._version import __version__
 from . import lib
+from .engine import CellNotFound
 from .report import export_csv, summary
 from .uploads import RequestTooLarge, too_large, upload_files
 
@@ -114,9 +115,9 @@ def create_app(engine, token: str | None = None, loopback_only: bool = True, pre
     async def request_too_large(request: Request, exc: RequestTooLarge):
         return JSONResponse({"detail": str(exc)}, 413)
 
-    @app.exception_handler(KeyError)
-    async def not_found(request: Request, exc: KeyError):
-        return JSONResponse({"detail": f"no cell {exc.args[0]}"}, 404)
+    @app.exception_handler(CellNotFound)
+    async def not_found(request: Request, exc: CellNotFound):
+        return JSONResponse({"detail": str(exc)}, 404)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -115,6 +115,22 @@ def test_request_validation_errors_are_one_sentence_naming_the_parameter(client_
     assert "HTTPValidationError" not in str(schema)
 
 
+def test_an_unknown_cell_is_a_404_and_an_internal_key_error_a_500(client_for):
+    """Only the app's own lookup of a cell answers 404; a KeyError from a bug is a server error, not "no cell"."""
+    from fastapi.testclient import TestClient
+
+    client, engine = client_for()
+    missing = client.get("/api/cells/424242")
+    assert missing.status_code == 404 and missing.json()["detail"] == "no cell 424242"
+
+    def broken() -> dict:
+        return {}["version"]
+
+    engine.model_status = broken  # an internal bug, not a lookup the client asked for
+    server = TestClient(client.app, base_url="http://127.0.0.1", raise_server_exceptions=False)
+    assert server.get("/api/model").status_code == 500
+
+
 def test_review_loop_upload_detail_correct_new_class_retrain_export(client_for, cell_files, reference_files):
     client, engine = client_for()
     batch = client.post("/api/batches", json={"name": "smear 1"}).json()["id"]
