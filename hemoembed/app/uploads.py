@@ -7,25 +7,18 @@ limit (the rest of its bytes are read and dropped, and the file gets its per-fil
 and the request body is cut off with 413 as soon as it passes the per-request limit (a request without
 ``Content-Length``, or one that lies about it, included). The count of files is capped by the parser.
 
-python-multipart refuses a part whose header line passes 4,224 bytes by default, and this Starlette gives no
-way to change that: a 5,000-character file name then failed the whole request as "Invalid multipart data".
-:meth:`CappedParser.parse` therefore runs Starlette's parser loop itself with a header line of up to
-``HEADER_BYTES``, so a long name reaches the app and becomes that file's error (see ``intake``); a header
-past even that stops the parser (it cannot resume mid-header) and refuses the request with one line naming
-the limit.
+python-multipart stops at a part whose header line passes 4,224 bytes, and Starlette gives no way to change
+that (nor says why it stopped): such a request (a file name of thousands of characters) is refused whole, in
+one line that names the likely cause. Names up to that length reach the intake, which refuses a name over 255
+bytes as that file's error.
 """
 from __future__ import annotations
 
-import codecs
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from inspect import signature
 from typing import TYPE_CHECKING, BinaryIO
 
-import python_multipart
-from python_multipart.exceptions import FormParserError
-from python_multipart.multipart import parse_options_header
-from starlette.datastructures import FormData, UploadFile
+from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from . import lib
@@ -47,10 +40,8 @@ def too_large(size: int, limits: Limits) -> str:
 
 
 SPOOL_BYTES = 256 * 1024
-HEADER_BYTES = 64 * 1024  # one header line of a part (python-multipart's default: 4,224 bytes)
-# older python-multipart has no header limits and takes no such argument
-HEADER_LIMIT = ({"max_header_size": HEADER_BYTES}
-                if "max_header_size" in signature(python_multipart.MultipartParser).parameters else {})
+# Starlette's one message for any body python-multipart cannot parse, a header line over its limit included
+UNPARSABLE = "Invalid multipart data"
 
 
 class CappedParser(MultiPartParser):
@@ -74,38 +65,6 @@ class CappedParser(MultiPartParser):
             self.kept += end - start
         super().on_part_data(data, start, end)
 
-    async def parse(self) -> FormData:
-        """The parts of the body, as Starlette's ``parse`` reads them but with header lines of up to
-        ``HEADER_BYTES``; a malformed body raises ``MultiPartException`` with a one-line reason."""
-        _, params = parse_options_header(self.headers["Content-Type"])
-        if b"boundary" not in params:
-            raise MultiPartException("Missing boundary in multipart.")
-        charset = params.get(b"charset", b"utf-8")
-        try:
-            self._charset = codecs.lookup(charset.decode("latin-1")).name
-        except LookupError:
-            self._charset = "latin-1"
-        callbacks = {name: getattr(self, name) for name in (
-            "on_part_begin", "on_part_data", "on_part_end", "on_header_field", "on_header_value", "on_header_end",
-            "on_headers_finished", "on_end")}
-        parser = python_multipart.MultipartParser(params[b"boundary"], callbacks, **HEADER_LIMIT)
-        try:
-            async for chunk in self.stream:
-                parser.write(chunk)
-                for part, data in self._file_parts_to_write:  # written here: UploadFile writes in a thread
-                    await part.file.write(data)
-                for part in self._file_parts_to_finish:
-                    await part.file.seek(0)
-                self._file_parts_to_write.clear()
-                self._file_parts_to_finish.clear()
-            parser.finalize()
-        except BaseException as exc:
-            for file in self._files_to_close_on_error:
-                file.close()
-            if isinstance(exc, FormParserError):
-                raise MultiPartException(_reason(exc)) from exc
-            raise
-        return FormData(self.items)
 
 
 @asynccontextmanager
@@ -124,8 +83,7 @@ async def upload_files(request: Request, limits: Limits) -> AsyncIterator[list[t
     try:
         form = await parser.parse()
     except MultiPartException as exc:
-        count = f" (at most {limits.max_files} files per request)" if "files" in exc.message else ""
-        raise lib.InputError(f"upload refused: {lib.one_line(exc.message)}{count}") from None
+        raise lib.InputError(f"upload refused: {_reason(exc.message, limits)}") from None
     try:
         files = []
         for name, value in form.multi_items():
@@ -139,14 +97,14 @@ async def upload_files(request: Request, limits: Limits) -> AsyncIterator[list[t
         await form.close()
 
 
-def _reason(exc: FormParserError) -> str:
-    """The one-line reason of a parse error: python-multipart's message, the limit named where one was hit."""
-    message = lib.one_line(str(exc))
-    if "header size" in message:
-        return f"a part's header line is longer than {HEADER_BYTES // 1024} KiB (a file name that long?)"
-    if "header count" in message:
-        return f"a part has more than {python_multipart.multipart.DEFAULT_MAX_HEADER_COUNT} header lines"
-    return f"invalid multipart data ({message})"
+
+def _reason(message: str, limits: Limits) -> str:
+    """The parser's complaint as one line, with what the user can do about it."""
+    if message.startswith(UNPARSABLE):
+        return ("the multipart body could not be read (malformed, or a part's header line over 4 KiB, "
+                "such as a file name that long)")
+    count = f" (at most {limits.max_files} files per request)" if "files" in message else ""
+    return f"{lib.one_line(message)}{count}"
 
 
 async def _capped(stream: AsyncIterator[bytes], limits: Limits) -> AsyncIterator[bytes]:
