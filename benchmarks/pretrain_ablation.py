@@ -39,7 +39,8 @@ from pathlib import Path
 import numpy as np
 
 # Settings that have no option of their own go in a config file: OUT/NAME.json, named "{NAME}" in a row.
-CONFIG_FILES = {"paper_translation": {"augment": {"translation": 0.09}}, "record_v1": {"record_version": 1}}
+CONFIG_FILES = {"paper_translation": {"augment": {"translation": 0.09}}, "record_v1": {"record_version": 1},
+                "no_dropout": {"dropout": 0.0}}
 BASE = ["--weights", "none", "--image-size", "64", "--epochs", "4", "--cache", "--val-fraction", "0.05"]
 # The "today's scratch preset" row, spelled out so later preset changes do not move it.
 OLD_SCRATCH = ["--loss", "semihard", "--head", "none", "--batch-size", "100", "--lr", "1e-3", "--warmup-epochs", "1",
@@ -84,6 +85,7 @@ ROWS: dict[str, list[str]] = {
     "cand_48px_7ep": _with(CANDIDATE, image_size="48", epochs="7"),
     "cand_96px_2ep": _with(CANDIDATE, image_size="96", epochs="2"),
     "cand_wd": _with(CANDIDATE, weight_decay="1e-4"),
+    "cand_dropout0": _with(CANDIDATE, config="{no_dropout}"),  # no dropout on the pooled 1280-d features
     "cand_warmup_cosine": _with(CANDIDATE, lr_decay="cosine", warmup_epochs="1"),
     "cand_cos_nowarm": _with(CANDIDATE, lr_decay="cosine"),
     "cand_cooldown0.25": _with(CANDIDATE, cooldown="0.25"),  # constant, then linear to 0 over the last epoch
