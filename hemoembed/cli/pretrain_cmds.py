@@ -60,6 +60,8 @@ AUGMENT_OPTIONS = ("zoom", "resolution", "crop_scale", "hue", "stain")
 @click.option("--margin", type=NON_NEGATIVE_FLOAT, default=None, help="Triplet margin [0.5].")
 @click.option("--weight-decay", type=NON_NEGATIVE_FLOAT, default=None,
               help="Decoupled weight decay (AdamW) [0: plain Adam].")
+@click.option("--drop-path", type=FiniteFloat(0.0, 0.99), default=None,
+              help="Stochastic depth of the backbone's blocks, at the last block [0.2; 0: off].")
 @click.option("--val-fraction", type=FiniteFloat(0.0, 0.5), default=None,
               help="Held-out share of images for the val loss [0.05].")
 @click.option("--early-stopping", type=NON_NEGATIVE, default=None,

@@ -49,6 +49,6 @@ def export_encoder(config: PretrainConfig, model: Any, path: Path) -> str:
     """Save a float32 copy of the trained encoder (no mixed-precision or synchronised-BN settings)."""
     from .encoder import build_encoder, save_encoder
 
-    clean = build_encoder(config.record, "none", config.dropout, config.freeze_bn)
+    clean = build_encoder(config.record, "none", config.dropout, config.freeze_bn, drop_path=config.drop_path)
     clean.set_weights(model.get_weights())
     return save_encoder(clean, path)

@@ -22,6 +22,7 @@ EMBEDDING_DIM = 1280
 SPEC_LAYER = "hemoembed_preprocessing"
 BACKBONE = "efficientnetv2-b0"
 FINGERPRINT_SCHEME = "hemoembed-fingerprint/2"
+KERAS_DROP_PATH = 0.2  # keras.applications' EfficientNetV2 drop_connect_rate (its B0 builder fixes it)
 WEIGHTS_KINDS = "imagenet, none, a .keras encoder, an adapter's encoder.json or .h5 backbone weights"
 # Configuration keys that never change what an encoder computes: where a class is defined, whether a layer
 # trains (BatchNorm frozen or not), the shapes a layer was built for (implied by the wiring).
@@ -29,12 +30,17 @@ _NEUTRAL_KEYS = frozenset({"module", "trainable", "build_config", "compile_confi
 
 
 def build_encoder(record: PreprocessingRecord, weights: str = "none", dropout: float = 0.2,
-                  freeze_bn: bool = True, name: str = "hemoembed_encoder") -> keras.Model:
-    """Functional encoder; ``weights`` is ``imagenet``, ``none`` or a path (.keras encoder or .h5 backbone)."""
+                  freeze_bn: bool = True, name: str = "hemoembed_encoder",
+                  drop_path: float = KERAS_DROP_PATH) -> keras.Model:
+    """Functional encoder; ``weights`` is ``imagenet``, ``none`` or a path (.keras encoder or .h5 backbone).
+
+    ``drop_path``: the backbone's stochastic depth (a residual block's chance of being skipped while
+    training, rising linearly to this at the last block); only training sees it."""
     size = int(record.image_size)
     inputs = keras.Input((size, size, 3), name="image")
     x = PreprocessingSpec(record.to_dict(), name=SPEC_LAYER)(inputs)
     backbone = _backbone(size, weights)
+    set_drop_path(backbone, drop_path)
     x = backbone(x)
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
@@ -44,6 +50,14 @@ def build_encoder(record: PreprocessingRecord, weights: str = "none", dropout: f
         _load_weights_from_path(model, backbone, Path(weights))
     set_batchnorm_trainable(model, not freeze_bn)
     return model
+
+
+def set_drop_path(backbone: keras.Model, drop_path: float) -> None:
+    """Scale the stochastic-depth rates Keras gives EfficientNetV2's blocks (up to ``KERAS_DROP_PATH``) so
+    the last block's is ``drop_path``; the other dropout layers are not the backbone's (it has no top)."""
+    for layer in backbone.layers:
+        if isinstance(layer, keras.layers.Dropout):
+            layer.rate = layer.rate * drop_path / KERAS_DROP_PATH
 
 
 def _backbone(size: int, weights: str) -> keras.Model:

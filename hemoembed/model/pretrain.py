@@ -197,7 +197,8 @@ def make_trainer(config: PretrainConfig, strategy: Any, steps_per_epoch: int) ->
                     layer.synchronized = True
 
     def model_fn() -> keras.Model:
-        model = build_encoder(config.record, config.weights, config.dropout, config.freeze_bn)
+        model = build_encoder(config.record, config.weights, config.dropout, config.freeze_bn,
+                              drop_path=config.drop_path)
         if not config.freeze_bn:
             synchronise(all_layers(model))
         return model

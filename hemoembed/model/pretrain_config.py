@@ -98,6 +98,7 @@ class PretrainConfig:
     temperature: float = 0.2  # NT-Xent
     weight_decay: float = 0.0  # decoupled (AdamW) when > 0
     dropout: float = 0.2
+    drop_path: float = 0.2  # the backbone's stochastic depth at its last block (Keras' EfficientNetV2 default)
     val_fraction: float = 0.05
     early_stopping: int = 0  # patience in epochs on the validation loss; 0 = off
     lr_plateau: int = 0  # patience before the LR is multiplied by plateau_factor; 0 = off
@@ -164,6 +165,8 @@ def check_config(cfg: PretrainConfig) -> None:
         raise InputError(f"--val-fraction {cfg.val_fraction}: must be within [0, 0.5]")
     if not 0.0 <= cfg.dropout < 1.0:
         raise InputError(f"dropout {cfg.dropout}: must be within [0, 1)")
+    if not 0.0 <= cfg.drop_path < 1.0:
+        raise InputError(f"--drop-path {cfg.drop_path}: must be within [0, 1)")
     if not (cfg.margin >= 0 and math.isfinite(cfg.margin)):
         raise InputError(f"--margin {cfg.margin}: must be a finite number >= 0")
     if not (cfg.warmup_epochs >= 0 and math.isfinite(cfg.warmup_epochs)):

@@ -126,3 +126,28 @@ def test_backbone_chain_is_found_by_structure_and_refuses_other_shapes():
         backbone_chain(keras.Model(y, branches))
     with pytest.raises(MismatchError, match="no convolutional backbone found"):
         backbone_chain(keras.Model(y, keras.layers.Dense(3)(keras.layers.Flatten()(y))))
+
+
+def test_drop_path_scales_the_backbones_stochastic_depth_and_survives_saving(tmp_path):
+    """Keras fixes EfficientNetV2-B0's stochastic depth at 0.2 (last block); ``drop_path`` rescales every
+    block's rate, only training sees it, and a saved encoder keeps it."""
+    from hemoembed.model.encoder import save_encoder
+
+    record = PreprocessingRecord(32, 0.875, "grayworld")
+
+    def rates(model: keras.Model) -> list[float]:
+        backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+        return [layer.rate for layer in backbone.layers if isinstance(layer, keras.layers.Dropout)]
+
+    default, off, half = (build_encoder(record, "none", drop_path=p) for p in (0.2, 0.0, 0.1))
+    assert len(rates(default)) == 15 and max(rates(default)) == pytest.approx(0.2 * 20 / 21)  # its last block
+    assert rates(off) == [0.0] * 15
+    np.testing.assert_allclose(rates(half), np.array(rates(default)) / 2)
+    off.set_weights(default.get_weights())
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_array_equal(off(x, training=False), default(x, training=False))
+    save_encoder(off, tmp_path / "off.keras")
+    assert rates(load_encoder(tmp_path / "off.keras")[0]) == [0.0] * 15
+    with pytest.raises(InputError, match="--drop-path 1.0: must be within"):
+        resolve_config(weights="none", drop_path=1.0)
+    assert resolve_config(weights="none").drop_path == 0.2  # an old run's config.json (no key) resumes as before
