@@ -86,6 +86,8 @@ ROWS: dict[str, list[str]] = {
     "cand_96px_2ep": _with(CANDIDATE, image_size="96", epochs="2"),
     "cand_wd": _with(CANDIDATE, weight_decay="1e-4"),
     "cand_dropout0": _with(CANDIDATE, config="{no_dropout}"),  # no dropout on the pooled 1280-d features
+    "cand_droppath0": _with(CANDIDATE, drop_path="0"),  # no stochastic depth in the backbone
+    "cand_noreg": _with(CANDIDATE, drop_path="0", config="{no_dropout}"),  # neither
     "cand_warmup_cosine": _with(CANDIDATE, lr_decay="cosine", warmup_epochs="1"),
     "cand_cos_nowarm": _with(CANDIDATE, lr_decay="cosine"),
     "cand_cooldown0.25": _with(CANDIDATE, cooldown="0.25"),  # constant, then linear to 0 over the last epoch
