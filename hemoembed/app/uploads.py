@@ -66,7 +66,6 @@ class CappedParser(MultiPartParser):
         super().on_part_data(data, start, end)
 
 
-
 @asynccontextmanager
 async def upload_files(request: Request, limits: Limits) -> AsyncIterator[list[tuple[str, BinaryIO | None]]]:
     """``(client file name, open file)`` of every multipart ``files`` part, in order, while the context
@@ -95,7 +94,6 @@ async def upload_files(request: Request, limits: Limits) -> AsyncIterator[list[t
         yield files
     finally:
         await form.close()
-
 
 
 def _reason(message: str, limits: Limits) -> str:

@@ -268,7 +268,6 @@ def test_data_folder_belongs_to_one_store(make_engine, loaded, tmp_path):
         reference.store.header.fingerprint = bound
 
 
-
 def test_make_demo_ends_with_a_serve_command_on_its_own_outputs():
     """The last line demo.sh prints is a ``hemoembed serve`` whose options parse and name what the demo's
     steps wrote: the store of ``embed``, the SVM of ``fit-svm`` (one of its columns) and the map of ``tsne``."""
