@@ -20,7 +20,7 @@ _LAZY = {
     "ReinhardReference": "hemoembed.data.colour",
     "gray_world": "hemoembed.data.colour",
     "reinhard_normalize": "hemoembed.data.colour",
-    "AugmentConfig": "hemoembed.data.augment",
+    "AugmentConfig": "hemoembed.data.augment_config",
     "two_view_dataset": "hemoembed.data.pipeline",
     "inference_dataset": "hemoembed.data.pipeline",
     "make_synthetic_dataset": "hemoembed.data.synthetic",

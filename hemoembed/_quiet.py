@@ -19,7 +19,7 @@ import os
 import sys
 
 _WATCHED = ("tensorflow", "keras")
-REGISTERING_MODULE = "hemoembed.model"  # importing it registers the layers and losses
+REGISTERING_MODULE = "hemoembed.model.registry"  # importing it registers the layers and losses
 
 
 @contextlib.contextmanager

@@ -128,6 +128,30 @@ def test_keras_loaded_after_import_hemoembed_has_its_objects_and_tensorflow_stay
     assert run.stderr.strip() == "", run.stderr[-800:]
 
 
+def test_a_pretraining_option_error_is_found_before_tensorflow_loads(tmp_path):
+    """A typo in an option is a one-line error at once, not after TensorFlow's seconds of import: the
+    configuration (presets, augmentation, head, loss options) is resolved without Keras."""
+    from PIL import Image
+
+    Image.new("RGB", (40, 40), (200, 120, 160)).save(tmp_path / "cell.png")
+    code = ("import sys\n"
+            "from hemoembed.cli import main\n"
+            f"sys.argv = ['hemoembed', 'pretrain', {str(tmp_path)!r}, '--out', {str(tmp_path / 'run')!r}, "
+            "'--head', 'banana']\n"
+            "try:\n"
+            "    main()\n"
+            "except SystemExit as stop:\n"
+            "    print('EXIT', stop.code)\n"
+            "heavy = [m for m in ('tensorflow', 'keras', 'sklearn') if m in sys.modules]\n"
+            "print('HEAVY', heavy)\n")
+    run = _fresh(code)
+    assert "EXIT 2" in run.stdout and "HEAVY []" in run.stdout, run.stdout + run.stderr[-1500:]
+    assert "--head 'banana'" in run.stderr
+    for module in ("hemoembed.model.pretrain", "hemoembed.model.pretrain_config", "hemoembed.data.augment_config"):
+        light = _fresh(f"import sys, {module}\nprint('HEAVY', [m for m in ('tensorflow', 'keras') if m in sys.modules])")
+        assert "HEAVY []" in light.stdout, (module, light.stderr[-1500:])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("first", ["import keras, hemoembed", "from hemoembed import load_encoder; import keras"])
 def test_hemoembed_keras_objects_are_registered_whichever_loads_first(first):

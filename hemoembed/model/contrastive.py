@@ -18,24 +18,12 @@ margin with every pair at almost the same distance (benchmarks/RESULTS.md, "Pret
 """
 from __future__ import annotations
 
-import math
-from numbers import Real
 from typing import Any
 
 import keras
 from keras import ops
 
-from ..errors import InputError
-
-DEFAULT_TEMPERATURE = 0.2
-
-
-def check_temperature(temperature: Any) -> float:
-    """A finite temperature > 0, or a one-line error."""
-    if isinstance(temperature, bool) or not isinstance(temperature, Real) or not math.isfinite(temperature) \
-            or temperature <= 0:
-        raise InputError(f"NT-Xent: temperature {temperature!r} is not a finite number > 0")
-    return float(temperature)
+from .options import DEFAULT_TEMPERATURE, check_temperature
 
 
 def ntxent_loss(labels: Any, embeddings: Any, temperature: float = DEFAULT_TEMPERATURE) -> Any:

@@ -17,13 +17,13 @@ import numpy as np
 from ..data.preprocess import PreprocessingRecord
 from ..errors import InputError, MismatchError
 from .layers import L2Normalize, PreprocessingSpec
+from .options import WEIGHTS_KINDS
 
 EMBEDDING_DIM = 1280
 SPEC_LAYER = "hemoembed_preprocessing"
 BACKBONE = "efficientnetv2-b0"
 FINGERPRINT_SCHEME = "hemoembed-fingerprint/2"
 KERAS_DROP_PATH = 0.2  # keras.applications' EfficientNetV2 drop_connect_rate (its B0 builder fixes it)
-WEIGHTS_KINDS = "imagenet, none, a .keras encoder, an adapter's encoder.json or .h5 backbone weights"
 # Configuration keys that never change what an encoder computes: where a class is defined, whether a layer
 # trains (BatchNorm frozen or not), the shapes a layer was built for (implied by the wiring).
 _NEUTRAL_KEYS = frozenset({"module", "trainable", "build_config", "compile_config"})

@@ -17,23 +17,7 @@ from typing import Any
 import keras
 
 from ..errors import InputError
-
-NO_HEAD = "none"
-
-
-def parse_head(spec: str) -> tuple[int, ...]:
-    """``"mlp:512,128"`` → ``(512, 128)``; ``"none"`` → ``()``. A one-line error for anything else."""
-    text = str(spec).strip().lower()
-    if text == NO_HEAD:
-        return ()
-    kind, _, widths = text.partition(":")
-    try:
-        units = tuple(int(w) for w in widths.split(",") if w.strip())
-    except ValueError:
-        units = ()
-    if kind != "mlp" or not units or any(u < 1 or u > 65536 for u in units):
-        raise InputError(f"--head {spec!r}: expected 'none' or 'mlp:' followed by layer widths, e.g. mlp:512,128")
-    return units
+from .options import parse_head
 
 
 @keras.saving.register_keras_serializable(package="hemoembed")

@@ -15,12 +15,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..config import from_dict, load_config, read_json_object
-from ..data.augment import AugmentConfig
+from ..data.augment_config import AugmentConfig
 from ..data.preprocess import RECORD_VERSION, PreprocessingRecord
 from ..errors import InputError
-from .contrastive import check_temperature
-from .encoder import WEIGHTS_KINDS
-from .heads import parse_head
+from .options import WEIGHTS_KINDS, check_temperature, parse_head
 
 # The paper's augmentation: flips, rotation ±90°, zoom ±0.1, translation ±20 px at 224, colour jitter 0.2.
 PAPER_AUGMENT: dict[str, Any] = {}

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from hemoembed.errors import InputError
-from hemoembed.model.heads import ProjectionHead, build_head, parse_head
+from hemoembed.model.heads import ProjectionHead, build_head
+from hemoembed.model.options import parse_head
 
 
 @pytest.mark.parametrize("spec, units", [("none", ()), ("NONE", ()), ("mlp:128", (128,)), ("mlp:512,128", (512, 128)),

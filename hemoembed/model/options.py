@@ -1,0 +1,40 @@
+"""Option values of the encoder, its head and its loss, checked without loading Keras.
+
+A typo in ``--head`` or ``--temperature`` is an input error a user should see at once: these checks run
+while the configuration is resolved, before TensorFlow (several seconds to import) is loaded. The Keras
+modules that use the values (:mod:`.heads`, :mod:`.contrastive`, :mod:`.encoder`) import them from here.
+"""
+from __future__ import annotations
+
+import math
+from numbers import Real
+from typing import Any
+
+from ..errors import InputError
+
+NO_HEAD = "none"
+DEFAULT_TEMPERATURE = 0.2
+WEIGHTS_KINDS = "imagenet, none, a .keras encoder, an adapter's encoder.json or .h5 backbone weights"
+
+
+def parse_head(spec: str) -> tuple[int, ...]:
+    """``"mlp:512,128"`` → ``(512, 128)``; ``"none"`` → ``()``. A one-line error for anything else."""
+    text = str(spec).strip().lower()
+    if text == NO_HEAD:
+        return ()
+    kind, _, widths = text.partition(":")
+    try:
+        units = tuple(int(w) for w in widths.split(",") if w.strip())
+    except ValueError:
+        units = ()
+    if kind != "mlp" or not units or any(u < 1 or u > 65536 for u in units):
+        raise InputError(f"--head {spec!r}: expected 'none' or 'mlp:' followed by layer widths, e.g. mlp:512,128")
+    return units
+
+
+def check_temperature(temperature: Any) -> float:
+    """A finite temperature > 0, or a one-line error."""
+    if isinstance(temperature, bool) or not isinstance(temperature, Real) or not math.isfinite(temperature) \
+            or temperature <= 0:
+        raise InputError(f"NT-Xent: temperature {temperature!r} is not a finite number > 0")
+    return float(temperature)
