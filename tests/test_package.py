@@ -148,7 +148,8 @@ def test_a_pretraining_option_error_is_found_before_tensorflow_loads(tmp_path):
     assert "EXIT 2" in run.stdout and "HEAVY []" in run.stdout, run.stdout + run.stderr[-1500:]
     assert "--head 'banana'" in run.stderr
     for module in ("hemoembed.model.pretrain", "hemoembed.model.pretrain_config", "hemoembed.data.augment_config"):
-        light = _fresh(f"import sys, {module}\nprint('HEAVY', [m for m in ('tensorflow', 'keras') if m in sys.modules])")
+        light = _fresh(f"import sys, {module}\nprint('HEAVY', [m for m in ('tensorflow', 'keras') "
+                       "if m in sys.modules])")
         assert "HEAVY []" in light.stdout, (module, light.stderr[-1500:])
 
 
