@@ -128,26 +128,44 @@ def test_keras_loaded_after_import_hemoembed_has_its_objects_and_tensorflow_stay
     assert run.stderr.strip() == "", run.stderr[-800:]
 
 
-def test_a_pretraining_option_error_is_found_before_tensorflow_loads(tmp_path):
-    """A typo in an option is a one-line error at once, not after TensorFlow's seconds of import: the
-    configuration (presets, augmentation, head, loss options) is resolved without Keras."""
+# (command words after the images folder {cells}; words expected in the error) — each needs no model to refuse
+BEFORE_TENSORFLOW = [
+    (["pretrain", "{cells}", "--out", "{tmp}/run", "--head", "banana"], "--head 'banana'"),
+    (["pretrain", "{cells}", "--out", "{tmp}/run", "--crop-scale", "2,3"], "crop scale"),
+    (["pretrain", "{cells}", "--out", "{cells}"], "is the input folder"),
+    (["embed", "{tmp}/enc.keras", "{cells}", "--store", "{tmp}/labels.csv"], "exists and is not a folder"),
+    (["embed", "{tmp}/enc.keras", "{cells}", "--store", "{tmp}/store", "--metadata", "ward"], "no column 'ward'"),
+    (["embed", "{tmp}/enc.keras", "{cells}", "--store", "{tmp}"], "contains the input folder"),
+]
+
+
+@pytest.mark.parametrize("words,expected", BEFORE_TENSORFLOW,
+                         ids=[" ".join(w[:1] + w[-2:]) for w, _ in BEFORE_TENSORFLOW])
+def test_an_option_error_is_found_before_tensorflow_loads(tmp_path, words, expected):
+    """A typo in an option is a one-line error at once, not after TensorFlow's seconds of import: pretraining
+    configurations (presets, augmentation, head, loss) and embedding targets are checked without Keras."""
     from PIL import Image
 
-    Image.new("RGB", (40, 40), (200, 120, 160)).save(tmp_path / "cell.png")
+    (tmp_path / "cells").mkdir()
+    Image.new("RGB", (40, 40), (200, 120, 160)).save(tmp_path / "cells" / "cell.png")
+    (tmp_path / "labels.csv").write_text("path,label\ncell.png,a\n")
+    argv = [w.format(cells=tmp_path / "cells", tmp=tmp_path) for w in words]
     code = ("import sys\n"
             "from hemoembed.cli import main\n"
-            f"sys.argv = ['hemoembed', 'pretrain', {str(tmp_path)!r}, '--out', {str(tmp_path / 'run')!r}, "
-            "'--head', 'banana']\n"
+            f"sys.argv = ['hemoembed', *{argv!r}]\n"
             "try:\n"
             "    main()\n"
             "except SystemExit as stop:\n"
             "    print('EXIT', stop.code)\n"
-            "heavy = [m for m in ('tensorflow', 'keras', 'sklearn') if m in sys.modules]\n"
-            "print('HEAVY', heavy)\n")
+            "print('HEAVY', [m for m in ('tensorflow', 'keras', 'sklearn') if m in sys.modules])\n")
     run = _fresh(code)
     assert "EXIT 2" in run.stdout and "HEAVY []" in run.stdout, run.stdout + run.stderr[-1500:]
-    assert "--head 'banana'" in run.stderr
-    for module in ("hemoembed.model.pretrain", "hemoembed.model.pretrain_config", "hemoembed.data.augment_config"):
+    assert expected in run.stderr and run.stderr.count("\n") == 1, run.stderr
+
+
+def test_configuration_modules_load_no_tensorflow():
+    for module in ("hemoembed.model.pretrain", "hemoembed.model.pretrain_config", "hemoembed.data.augment_config",
+                   "hemoembed.store.build"):
         light = _fresh(f"import sys, {module}\nprint('HEAVY', [m for m in ('tensorflow', 'keras') "
                        "if m in sys.modules])")
         assert "HEAVY []" in light.stdout, (module, light.stderr[-1500:])

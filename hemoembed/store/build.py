@@ -30,13 +30,16 @@ def build(encoder: str | os.PathLike | Any, images: Manifest | str | os.PathLike
     ``dtype``: ``float16`` or ``float32`` storage for a new store; ``strategy``: ``one`` device,
     ``mirrored`` (every local GPU, or every logical CPU) or ``auto``."""
     from ..data.manifest import load_manifest
-    from ..model.distribute import make_strategy
-    from ..model.encoder import load_encoder
-    from .embed import parse_shard
+    from .embed import check_embed_target, parse_shard
 
     shard = parse_shard(shard) if isinstance(shard, str) else shard
 
     manifest = images if isinstance(images, Manifest) else load_manifest(images, image_root)
+    check_embed_target(manifest, store, overwrite=overwrite, batch_size=batch_size, part_size=part_size,
+                       metadata=metadata, shard=shard, dtype=dtype)  # before the encoder loads: errors at once
+    from ..model.distribute import make_strategy
+    from ..model.encoder import load_encoder
+
     model, name = (load_encoder(encoder)[0], str(encoder)) if isinstance(encoder, (str, os.PathLike)) else (encoder, "")
     columns = default_metadata_columns(manifest) if metadata is None else list(metadata)
     distribute = make_strategy(strategy) if strategy != "one" else None

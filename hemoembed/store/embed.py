@@ -267,16 +267,10 @@ def embed_to_store(model, manifest: Manifest, directory: str | Path, *, overwrit
     strategy for inference. See the module docstring for what is guaranteed."""
     from ..model.encoder import fingerprint, preprocessing_record
 
+    manifest, metadata = check_embed_target(manifest, directory, overwrite=overwrite, batch_size=batch_size,
+                                            part_size=part_size, metadata=metadata, shard=shard, dtype=dtype)
     record, fp, dim = preprocessing_record(model), fingerprint(model), int(model.output_shape[-1])
-    metadata = _checked_options(manifest, batch_size, part_size, metadata)
-    if shard is not None:
-        if overwrite:
-            raise InputError("--overwrite with --shard would delete the other shards' work: rebuild the store "
-                             "without --shard, or clear it first")
-        manifest = manifest.subset(shard_rows(manifest.paths, shard))
     directory = Path(directory)
-    ensure_apart(directory, manifest, "--store")
-    _refuse_foreign_folder(directory, overwrite)
     created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
     try:
@@ -297,6 +291,27 @@ def embed_to_store(model, manifest: Manifest, directory: str | Path, *, overwrit
             shutil.rmtree(directory, ignore_errors=True)
         raise
     return store, result
+
+
+def check_embed_target(manifest: Manifest, directory: str | Path, *, overwrite: bool = False, batch_size: int = 64,
+                       part_size: int = 2048, metadata: Sequence[str] | None = None,
+                       shard: tuple[int, int] | None = None, dtype: str | None = None) -> tuple[Manifest, list[str]]:
+    """Everything :func:`embed_to_store` refuses without the model: sizes, metadata columns, a shard with
+    ``overwrite``, a store folder that is the input or not a store, and an existing store's format or storage
+    type. Returns this writer's share of the images and the metadata columns. Run before an encoder loads, so
+    a wrong option is an error at once instead of after TensorFlow's start-up."""
+    metadata = _checked_options(manifest, batch_size, part_size, metadata)
+    if shard is not None:
+        if overwrite:
+            raise InputError("--overwrite with --shard would delete the other shards' work: rebuild the store "
+                             "without --shard, or clear it first")
+        manifest = manifest.subset(shard_rows(manifest.paths, shard))
+    directory = Path(directory)
+    ensure_apart(directory, manifest, "--store")
+    _refuse_foreign_folder(directory, overwrite)
+    if not overwrite and (directory / STORE_FILE).is_file():
+        EmbeddingStore.open(directory).check_dtype(dtype)  # a damaged or future-format store is refused here
+    return manifest, metadata
 
 
 def clear_store_folder(directory: Path) -> None:

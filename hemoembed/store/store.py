@@ -111,10 +111,14 @@ class EmbeddingStore(StoreReader):
                     raise  # not "created by a concurrent writer just now": a real error
         store = cls.open(directory)
         store.check_encoder(fingerprint, record, dim)
-        if dtype is not None and dtype != store.dtype:
-            raise MismatchError(f"{directory}: store embeddings are {store.dtype}, not {dtype} "
-                                "(drop the dtype option to append, or use a new store)")
+        store.check_dtype(dtype)
         return store
+
+    def check_dtype(self, dtype: str | None) -> None:
+        """Refuse appending ``dtype`` embeddings to a store kept in another type (None: any)."""
+        if dtype is not None and dtype != self.dtype:
+            raise MismatchError(f"{self.directory}: store embeddings are {self.dtype}, not {dtype} "
+                                "(drop the dtype option to append, or use a new store)")
 
     def check_encoder(self, fingerprint: str, record: PreprocessingRecord | None = None,
                       dim: int | None = None) -> None:
