@@ -40,7 +40,7 @@ import numpy as np
 
 # Settings that have no option of their own go in a config file: OUT/NAME.json, named "{NAME}" in a row.
 CONFIG_FILES = {"paper_translation": {"augment": {"translation": 0.09}}, "record_v1": {"record_version": 1},
-                "no_dropout": {"dropout": 0.0}}
+                "no_dropout": {"dropout": 0.0}, "dropout0.4": {"dropout": 0.4}, "dropout0.5": {"dropout": 0.5}}
 BASE = ["--weights", "none", "--image-size", "64", "--epochs", "4", "--cache", "--val-fraction", "0.05"]
 # The "today's scratch preset" row, spelled out so later preset changes do not move it.
 OLD_SCRATCH = ["--loss", "semihard", "--head", "none", "--batch-size", "100", "--lr", "1e-3", "--warmup-epochs", "1",
@@ -88,6 +88,8 @@ ROWS: dict[str, list[str]] = {
     "cand_dropout0": _with(CANDIDATE, config="{no_dropout}"),  # no dropout on the pooled 1280-d features
     "cand_droppath0": _with(CANDIDATE, drop_path="0"),  # no stochastic depth in the backbone
     "cand_noreg": _with(CANDIDATE, drop_path="0", config="{no_dropout}"),  # neither
+    "cand_dropout0.4": _with(CANDIDATE, config="{dropout0.4}"),  # more dropout on the pooled features (default 0.2)
+    "cand_dropout0.5": _with(CANDIDATE, config="{dropout0.5}"),
     "cand_warmup_cosine": _with(CANDIDATE, lr_decay="cosine", warmup_epochs="1"),
     "cand_cos_nowarm": _with(CANDIDATE, lr_decay="cosine"),
     "cand_cooldown0.25": _with(CANDIDATE, cooldown="0.25"),  # constant, then linear to 0 over the last epoch
