@@ -1,21 +1,17 @@
-"""The demo's pretraining recipe learns: ``scripts/demo.sh``'s step 2 (pretrain on the site-0 synthetic cells
-with ``scripts/demo_pretrain.json``, then ``hemoembed probe``) must beat an untrained encoder and raw pixels.
+"""The demo runs the recipe that was measured: ``scripts/demo.sh``'s step 2 (pretrain on the site-0 synthetic
+cells with ``scripts/demo_pretrain.json``, then ``hemoembed probe``).
 
-The recipe was checked over seeds 0-2 (benchmarks/RESULTS.md, "The demo's recipe"): the encoder beat the
-untrained encoder by 0.168-0.204 and raw pixels by 0.024-0.060 in accuracy. The margins asserted here sit
-below the worst seed; the old demo recipe (4 epochs) fails both (+0.036 and -0.108)."""
+That the recipe beats an untrained encoder and raw pixels is a benchmark, ``benchmarks/demo_recipe.py --check``
+(seeds 0-2 beat the untrained encoder by 0.168-0.204 and raw pixels by 0.024-0.060 in accuracy; benchmarks/
+RESULTS.md, "The demo's recipe"; the old 4-epoch recipe fails both), not a test: one seed's 40 epochs are 4-5
+CPU minutes, and CI has 30 minutes for everything. ``make demo`` prints the same comparison every time."""
 from __future__ import annotations
 
+import importlib.util
 import shlex
 from pathlib import Path
 
-import pytest
-
-from hemoembed.data.manifest import load_manifest
-from hemoembed.data.synthetic import make_synthetic_dataset
-from hemoembed.model.pretrain import pretrain, resolve_config
-from hemoembed.model.pretrain_config import load_run_config
-from hemoembed.tasks.probe import ENCODER, PIXELS, RANDOM, ProbeConfig, run
+from hemoembed.model.pretrain import resolve_config
 
 ROOT = Path(__file__).parents[2]
 RECIPE = ROOT / "scripts" / "demo_pretrain.json"
@@ -43,14 +39,16 @@ def test_the_demo_runs_the_tested_recipe_on_the_tested_cells():
     assert config.keep_checkpoints == 0  # a finished demo run keeps no ~80 MB checkpoint (README, "make demo")
 
 
-@pytest.mark.slow  # the demo's whole pretraining and probe: about 4-5 CPU minutes
-def test_the_demo_recipe_beats_an_untrained_encoder_and_raw_pixels(tmp_path):
-    manifest = make_synthetic_dataset(tmp_path / "cells", sites=1, **CELLS)
-    run_dir = tmp_path / "pretrain"
-    pretrain(load_manifest(manifest), run_dir, resolve_config(config_file=RECIPE), log=lambda _: None)
-    assert load_run_config(run_dir).epochs == resolve_config(config_file=RECIPE).epochs  # the typed config saved
-
-    summary = run(ProbeConfig(encoder=str(run_dir / "encoder.keras"), images=str(manifest)))
-    accuracy = {name: row["accuracy_mean"] for name, row in summary["scores"].items()}
-    assert accuracy[ENCODER] >= accuracy[RANDOM] + 0.10, accuracy
-    assert accuracy[ENCODER] > accuracy[PIXELS], accuracy
+def test_the_recipe_check_names_each_seed_that_misses_a_margin():
+    """``benchmarks/demo_recipe.py --check`` holds the demo's claim (a seed is 4-5 CPU minutes: too long for CI)."""
+    spec = importlib.util.spec_from_file_location("demo_recipe", ROOT / "benchmarks" / "demo_recipe.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    seeds = [{"seed": 0, "encoder": 0.900, "random encoder": 0.732, "raw pixels": 0.876},  # seed 0 of the recipe
+             {"seed": 1, "encoder": 0.768, "random encoder": 0.732, "raw pixels": 0.876}]  # the old 4-epoch demo
+    assert bench.failures(seeds[:1]) == []
+    missed = bench.failures(seeds)
+    assert len(missed) == 2 and all(m.startswith("seed 1:") for m in missed), missed
+    assert "untrained" in missed[0] and "raw pixels" in missed[1]
+    words = bench.DEMO_DATA  # the benchmark's cells are the demo's
+    assert all(words[words.index("--" + k.replace("_", "-")) + 1] == str(v) for k, v in CELLS.items())
