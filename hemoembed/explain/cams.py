@@ -72,11 +72,12 @@ def run_gradcam(config: GradcamRun, out: str | os.PathLike, *, column: str | Non
     import numpy as np
 
     from ..config import save_config
-    from ..data.preprocess import load_inputs
+    from ..data.preprocess import load_inputs, refuse_unusable
     from ..tasks.svm import column_folder, read_meta
 
     config.check()
     images, against = config.images, config.against
+    refuse_unusable([*against, *images])  # in the order they are read below
     folder = column_folder(config.model, column) if config.model else None
     if folder is not None:
         read_meta(folder)  # a damaged model.json is refused before TensorFlow loads

@@ -21,8 +21,8 @@ TF, SK = ("tensorflow", "keras"), ("tensorflow", "keras", "sklearn")
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
-    """A store (4-d embeddings, no encoder behind it), an SVM folder of another store (model.json only), a
-    model.json that is a list, class folders of images, a text file named .png and a placeholder encoder:
+    """A store (4-d embeddings, no encoder behind it), SVM folders of it and of another store (model.json
+    only), a model.json that is a list, class folders of images, a text file named .png and a placeholder encoder:
     everything a row needs to fail, built without TensorFlow or scikit-learn."""
     from hemoembed.data.preprocess import PreprocessingRecord
     from hemoembed.store.store import EmbeddingStore, make_part_table
@@ -40,6 +40,8 @@ def world(tmp_path_factory) -> Path:
             "calibration_folds": 5, "random_state": 0, "dim": 4, "store_fingerprint": OTHER_FP}
     (root / "svm").mkdir()
     (root / "svm" / "model.json").write_text(json.dumps(meta))
+    (root / "svm_ok").mkdir()
+    (root / "svm_ok" / "model.json").write_text(json.dumps({**meta, "store_fingerprint": STORE_FP}))
     (root / "svm_list").mkdir()
     (root / "svm_list" / "model.json").write_text("[]")
     (root / "text.png").write_text("not an image")
@@ -59,6 +61,11 @@ ROWS = [
      "was trained on store fingerprint", SK),
     ("serve: model.json a list", ["serve", "--store", "{w}/store", "--model", "{w}/svm_list", "--data", "{out}"],
      "model.json", SK),
+    ("serve: missing map", ["serve", "--store", "{w}/store", "--model", "{w}/svm_ok", "--labels", "{w}/cells",
+                            "--map", "{w}/nope", "--data", "{out}"], "not a t-SNE map", (*SK, "openTSNE")),
+    ("tsne: missing map", ["tsne", "--map", "{w}/nope", "--query", "{w}/store", "--out", "{out}"], "not a t-SNE map",
+     (*SK, "openTSNE")),
+    ("tsne: --n-jobs 0", ["tsne", "{w}/store", "--n-jobs", "0", "--out", "{out}"], "--n-jobs 0", (*SK, "openTSNE")),
     ("predict: missing model", ["predict", "{w}/nope", "--store", "{w}/store", "--out", "{out}.csv"],
      "no saved SVM here", SK),
     ("predict: model of another store", ["predict", "{w}/svm", "--store", "{w}/store", "--out", "{out}.csv"],
@@ -83,6 +90,8 @@ ROWS = [
      "labels_other.csv", SK),
     ("gradcam: missing encoder", ["gradcam", "{w}/nope.keras", "{w}/cells/a/0.png", "--against", "{w}/cells/b/1.png",
                                   "--out", "{out}"], "encoder file not found", SK),
+    ("gradcam: text image", ["gradcam", "{w}/enc.keras", "{w}/text.png", "--against", "{w}/cells/b/1.png", "--out",
+                             "{out}"], "text.png: not an image", SK),
     ("gradcam: damaged model", ["gradcam", "{w}/enc.keras", "{w}/cells/a/0.png", "--model", "{w}/svm_list",
                                 "--class", "a", "--out", "{out}"], "model.json", SK),
 ]
