@@ -21,7 +21,7 @@ ALLOWED = {
     "app": {"data", "model", "store", "tasks", "explain", "app"},
     "cli": {"data", "model", "store", "tasks", "explain", "app", "cli"},
 }
-SHARED = {"config", "errors", "plotting", "progress", "_version", "_quiet"}
+SHARED = {"config", "errors", "lazy", "plotting", "progress", "_version", "_quiet"}
 
 
 def _modules() -> list[tuple[str, Path]]:

@@ -63,8 +63,8 @@ def open_reference(store_dir: Path, svm_dir: Path, map_dir: Path | None = None, 
     if len(store) == 0:
         raise lib.InputError(f"{store_dir}: the reference store is empty")
     folder = lib.column_folder(svm_dir, column)
-    lib.load_svm(folder, store.fingerprint, where=f"store {store_dir}")  # refuses another encoder's model
     meta = lib.read_meta(folder)
+    lib.check_fingerprint(meta, store.fingerprint, f"store {store_dir}")  # refuses another encoder's model
     column = meta["column"]
     label_sources, key = _label_sources(folder, labels)
     data = lib.load_labelled(store, [str(p) for p in label_sources], key, [column])
@@ -79,6 +79,7 @@ def open_reference(store_dir: Path, svm_dir: Path, map_dir: Path | None = None, 
                              f"SVM {folder} does not know ({', '.join(meta['classes'])})")
     row_labels = [known.get(p, "") for p in store.paths]
     tsne_map, map_rows = _open_map(map_dir, store, store_dir) if map_dir is not None else (None, None)
+    lib.load_svm(folder, store.fingerprint, where=f"store {store_dir}")  # a damaged model.skops, once the rest holds
     root = Path(image_root) if image_root is not None else lib.store_image_root(store_dir)
     return Reference(store, Path(store_dir), root, folder, meta, column, known, row_labels, tsne_map, map_rows)
 

@@ -9,7 +9,6 @@ getting a one-sentence ``error`` while the others succeed. With a token every ``
 from __future__ import annotations
 
 import hmac
-import ipaddress
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,6 +26,7 @@ from pydantic import BaseModel, Field
 from .._version import __version__
 from . import lib
 from .engine import CellNotFound
+from .hosts import is_loopback
 from .report import export_csv, summary
 from .uploads import RequestTooLarge, too_large, upload_files
 
@@ -36,7 +36,6 @@ UI_HEADERS = {
                                "style-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
 }
-LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "testserver")
 PLACES = {"path": "path parameter", "query": "query parameter", "header": "header", "cookie": "cookie",
           "body": "body field"}
 SQLITE_MAX = 2**63 - 1  # ids are SQLite integers: a larger one from a client is a 422, not an OverflowError
@@ -62,15 +61,6 @@ class ErrorDetail(BaseModel):
     """Every error's body: one line saying what was wrong and where."""
 
     detail: str
-
-
-def is_loopback(host: str) -> bool:
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def create_app(engine, token: str | None = None, loopback_only: bool = True, predict_timeout: float = 600.0):

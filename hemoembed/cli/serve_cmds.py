@@ -61,7 +61,7 @@ def serve(store_dir: Path, model_dir: Path, map_dir: Path | None, data_dir: Path
         token = secrets.token_urlsafe(24)
     if token is not None and len(token) < 16:
         raise InputError("--token: use at least 16 characters (or --generate-token)")
-    from ..app.server import is_loopback
+    from ..app.hosts import is_loopback
 
     if not is_loopback(host) and token is None:
         raise InputError(f"--host {host} is reachable from other machines: add --token TOKEN or --generate-token")
@@ -69,13 +69,15 @@ def serve(store_dir: Path, model_dir: Path, map_dir: Path | None, data_dir: Path
             or retrain_cv < 0):
         raise InputError("-k must be 1..100; --max-file-mb, --max-pixels (≥ 256), --max-files, --max-request-mb "
                          "must be positive; --retrain-cv ≥ 0")
-    from ..app.engine import Engine
-    from ..app.intake import Limits
     from ..app.reference import load_store_encoder, open_reference
-    from ..app.server import create_app
 
+    # store, model, labels and map are checked before the encoder (TensorFlow) and the server load
     reference = open_reference(store_dir, model_dir, map_dir, column=column, labels=labels, image_root=image_root)
     model, record, encoder_path = load_store_encoder(reference, encoder)
+    from ..app.engine import Engine
+    from ..app.intake import Limits
+    from ..app.server import create_app
+
     limits = Limits(int(max_file_mb * 2**20), max_pixels, max_files, int(max_request_mb * 2**20))
     engine = Engine(reference, model, record, data_dir, limits=limits, k=k, retrain_cv=retrain_cv)
     app = create_app(engine, token=token, loopback_only=is_loopback(host))

@@ -24,9 +24,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from ..errors import InputError
+
+if TYPE_CHECKING:
+    from .imageio import ImageInfo
 
 ColourMode = Literal["grayworld", "none"]
 RECORD_VERSION = 2  # what new encoders get
@@ -188,7 +191,21 @@ def load_inputs(paths: Sequence[str | os.PathLike], record: PreprocessingRecord,
             seen.extend(indices.numpy().tolist())
     if len(seen) != len(paths):
         bad = paths[min(set(range(len(paths))) - set(seen))]
-        info = probe(bad)
-        raise InputError(f"{bad}: {info.error if not info.ok else 'cannot decode image'} "
-                         "(check the images with hemoembed check)")
+        raise _undecodable(bad, probe(bad))
     return np.concatenate(chunks)
+
+
+def refuse_unusable(paths: Sequence[str | os.PathLike]) -> None:
+    """:func:`load_inputs`' error for the first file whose header already shows it unusable (not an image, a
+    decompression bomb, too small), raised before TensorFlow loads to decode the others."""
+    from .imageio import probe
+
+    for path in map(str, paths):
+        info = probe(path)
+        if not info.ok:
+            raise _undecodable(path, info)
+
+
+def _undecodable(path: str, info: ImageInfo) -> InputError:
+    return InputError(f"{path}: {info.error if not info.ok else 'cannot decode image'} "
+                      "(check the images with hemoembed check)")

@@ -27,7 +27,9 @@ class GradcamRun:
 
     def check(self) -> None:
         """Refuse a run that is neither pairs/triplets (``against``) nor a class (``model`` + ``class_name``),
-        and image files that do not exist."""
+        and an encoder or image files that do not exist (before TensorFlow loads)."""
+        from ..model.options import encoder_file
+
         if bool(self.against) == bool(self.model) or bool(self.model) != bool(self.class_name):
             raise InputError("give either --against IMAGE (1 or 2 times) or --model SVM_DIR --class X")
         if len(self.against) > 2:
@@ -35,6 +37,7 @@ class GradcamRun:
         for path in (*self.images, *self.against):
             if not Path(path).is_file():
                 raise InputError(f"{path}: image file not found")
+        encoder_file(self.encoder)
 
 
 
@@ -69,13 +72,18 @@ def run_gradcam(config: GradcamRun, out: str | os.PathLike, *, column: str | Non
     import numpy as np
 
     from ..config import save_config
-    from ..data.preprocess import load_inputs
-    from ..model.encoder import fingerprint, load_encoder
-    from ..tasks.svm import column_folder
-    from . import gradcam as gc
+    from ..data.preprocess import load_inputs, refuse_unusable
+    from ..tasks.svm import column_folder, read_meta
 
     config.check()
     images, against = config.images, config.against
+    refuse_unusable([*against, *images])  # in the order they are read below
+    folder = column_folder(config.model, column) if config.model else None
+    if folder is not None:
+        read_meta(folder)  # a damaged model.json is refused before TensorFlow loads
+    from ..model.encoder import fingerprint, load_encoder
+    from . import gradcam as gc
+
     model, record = load_encoder(config.encoder)
     raw_record = dataclasses.replace(record, colour="none")
 
@@ -86,7 +94,7 @@ def run_gradcam(config: GradcamRun, out: str | os.PathLike, *, column: str | Non
     results = []
     with stage(progress, len(images), "GradCAM++") as advance:
         if config.model:
-            decision = gc.LinearDecision.from_svm(column_folder(config.model, column), fingerprint(model))
+            decision = gc.LinearDecision.from_svm(folder, fingerprint(model))
             for image in images:
                 inputs = load_inputs([image], record)
                 result = gc.explain_class(model, inputs, decision, config.class_name)

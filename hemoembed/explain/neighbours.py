@@ -71,8 +71,7 @@ def _stored_queries(store, stored_paths: Sequence[str]):
 
 def _image_queries(store, encoder: str | os.PathLike | None, images: Sequence[str | os.PathLike]):
     from ..data.imageio import probe
-    from ..model.encoder import fingerprint, load_encoder
-    from ..store.embed import embed_images
+    from ..model.options import encoder_file
 
     if encoder is None:
         raise InputError("--image needs --encoder ENC (the encoder that built the store)")
@@ -80,6 +79,10 @@ def _image_queries(store, encoder: str | os.PathLike | None, images: Sequence[st
         info = probe(image)
         if not info.ok:
             raise InputError(f"{image}: {info.error}")
+    encoder_file(encoder)
+    from ..model.encoder import fingerprint, load_encoder  # TensorFlow: only once the query images are usable
+    from ..store.embed import embed_images
+
     model, record = load_encoder(encoder)
     store.check_encoder(fingerprint(model), record)
     vectors, ok = embed_images(model, record, [str(p) for p in images], batch_size=32)

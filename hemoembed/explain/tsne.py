@@ -15,6 +15,8 @@ The saved map is plain arrays (``map.npz``: reference features after PCA, 2-d co
 components, keys) plus ``map.json`` (settings, source encoder, sha256 of the arrays). No pickle is
 involved: :meth:`TsneMap.transform` rebuilds openTSNE's embedding object from these arrays and places new
 points with ``TSNEEmbedding.transform`` (each new point optimised against the fixed reference only).
+openTSNE and scikit-learn load only to fit or place (:mod:`.affinities`): reading a map, or refusing a
+missing one, does not wait for them.
 """
 from __future__ import annotations
 
@@ -27,11 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from openTSNE import TSNE, TSNEEmbedding
-from openTSNE.affinity import PerplexityBasedNN
-from openTSNE.nearest_neighbors import Sklearn
-from scipy import sparse
-from sklearn.neighbors import NearestNeighbors
 
 from ..config import atomic_write_bytes, atomic_write_text, from_dict, to_dict
 from ..errors import InputError, MismatchError
@@ -116,7 +113,11 @@ class TsneMap:
         config.validate(len(vectors))
         mean, components = _fit_pca(vectors, config.pca_dims, config.seed)
         features = _project(vectors, mean, components)
-        affinities = _affinities(features, config)
+        from openTSNE import TSNE
+
+        from .affinities import exact_affinities
+
+        affinities = exact_affinities(features, config)
         step = 50
         callback = (lambda iteration, error, embedding: progress(step)) if progress else None
         tsne = TSNE(n_components=2, perplexity=config.perplexity, metric=config.metric,
@@ -151,7 +152,11 @@ class TsneMap:
     def place(self, features: np.ndarray, n_iter: int = 250, block_rows: int = BLOCK_ROWS) -> np.ndarray:
         """:meth:`transform` of points already in the map's feature space (:meth:`project`, which a store's
         rows can go through one part at a time)."""
-        reference = TSNEEmbedding(self.coords.copy(), _QueryAffinities(self.features, self.config),
+        from openTSNE import TSNEEmbedding
+
+        from .affinities import QueryAffinities
+
+        reference = TSNEEmbedding(self.coords.copy(), QueryAffinities(self.features, self.config),
                                   **self.config.gradient_options, random_state=self.config.seed,
                                   n_jobs=self.config.n_jobs)
         placed = [reference.transform(features[start:start + block_rows],
@@ -220,23 +225,3 @@ def _project(vectors: np.ndarray, mean: np.ndarray | None, components: np.ndarra
     if components is None:
         return np.ascontiguousarray(vectors, dtype=np.float32)
     return np.ascontiguousarray((vectors - mean) @ components.T, dtype=np.float32)
-
-
-def _affinities(features: np.ndarray, config: TsneConfig) -> PerplexityBasedNN:
-    """Perplexity affinities on exact neighbours (the same exact index a reloaded map queries)."""
-    return PerplexityBasedNN(features, perplexity=config.perplexity, method="exact", metric=config.metric,
-                             n_jobs=config.n_jobs, random_state=config.seed)
-
-
-class _QueryAffinities(PerplexityBasedNN):
-    """Affinities that can only place new points (``to_new``) on a reloaded map: ``transform`` never reads
-    the reference P, so it is left empty and no all-pairs neighbour search runs on loading."""
-
-    def __init__(self, features: np.ndarray, config: TsneConfig) -> None:  # deliberately no super().__init__
-        index = Sklearn(features, k=min(len(features) - 1, int(3 * config.perplexity)), metric=config.metric,
-                        n_jobs=config.n_jobs)
-        index.index = NearestNeighbors(metric=config.metric, n_jobs=config.n_jobs).fit(features)
-        self.knn_index = index
-        self.P = sparse.csr_matrix((len(features), len(features)))
-        self.perplexity = self.effective_perplexity_ = config.perplexity
-        self.symmetrize, self.n_jobs, self.verbose, self.knn_kwargs = True, config.n_jobs, False, None

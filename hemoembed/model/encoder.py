@@ -17,7 +17,7 @@ import numpy as np
 from ..data.preprocess import PreprocessingRecord
 from ..errors import InputError, MismatchError
 from .layers import L2Normalize, PreprocessingSpec
-from .options import WEIGHTS_KINDS
+from .options import WEIGHTS_KINDS, encoder_file
 
 EMBEDDING_DIM = 1280
 SPEC_LAYER = "hemoembed_preprocessing"
@@ -239,9 +239,7 @@ def save_encoder(model: keras.Model, path: str | os.PathLike) -> str:
 def load_encoder(path: str | os.PathLike) -> tuple[keras.Model, PreprocessingRecord]:
     """Load an encoder in Keras safe mode; returns the model and its preprocessing record. A ``.json`` path
     is an adapter's encoder reference (:mod:`hemoembed.model.adapted`), rebuilt from its source encoder."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: encoder file not found")
+    path = encoder_file(path)
     if path.suffix.lower() == ".json":
         from .adapted import load_encoder_reference
 

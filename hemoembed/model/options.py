@@ -1,13 +1,16 @@
 """Option values of the encoder, its head and its loss, checked without loading Keras.
 
-A typo in ``--head`` or ``--temperature`` is an input error a user should see at once: these checks run
-while the configuration is resolved, before TensorFlow (several seconds to import) is loaded. The Keras
+A typo in ``--head`` or ``--temperature``, or an encoder file that is not there, is an input error a user
+should see at once: these checks run while the configuration is resolved, before TensorFlow (several
+seconds to import) is loaded. The Keras
 modules that use the values (:mod:`.heads`, :mod:`.contrastive`, :mod:`.encoder`) import them from here.
 """
 from __future__ import annotations
 
 import math
+import os
 from numbers import Real
+from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
@@ -38,3 +41,12 @@ def check_temperature(temperature: Any) -> float:
             or temperature <= 0:
         raise InputError(f"NT-Xent: temperature {temperature!r} is not a finite number > 0")
     return float(temperature)
+
+
+def encoder_file(path: str | os.PathLike) -> Path:
+    """``path`` as a :class:`~pathlib.Path` if it is a file (an encoder .keras or reference .json), else a
+    one-line error, so a command refuses a mistyped encoder before loading TensorFlow to read it."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: encoder file not found")
+    return path

@@ -3,7 +3,7 @@ target site's images with labels mapped to source class names, and labelled sour
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -13,10 +13,12 @@ from ...errors import InputError
 from ...progress import ProgressFactory, stage
 from ..common.labels import manifest_labels
 from ..common.sampling import per_class_sample
-from .adapter import SiteExperiment
 from .site import match_classes, read_class_map, resolve_source, source_reference, usable_classes
 
 # name → (mode, colour transform, source pretraining, source support); "no_adaptation" is the source SVM
+if TYPE_CHECKING:
+    from .adapter import SiteExperiment
+
 CONDITIONS: dict[str, tuple[str, bool, bool, bool]] = {
     "scratch": ("finetune", True, False, False),
     "no_adaptation": ("source", False, True, False),
@@ -81,13 +83,11 @@ class Prepared:
 
 
 def prepare(config: AdaptConfig, progress: ProgressFactory | None = None) -> Prepared:
-    """Load source encoder, colour reference, target images and labels, and source support embeddings."""
+    """Load source encoder, colour reference, target images and labels, and source support embeddings (the
+    files, labels and classes are checked first: TensorFlow loads with the encoder, once they hold)."""
     from ...data.manifest import load_manifest
-    from ...model.encoder import load_encoder
-    from ...store.embed import embed_images
 
     encoder_path, run_dir = resolve_source(config.source)
-    source, record = load_encoder(encoder_path)
     target = load_manifest(config.target, config.image_root or None)
     raw = manifest_labels(target, config.labels, config.label_column)
     src = load_manifest(config.source_images) if config.source_images else None
@@ -99,10 +99,15 @@ def prepare(config: AdaptConfig, progress: ProgressFactory | None = None) -> Pre
     if len({mapped[i] for i in rows}) < 2:
         raise InputError(f"{config.target}: fewer than 2 target classes with ≥ 3 labelled images after class mapping "
                          f"(target-only classes: {missing['target_only']}, too small: {too_small})")
-    target = target.subset(rows)
-    mapped = [mapped[i] for i in rows]
     need_ref = config.colour_transform or config.ablation
     reference, origin = source_reference(run_dir, src, seed=config.seed) if need_ref else (None, "")
+    from ...model.encoder import load_encoder
+    from ...store.embed import embed_images
+    from .adapter import SiteExperiment
+
+    source, record = load_encoder(encoder_path)
+    target = target.subset(rows)
+    mapped = [mapped[i] for i in rows]
     new_record = record.without_colour()
     with stage(progress, len(target), "reading target") as advance:
         images = load_inputs(target.absolute(), new_record, config.embed_batch_size)

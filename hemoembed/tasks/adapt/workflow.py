@@ -49,7 +49,6 @@ def run(config: AdaptConfig, out_dir: str | os.PathLike,
     from ...store.embed import EmbedConfig, run_embed
     from ...store.store import EmbeddingStore
     from ..common.metrics import top_two
-    from ..svm.estimator import EmbeddingSVM
 
     out = Path(out_dir)
     if config.save_encoder not in SAVE_ENCODER:
@@ -86,6 +85,8 @@ def run(config: AdaptConfig, out_dir: str | os.PathLike,
                                  image_root=str(prep.manifest.root), batch_size=config.embed_batch_size))
     svm = outcome.svm
     if svm is None:  # head / finetune: an SVM on the adapted embeddings of the shots, so `predict` works
+        from ..svm.estimator import EmbeddingSVM
+
         row = {p: i for i, p in enumerate(store.paths)}
         X = store.embeddings()[[row[keys[i]] for i in shots]]
         svm = EmbeddingSVM(random_state=config.seed).fit(X, labels[shots])

@@ -47,21 +47,24 @@ def run(config: ProbeConfig, out: str | os.PathLike | None = None, *, manifest: 
     """Score the encoder, a random encoder (same architecture and preprocessing, seeded), raw pixels and
     chance; with ``out`` write ``probe.json`` and ``probe_config.json``. Returns the summary. ``manifest``:
     the images already loaded (else ``config.images``)."""
-    import keras
-
     from ...config import save_config
     from ...data.manifest import load_manifest
-    from ...model.encoder import build_encoder, fingerprint, load_encoder
-    from ...store.embed import embed_images
+    from ...model.options import encoder_file
     from ..common.labels import manifest_labels
     from ..common.reports import write_json
 
+    encoder_file(config.encoder)
     manifest = manifest if manifest is not None else load_manifest(config.images, config.image_root or None)
     labels = np.asarray(manifest_labels(manifest, config.labels or None, config.column))
     keep = np.flatnonzero(labels != "")
     if len(keep) == 0:
         raise InputError(f"{config.labels or config.images}: no image has a {config.column!r} label")
     paths = [manifest.absolute()[i] for i in keep]
+    import keras  # TensorFlow: only once the encoder file, images and labels are known to be there
+
+    from ...model.encoder import build_encoder, fingerprint, load_encoder
+    from ...store.embed import embed_images
+
     model, record = load_encoder(config.encoder)
     keras.utils.set_random_seed(config.seed)
     untrained = build_encoder(record, "none")

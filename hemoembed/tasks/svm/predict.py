@@ -13,13 +13,17 @@ from ...errors import InputError
 from ...progress import ProgressFactory, stage
 from ...store.matrix import StoreRows
 from ..common.metrics import top_two
-from .estimator import load_svm
+from .meta import check_fingerprint, read_meta
 
 
 def prediction_table(folders: Sequence[Path], X: np.ndarray | StoreRows, keys: Sequence[str], fingerprint: str,
                      where: str) -> list[list[Any]]:
     """CSV rows (header first): per image and column the label, its probability, the runner-up and all
     class probabilities. Every model is checked against ``fingerprint`` before anything is predicted."""
+    for folder in folders:  # every model.json first: a wrong model is refused before scikit-learn loads
+        check_fingerprint(read_meta(folder), fingerprint, where)
+    from .estimator import load_svm
+
     loaded = [load_svm(folder, fingerprint, where) for folder in folders]
     header: list[Any] = ["path"]
     blocks = []
@@ -64,7 +68,7 @@ def run_predict(config: PredictConfig, out: str | os.PathLike, *,
     """Write the predictions CSV ``out`` (see :func:`prediction_table`); every model is checked against the
     store's or the encoder's fingerprint first."""
     from ...config import atomic_write_text, csv_text
-    from .estimator import model_folders, read_meta
+    from .meta import model_folders
 
     if bool(config.store) == bool(config.encoder):
         raise InputError("give exactly one of --store STORE or --encoder ENCODER IMAGES")
@@ -92,7 +96,6 @@ def embed_for_predict(config: PredictConfig, meta: dict, progress: ProgressFacto
     from ...data.manifest import load_manifest
     from ...model.encoder import fingerprint, load_encoder
     from ...store.embed import embed_images
-    from .estimator import check_fingerprint
 
     if not config.images:
         raise InputError("--encoder needs IMAGES (a folder or CSV manifest) to embed")
