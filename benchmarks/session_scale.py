@@ -85,7 +85,7 @@ def main() -> None:
         results.append(result)
         if result["rc"]:
             break
-    print(json.dumps({"store": args.store, "start_labels": len(first), "batch": args.batch, "results": results},
+    print(json.dumps({"store": args.store, "start_labels": 0 if args.cold else len(first), "batch": args.batch, "results": results},
                      indent=1))
 
 
