@@ -312,10 +312,9 @@ def test_cold_start_query_reads_the_matrix_once_and_picks_the_same_rows(tmp_path
     that matrix itself. Same rows as k-means over a copy."""
     import tracemalloc
 
+    import hemoembed.tasks.active.estimator as active
     from hemoembed.tasks.active import standardise
     from hemoembed.tasks.active.strategies import initial_indices
-
-    import hemoembed.tasks.active.estimator as active
 
     monkeypatch.setattr(active, "SCORE_ROWS", 500)  # blocks much smaller than the matrix, as at scale
     X, y = structured_embeddings(24000, dim=256, n_classes=4, seed=4)
@@ -354,8 +353,8 @@ def test_a_pool_without_row_reads_is_not_copied_to_start_or_teach(tmp_path, monk
     the pool's matrix without copying it (the labelled rows only are copied). Same model as before."""
     import tracemalloc
 
-    from hemoembed.tasks.active import standardise
     import hemoembed.tasks.active.estimator as active
+    from hemoembed.tasks.active import standardise
     from hemoembed.tasks.active.estimator import IncrementalLinearSVM
 
     monkeypatch.setattr(active, "SCORE_ROWS", 500)  # blocks much smaller than the matrix, as at scale
