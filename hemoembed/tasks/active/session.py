@@ -227,19 +227,23 @@ class LabellingSession:
             self._X = standardise(X, *self.standardiser(X), copy=False)
         return self._X
 
-    def _raw(self) -> np.ndarray:
-        """A fresh float32 copy of the store's rows: read part by part (``rows_embeddings``) when the store can,
-        else copied from ``embeddings()`` (the review app's pool)."""
+    def _raw(self, copy: bool = True) -> np.ndarray:
+        """The store's rows as float32: a fresh copy read part by part (``rows_embeddings``) when the store can,
+        else from ``embeddings()`` (the review app's pool): copied, or with ``copy=False`` that matrix itself
+        (read-only; the reference store keeps it for neighbour queries anyway)."""
         read = getattr(self.store, "rows_embeddings", None)
         if read is None:
-            return np.array(self.store.embeddings(), dtype=np.float32)
+            matrix = self.store.embeddings()
+            return np.array(matrix, dtype=np.float32) if copy else np.asarray(matrix)
         return read(np.arange(len(self._index)))
 
     def _rows(self, rows: np.ndarray) -> np.ndarray:
-        """Standardised features of some rows: read from the store's parts when it can (a teach never reads the
-        whole matrix), else taken from :meth:`_features`."""
-        if self._X is None and hasattr(self.store, "rows_embeddings"):
-            return standardise(self.store.rows_embeddings(rows), *self.standardiser(), copy=False)
+        """Standardised features of some rows (a teach never copies the whole matrix): read from the store's
+        parts when it can, else taken from its ``embeddings()`` matrix, or from :meth:`_features` once built."""
+        if self._X is None:
+            read = getattr(self.store, "rows_embeddings", None)
+            raw = read(rows) if read is not None else self._raw(copy=False)[rows]
+            return standardise(raw, *self.standardiser(), copy=False)
         return self._features()[rows]
 
     def standardiser(self, X: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -249,7 +253,7 @@ class LabellingSession:
         if path.is_file():
             with np.load(path, allow_pickle=False) as data:
                 return data["mean"], data["scale"]
-        mean, scale = pool_standardiser(self._raw() if X is None else X)
+        mean, scale = pool_standardiser(self._raw(copy=False) if X is None else X)  # read, not written
         buffer = io.BytesIO()
         np.savez(buffer, mean=mean, scale=scale)
         atomic_write_bytes(path, buffer.getvalue())
@@ -323,13 +327,16 @@ class LabellingSession:
         pool = np.array([i for p, i in self._index.items() if p not in labels], dtype=np.int64)
         if len(pool) == 0:
             raise InputError(f"{self.directory}: every image of the store is labelled; nothing to query")
-        X = PoolRows(self._features(), pool)  # the unlabelled rows, not copied (scored a block at a time)
+        features = self._features()
+        X = PoolRows(features, pool)  # the unlabelled rows, not copied (scored a block at a time)
         current = self.model()
         take = min(batch, len(pool))
         paths = self.store.paths  # once: a store builds the list on each call (1M strings)
         if current is None or len(set(labels.values())) < 2:
-            # cold start: cover the space (k-means on a copy of the unlabelled rows)
-            chosen = initial_indices(np.asarray(X), None, take, "kmeans", self.config.seed)
+            # cold start: cover the space (k-means over the unlabelled rows: the session's matrix itself when
+            # no row is labelled yet, the pool being every row in order; else a copy of the unlabelled rows)
+            every = len(pool) == len(features) and np.array_equal(pool, np.arange(len(features)))
+            chosen = initial_indices(features if every else np.asarray(X), None, take, "kmeans", self.config.seed)
             rows = [[paths[pool[i]], "", "", "", ""] for i in chosen]
         else:
             model = current["model"]

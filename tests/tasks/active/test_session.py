@@ -294,3 +294,92 @@ def test_query_holds_the_matrix_once_and_teach_reads_only_the_labelled_rows(tmp_
     assert [r["probability"] for r in rows] == [f"{p.max():.4f}" for p in proba]
     fill(tmp_path / "session" / "to_label.csv", answers, tmp_path / "filled.csv")
     assert peak(lambda s: s.teach(tmp_path / "filled.csv")) < 0.5 * nbytes  # before: 2 matrices
+
+
+def write_parts(directory: Path, X: np.ndarray, y: np.ndarray, rows: int = 1000) -> EmbeddingStore:
+    """A store of ``X`` in parts of ``rows`` rows, as a store is written (a read holds one part)."""
+    store = write_store(directory, X[:rows].astype(np.float32), y[:rows])
+    for start in range(rows, len(X), rows):
+        paths = [f"{c}/img_{i:05d}.png" for i, c in enumerate(y[start:start + rows], start)]
+        store.append(make_part_table(paths, ["0" * 64] * len(paths), [32] * len(paths), [32] * len(paths),
+                                     X[start:start + rows].astype(np.float32), {"label": list(y[start:start + rows])}))
+    return EmbeddingStore.open(directory)
+
+
+def test_cold_start_query_reads_the_matrix_once_and_picks_the_same_rows(tmp_path, monkeypatch):
+    """A session's first query (no labels: k-means over every row) copied the unlabelled rows beside the
+    session's standardised matrix (2 matrices; 9.8 GB at 1M rows): when every row is unlabelled, k-means reads
+    that matrix itself. Same rows as k-means over a copy."""
+    import tracemalloc
+
+    import hemoembed.tasks.active.estimator as active
+    from hemoembed.tasks.active import standardise
+    from hemoembed.tasks.active.strategies import initial_indices
+
+    monkeypatch.setattr(active, "SCORE_ROWS", 500)  # blocks much smaller than the matrix, as at scale
+    X, y = structured_embeddings(24000, dim=256, n_classes=4, seed=4)
+    store = write_parts(tmp_path / "big", X, y)
+    new_session(tmp_path, store, batch=30)
+    opened = LabellingSession.open(tmp_path / "session", EmbeddingStore.open(tmp_path / "big"))
+    initial_indices(np.zeros((200, 4), np.float32), None, 2, "kmeans", 0)  # imports outside the trace
+    nbytes = X.shape[0] * X.shape[1] * 4
+    tracemalloc.start()
+    try:
+        opened.query()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2.0 * nbytes  # before: 2.5 (the matrix, a copy, k-means' own buffers); now 1.5
+    rows = list(csv.DictReader(open(tmp_path / "session" / "to_label.csv")))
+    full = standardise(store.embeddings(), *opened.standardiser())
+    chosen = initial_indices(full, None, 30, "kmeans", 0)
+    assert [r["path"] for r in rows] == [store.paths[i] for i in chosen]
+
+
+class _Pool:
+    """The review app's kind of store: ``embeddings()`` only (its read-only matrix, kept by the store)."""
+
+    def __init__(self, store) -> None:
+        self.fingerprint, self.directory, self.paths = store.fingerprint, store.directory, store.paths
+        self.matrix = store.embeddings()  # read once, cached, as the reference store keeps it
+
+    def embeddings(self) -> np.ndarray:
+        return self.matrix
+
+
+def test_a_pool_without_row_reads_is_not_copied_to_start_or_teach(tmp_path, monkeypatch):
+    """The review app's pool (``embeddings()`` only): starting a session copied the whole matrix for the
+    standardiser, and a teach standardised a copy of every row to fit on the labelled ones; now both read
+    the pool's matrix without copying it (the labelled rows only are copied). Same model as before."""
+    import tracemalloc
+
+    import hemoembed.tasks.active.estimator as active
+    from hemoembed.tasks.active import standardise
+    from hemoembed.tasks.active.estimator import IncrementalLinearSVM
+
+    monkeypatch.setattr(active, "SCORE_ROWS", 500)  # blocks much smaller than the matrix, as at scale
+    X, y = structured_embeddings(6000, dim=512, n_classes=4, seed=6)
+    pool = _Pool(write_parts(tmp_path / "big", X, y))
+    answers = dict(zip(pool.paths, y))
+    nbytes = X.shape[0] * X.shape[1] * 4
+    IncrementalLinearSVM(classes=CLASSES).fit(np.eye(4, dtype=np.float32), np.array(CLASSES))  # imports
+
+    def peak(action):
+        tracemalloc.start()
+        try:
+            result = action()
+            return tracemalloc.get_traced_memory()[1], result
+        finally:
+            tracemalloc.stop()
+
+    start, session = peak(lambda: new_session(tmp_path, pool, batch=30))
+    assert start < 0.5 * nbytes  # before: a copy of the matrix
+    taught = dict(list(answers.items())[:300])
+    teach, _ = peak(lambda: session.teach_labels(taught))
+    assert teach < 0.5 * nbytes  # before: a standardised copy of every row
+    mean, scale = session.standardiser()
+    rows = np.array([pool.paths.index(p) for p in taught])
+    expected = IncrementalLinearSVM(classes=CLASSES).fit(standardise(X.astype(np.float32), mean, scale)[rows],
+                                                          np.array(list(taught.values())))
+    for key, value in expected.state().items():
+        np.testing.assert_array_equal(session.model()["model"].state()[key], value)
