@@ -17,7 +17,7 @@ $(STAMP): setup.cfg setup.py
 venv: $(STAMP)
 
 # Every test, on TEST_WORKERS pytest-xdist processes (0: serially, in one process); two workers ran the whole
-# suite in 18 min 12 s on the 2-core machine (serially: ~30 min) (benchmarks/RESULTS.md, "Test suite time").
+# suite in 31 min 42 s on the idle 2-core machine, 2026-12-01 (benchmarks/RESULTS.md, "Test suite time").
 TEST_WORKERS ?= 2
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
