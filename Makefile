@@ -16,9 +16,10 @@ $(STAMP): setup.cfg setup.py
 
 venv: $(STAMP)
 
-# Every test, on TEST_WORKERS pytest-xdist processes (0: serially, in one process); two workers ran the whole
-# suite in 31 min 42 s on the idle 2-core machine, 2026-12-01 (benchmarks/RESULTS.md, "Test suite time").
-TEST_WORKERS ?= 2
+# Every test, on TEST_WORKERS pytest-xdist processes (0: serially, in one process). Three on 2 cores keep them
+# busier than two (much of a test is single-threaded TensorFlow import and tracing): the whole suite took 28 min
+# 40 s with three, 31 min 42 s with two, idle, 2026-12-01 (benchmarks/RESULTS.md, "Test suite time").
+TEST_WORKERS ?= 3
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
