@@ -179,6 +179,7 @@ def test_finetune_cv_never_sees_test_images(sites):
     assert np.isfinite(out.encoder.get_weights()[5]).all()
 
 
+@pytest.mark.slow  # two fine-tunes, each cloning the encoder and tracing its training step: ~120 s in the suite
 def test_warm_head_starts_from_the_frozen_fit(sites):
     """With the learning rate at 0 nothing trains, so the classifier is its starting point: with the warm
     head it predicts exactly what the head fitted on the frozen embeddings predicts; a random head does not."""
