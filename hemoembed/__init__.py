@@ -7,6 +7,7 @@ The README's "Python API" section shows a whole workflow.
 """
 from ._version import __version__
 from .errors import HemoembedError, InputError, MismatchError
+from .lazy import lazy_attributes
 
 # name -> module that defines it; the module is imported on first use of the name.
 _LAZY = {
@@ -65,14 +66,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'hemoembed' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:

@@ -2,8 +2,8 @@
 
 A typo in ``--head`` or ``--temperature``, or an encoder file that is not there, is an input error a user
 should see at once: these checks run while the configuration is resolved, before TensorFlow (several
-seconds to import) is loaded. The Keras
-modules that use the values (:mod:`.heads`, :mod:`.contrastive`, :mod:`.encoder`) import them from here.
+seconds to import) is loaded. The Keras modules that use the values (:mod:`.heads`, :mod:`.contrastive`,
+:mod:`.encoder`) import them from here.
 """
 from __future__ import annotations
 

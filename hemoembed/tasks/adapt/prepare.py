@@ -15,10 +15,10 @@ from ..common.labels import manifest_labels
 from ..common.sampling import per_class_sample
 from .site import match_classes, read_class_map, resolve_source, source_reference, usable_classes
 
-# name → (mode, colour transform, source pretraining, source support); "no_adaptation" is the source SVM
 if TYPE_CHECKING:
     from .adapter import SiteExperiment
 
+# name → (mode, colour transform, source pretraining, source support); "no_adaptation" is the source SVM
 CONDITIONS: dict[str, tuple[str, bool, bool, bool]] = {
     "scratch": ("finetune", True, False, False),
     "no_adaptation": ("source", False, True, False),
