@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ..model.encoder import fingerprint, load_encoder
     from ..store.embed import CONFIG_FILE as EMBED_CONFIG
     from ..store.embed import UNDECODABLE
+    from ..store.index import saved_index
     from ..store.store import EmbeddingStore, make_part_table, short
     from ..tasks.active import IncrementalLinearSVM, LabellingSession, SessionConfig
     from ..tasks.common import load_labelled
@@ -40,6 +41,7 @@ __getattr__ = lazy_attributes(__name__, {
     "TsneMap": "hemoembed.explain.tsne",
     "fingerprint": "hemoembed.model.encoder", "load_encoder": "hemoembed.model.encoder",
     "EMBED_CONFIG": "hemoembed.store.embed:CONFIG_FILE", "UNDECODABLE": "hemoembed.store.embed",
+    "saved_index": "hemoembed.store.index",
     "EmbeddingStore": "hemoembed.store.store", "make_part_table": "hemoembed.store.store",
     "short": "hemoembed.store.store",
     "IncrementalLinearSVM": "hemoembed.tasks.active", "LabellingSession": "hemoembed.tasks.active",
@@ -53,6 +55,6 @@ __all__ = [
     "InputError", "LabellingSession", "LinearDecision", "MismatchError", "SessionConfig", "TsneMap",
     "atomic_write_bytes", "check_fingerprint", "csv_text", "decode_image", "explain_class", "finish_batch_tf",
     "fingerprint", "load_encoder", "load_inputs", "load_labelled", "load_svm", "make_part_table", "column_folder",
-    "one_line", "overlay", "probe_bytes", "prepare_bytes_tf", "read_meta", "save_config", "short",
+    "one_line", "overlay", "probe_bytes", "prepare_bytes_tf", "read_meta", "save_config", "saved_index", "short",
     "store_image_root",
 ]

@@ -84,6 +84,7 @@ def serve(store_dir: Path, model_dir: Path, map_dir: Path | None, data_dir: Path
     shown = f"[{host}]" if ":" in host else host
     echo(f"reference {store_dir}: {len(reference.store)} cells, {len(reference.labels)} labelled "
          f"({reference.column}), encoder {encoder_path}; map: {map_dir or 'none'}; data: {data_dir}")
+    echo(f"neighbours: {reference.neighbour_search}")
     if generate_token:
         echo(f"access token (shown once): {token}")
     echo(f"review app on http://{shown}:{port}/  (API docs: /docs; Ctrl-C stops)")

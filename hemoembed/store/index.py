@@ -200,6 +200,19 @@ class NeighbourIndex:
         return cls(index, info)
 
 
+def saved_index(store: EmbeddingStore, metric: str = "cosine") -> tuple[NeighbourIndex | None, str]:
+    """``(index, "")`` when ``store`` has a saved index covering it as it is now; otherwise ``(None, why)``, with
+    ``why`` empty when there is no index at all. For long-lived readers (the review app) that use the index
+    when they can and fall back to exact search, saying why, instead of refusing to start."""
+    data_path, info_path = _paths(store, metric)
+    if not data_path.is_file() and not info_path.is_file():
+        return None, ""
+    try:
+        return NeighbourIndex.load(store, metric), ""
+    except (InputError, MismatchError) as exc:
+        return None, str(exc)
+
+
 def _new_index(dim: int, nlist: int, metric: str):
     import faiss
 

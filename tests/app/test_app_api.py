@@ -295,3 +295,39 @@ def test_make_demo_ends_with_a_serve_command_on_its_own_outputs():
     assert params["column"] in option(step("fit-svm"), "--columns").split(",")
     assert str(params["map_dir"]) == option(step("tsne"), "--out")
     assert params["host"] == "127.0.0.1" and params["token"] is None
+
+
+def test_the_app_finds_neighbours_through_a_current_index_and_says_why_not_a_stale_one(reference_files, loaded,
+                                                                                        tmp_path):
+    """A large store's detail view must not read every part per cell: with a current index the reference searches
+    it (same neighbours as exact search here: one cell, every row scanned); once the store has grown past the
+    index, neighbours are exact again and the reason is given."""
+    import shutil
+
+    from hemoembed.app.reference import open_reference
+    from hemoembed.data.manifest import load_manifest
+    from hemoembed.data.synthetic import make_synthetic_dataset
+    from hemoembed.store.embed import run_embed
+    from hemoembed.store.index import NeighbourIndex
+    from hemoembed.store.store import EmbeddingStore
+
+    store_dir = tmp_path / "store"
+    shutil.copytree(reference_files.store, store_dir)
+    plain = open_reference(store_dir, reference_files.svm)
+    assert plain.index is None and plain.neighbour_search == "exact"
+    NeighbourIndex.build(EmbeddingStore.open(store_dir), nlist=1)
+    indexed = open_reference(store_dir, reference_files.svm)
+    assert indexed.index is not None and indexed.neighbour_search.startswith("approximate")
+    queries = EmbeddingStore.open(store_dir).embeddings()[:5]
+    for vector in queries:
+        found = [n["row"] for n in indexed.neighbours(vector, 5)]
+        exact = [n["row"] for n in plain.neighbours(vector, 5)]
+        assert found[0] == exact[0] and len(set(found) & set(exact)) >= 4
+
+    _, model, record = loaded
+    make_synthetic_dataset(tmp_path / "more", n_per_class=2, sites=1, size=48, seed=5)
+    run_embed(model, record, EmbeddingStore.open(store_dir), load_manifest(tmp_path / "more" / "manifest.csv"),
+              batch_size=32)
+    stale = open_reference(store_dir, reference_files.svm)
+    assert stale.index is None
+    assert stale.neighbour_search.startswith("exact, because") and "hemoembed store index" in stale.neighbour_search
