@@ -126,17 +126,7 @@ def create_app(engine, token: str | None = None, loopback_only: bool = True, pre
         async with upload_files(request, limits) as files:
             batch = await run_in_threadpool(engine.api_batch)
             results = await run_in_threadpool(engine.ingest, files, batch)
-        ids = [r["id"] for r in results if r["error"] is None]
-        await run_in_threadpool(engine.wait, ids, predict_timeout)
-        cells = {c["id"]: c for c in engine.state.cells(ids)}
-        for result in results:
-            cell = cells.get(result["id"]) if result["error"] is None else None
-            result.update(label=None, probabilities=None, score=None, model_version=None)
-            if cell is not None and cell["status"] == "done":
-                result.update(label=cell["label"], probabilities=cell["probabilities"], score=cell["confidence"],
-                              model_version=cell["version"])
-            elif cell is not None:
-                result["error"] = cell["error"] or f"still being classified; see /api/cells/{cell['id']}"
+        await run_in_threadpool(engine.complete, results, predict_timeout)
         return {"results": results}
 
     @app.post("/api/batches")
