@@ -128,18 +128,38 @@ class Engine:
         return {"batch": batch, **counts, "embedding": work["cells"], "embedded": work["embedded"],
                 "embedding_of": work["of"], "waiting": self.worker.waiting(), "model_version": self.classifier.version}
 
-    def api_batch(self) -> int:
-        """The batch ``/api/predict`` uploads go to (one, created on first use)."""
+    def api_batch(self, name: str = "API uploads") -> int:
+        """The batch named ``name`` that synchronous predictions go to (one per name, created on first use):
+        ``/api/predict``'s uploads, or Label Studio's tasks."""
+        key = "api_batch" if name == "API uploads" else f"api_batch:{name}"
         with self._ingest_lock:
-            value = self.state.get_meta("api_batch")
+            value = self.state.get_meta(key)
             if value is None:
-                value = str(self.state.new_batch("API uploads"))
-                self.state.set_meta("api_batch", value)
+                value = str(self.state.new_batch(name))
+                self.state.set_meta(key, value)
             return int(value)
 
     def wait(self, ids: list[int], timeout: float) -> None:
         """Block until none of ``ids`` is queued (or ``timeout`` seconds pass)."""
         self.worker.wait(ids, timeout)
+
+    def complete(self, results: list[dict[str, Any]], timeout: float, reuse_duplicates: bool = False) -> None:
+        """Wait for :meth:`ingest`'s ``results`` to be classified and add each one's ``label``,
+        ``probabilities``, ``score`` (its confidence) and ``model_version``, or an ``error``. With
+        ``reuse_duplicates`` a file identical to a stored cell gets that cell's prediction instead of the
+        "duplicate" error (what a labelling tool asking again about the same image needs)."""
+        wanted = [r["id"] is not None and (reuse_duplicates or r["error"] is None) for r in results]
+        ids = [r["id"] for r, w in zip(results, wanted) if w]
+        self.wait(ids, timeout)
+        cells = {c["id"]: c for c in self.state.cells(ids)}
+        for result, want in zip(results, wanted):
+            cell = cells.get(result["id"]) if want else None
+            result.update(label=None, probabilities=None, score=None, model_version=None)
+            if cell is not None and cell["status"] == "done":
+                result.update(label=cell["label"], probabilities=cell["probabilities"], score=cell["confidence"],
+                              model_version=cell["version"], error=None)
+            elif cell is not None:
+                result["error"] = cell["error"] or f"still being classified; see /api/cells/{cell['id']}"
 
     def _finish(self, ready: list[dict], failed: list[tuple[int, str]]) -> None:
         """The worker's last step: record predictions by the current version and failures."""

@@ -5,9 +5,13 @@ Stable contract (documented in the README and at ``/docs``, served without any C
 ``{"results": [{"filename", "id", "label", "probabilities", "error"}, ...]}`` in upload order, a bad file
 getting a one-sentence ``error`` while the others succeed. With a token every ``/api/...`` call needs
 ``Authorization: Bearer TOKEN`` (401 otherwise). The richer ``/api/...`` endpoints serve the UI.
+``/label-studio/...`` is a Label Studio ML backend (:mod:`~hemoembed.app.labelstudio`) under the same
+token rule, HTTP Basic auth with the token as password accepted too (what Label Studio can send).
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +31,8 @@ from .._version import __version__
 from . import lib
 from .engine import CellNotFound
 from .hosts import is_loopback
+from .labelstudio import PREFIX as LABEL_STUDIO
+from .labelstudio import label_studio_router
 from .report import export_csv, summary
 from .uploads import RequestTooLarge, too_large, upload_files
 
@@ -63,8 +69,10 @@ class ErrorDetail(BaseModel):
     detail: str
 
 
-def create_app(engine, token: str | None = None, loopback_only: bool = True, predict_timeout: float = 600.0):
-    """The ASGI app. ``loopback_only``: refuse requests whose Host is not a loopback name (DNS rebinding)."""
+def create_app(engine, token: str | None = None, loopback_only: bool = True, predict_timeout: float = 600.0,
+               label_studio_roots: Sequence[Path] = ()):
+    """The ASGI app. ``loopback_only``: refuse requests whose Host is not a loopback name (DNS rebinding);
+    ``label_studio_roots``: folders the Label Studio backend may read task images from."""
     app = FastAPIOffline(title="hemoembed review app", version=__version__, redoc_url=None,
                          swagger_ui_parameters={"validatorUrl": None},
                          responses={422: {"model": ErrorDetail, "description": "Invalid parameter or body"}},
@@ -77,10 +85,12 @@ def create_app(engine, token: str | None = None, loopback_only: bool = True, pre
         host = _host_name(request.headers.get("host") or "")
         if loopback_only and not is_loopback(host):
             return JSONResponse({"detail": f"host {host!r} refused: the server only answers on loopback"}, 403)
-        if path.startswith("/api/"):
-            if token is not None and not _authorised(request, token):
-                return JSONResponse({"detail": "missing or wrong access token (send Authorization: Bearer TOKEN)"},
-                                    401, headers={"WWW-Authenticate": "Bearer"})
+        label_studio = path == LABEL_STUDIO or path.startswith(LABEL_STUDIO + "/")
+        if path.startswith("/api/") or label_studio:
+            if token is not None and not _authorised(request, token, basic=label_studio):
+                hint = " or HTTP Basic auth with the token as password" if label_studio else ""
+                return JSONResponse({"detail": f"missing or wrong access token (send Authorization: Bearer TOKEN"
+                                               f"{hint})"}, 401, headers={"WWW-Authenticate": "Bearer"})
             origin = request.headers.get("origin")
             if request.method not in ("GET", "HEAD") and origin and urlsplit(origin).netloc != request.headers.get(
                     "host"):
@@ -126,18 +136,10 @@ def create_app(engine, token: str | None = None, loopback_only: bool = True, pre
         async with upload_files(request, limits) as files:
             batch = await run_in_threadpool(engine.api_batch)
             results = await run_in_threadpool(engine.ingest, files, batch)
-        ids = [r["id"] for r in results if r["error"] is None]
-        await run_in_threadpool(engine.wait, ids, predict_timeout)
-        cells = {c["id"]: c for c in engine.state.cells(ids)}
-        for result in results:
-            cell = cells.get(result["id"]) if result["error"] is None else None
-            result.update(label=None, probabilities=None, score=None, model_version=None)
-            if cell is not None and cell["status"] == "done":
-                result.update(label=cell["label"], probabilities=cell["probabilities"], score=cell["confidence"],
-                              model_version=cell["version"])
-            elif cell is not None:
-                result["error"] = cell["error"] or f"still being classified; see /api/cells/{cell['id']}"
+        await run_in_threadpool(engine.complete, results, predict_timeout)
         return {"results": results}
+
+    app.include_router(label_studio_router(engine, label_studio_roots, predict_timeout))
 
     @app.post("/api/batches")
     def new_batch(body: NewBatch) -> dict[str, Any]:
@@ -249,8 +251,16 @@ def _host_name(header: str) -> str:
         return ""
 
 
-def _authorised(request: Request, token: str) -> bool:
+def _authorised(request: Request, token: str, basic: bool = False) -> bool:
+    """``Authorization: Bearer TOKEN``; with ``basic`` also HTTP Basic auth whose password is the token (any
+    user name): what Label Studio sends for an ML backend set to Basic Authentication."""
     scheme, _, given = (request.headers.get("authorization") or "").partition(" ")
+    if basic and scheme.lower() == "basic":
+        try:
+            given = base64.b64decode(given.strip(), validate=True).decode().partition(":")[2]
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        scheme = "bearer"
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
 

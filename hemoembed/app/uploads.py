@@ -14,6 +14,7 @@ bytes as that file's error.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, BinaryIO
@@ -112,3 +113,15 @@ async def _capped(stream: AsyncIterator[bytes], limits: Limits) -> AsyncIterator
         if total > limits.request_bytes:
             raise RequestTooLarge(too_large(total, limits))
         yield chunk
+
+
+async def json_body(request: Request, limits: Limits) -> object:
+    """A JSON request body, read under the same per-request cap as uploads (413 once it passes it, with or
+    without ``Content-Length``); a body that is not JSON is a one-line 400."""
+    chunks = [chunk async for chunk in _capped(request.stream(), limits)]
+    try:
+        return json.loads(b"".join(chunks))
+    except json.JSONDecodeError as exc:
+        raise lib.InputError(f"the request body is not valid JSON ({exc.msg.lower()} at character {exc.pos})") from None
+    except UnicodeDecodeError:
+        raise lib.InputError("the request body is not valid JSON (not UTF-8 text)") from None

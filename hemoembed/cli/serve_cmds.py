@@ -40,12 +40,16 @@ from .common import NON_NEGATIVE, POSITIVE, POSITIVE_FLOAT, echo
 @click.option("--max-files", type=POSITIVE, default=500, show_default=True, help="Most files per upload request.")
 @click.option("--max-request-mb", type=POSITIVE_FLOAT, default=1024.0, show_default=True,
               help="Largest upload request (cut off with 413 as soon as the body passes it).")
+@click.option("--label-studio-root", "label_studio_roots", multiple=True,
+              type=click.Path(path_type=Path, file_okay=False, exists=True),
+              help="Folder the Label Studio backend (/label-studio) may read task images from: Label Studio's "
+                   "media/upload folder or its local-files document root (repeatable; none: data: URIs only).")
 @click.option("--retrain-cv", type=NON_NEGATIVE, default=3, show_default=True,
               help="Cross-validation folds reported at each retrain (0: none, faster).")
 def serve(store_dir: Path, model_dir: Path, map_dir: Path | None, data_dir: Path, host: str, port: int,
           token: str | None, generate_token: bool, encoder: Path | None, column: str | None, labels: tuple[Path, ...],
           image_root: Path | None, k: int, max_file_mb: float, max_pixels: int, max_files: int,
-          max_request_mb: float, retrain_cv: int) -> None:
+          max_request_mb: float, label_studio_roots: tuple[Path, ...], retrain_cv: int) -> None:
     """Start the review app: a browser UI and a JSON API (docs at /docs) on one port.
 
     \b
@@ -80,7 +84,7 @@ def serve(store_dir: Path, model_dir: Path, map_dir: Path | None, data_dir: Path
 
     limits = Limits(int(max_file_mb * 2**20), max_pixels, max_files, int(max_request_mb * 2**20))
     engine = Engine(reference, model, record, data_dir, limits=limits, k=k, retrain_cv=retrain_cv)
-    app = create_app(engine, token=token, loopback_only=is_loopback(host))
+    app = create_app(engine, token=token, loopback_only=is_loopback(host), label_studio_roots=label_studio_roots)
     shown = f"[{host}]" if ":" in host else host
     echo(f"reference {store_dir}: {len(reference.store)} cells, {len(reference.labels)} labelled "
          f"({reference.column}), encoder {encoder_path}; map: {map_dir or 'none'}; data: {data_dir}")
@@ -88,6 +92,7 @@ def serve(store_dir: Path, model_dir: Path, map_dir: Path | None, data_dir: Path
     if generate_token:
         echo(f"access token (shown once): {token}")
     echo(f"review app on http://{shown}:{port}/  (API docs: /docs; Ctrl-C stops)")
+    echo(f"Label Studio ML backend: http://{shown}:{port}/label-studio  (Model → Connect model)")
     run_server(app, engine, host, port)
 
 

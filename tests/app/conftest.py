@@ -89,14 +89,15 @@ def make_engine(loaded, tmp_path):
 
 @pytest.fixture
 def client_for(make_engine):
-    """A FastAPI TestClient over a fresh engine (``token`` optional)."""
+    """A FastAPI TestClient over a fresh engine (``token``, ``label_studio_roots`` optional)."""
     from fastapi.testclient import TestClient
 
     from hemoembed.app.server import create_app
 
-    def build(token: str | None = None, **kwargs):
+    def build(token: str | None = None, label_studio_roots=(), **kwargs):
         engine = make_engine(**kwargs)
-        return TestClient(create_app(engine, token=token), base_url="http://127.0.0.1"), engine
+        app = create_app(engine, token=token, label_studio_roots=label_studio_roots)
+        return TestClient(app, base_url="http://127.0.0.1"), engine
 
     return build
 
