@@ -46,9 +46,10 @@ class Reference:
             rows, dists = self.index.search(vector[None, :], k)
         else:
             rows, dists = self.store.neighbours(vector[None, :], k=k)
-        paths = self.store.paths
-        return [{"row": int(r), "path": paths[r], "label": self.row_labels[r], "distance": round(float(d), 5)}
-                for r, d in zip(rows[0], dists[0]) if r >= 0]
+        found = [(int(r), float(d)) for r, d in zip(rows[0], dists[0]) if r >= 0]
+        paths = self.store.paths_at([r for r, _ in found])
+        return [{"row": r, "path": path, "label": self.row_labels[r], "distance": round(d, 5)}
+                for (r, d), path in zip(found, paths)]
 
     def image_file(self, row: int) -> Path:
         """The file of reference row ``row`` (a row number from the client, never a path)."""
@@ -57,7 +58,7 @@ class Reference:
         if not 0 <= row < len(self.store):
             raise lib.InputError(f"reference row {row} does not exist (0..{len(self.store) - 1})")
         root = self.image_root.resolve()
-        path = (root / self.store.paths[row]).resolve()
+        path = (root / self.store.paths_at([row])[0]).resolve()
         if root not in path.parents:
             raise lib.InputError(f"reference row {row}: its path leaves the image root")
         return path

@@ -82,6 +82,13 @@ class StoreReader:
     def paths(self) -> list[str]:
         return self.table().column("path").to_pylist()
 
+    def paths_at(self, rows: Sequence[int]) -> list[str]:
+        """The paths of some rows (:meth:`table` order), without listing them all: :attr:`paths` builds one Python
+        string per row, about 0.1 s at a million rows, too slow for a request that needs ten."""
+        import pyarrow as pa
+
+        return self.table().column("path").take(pa.array(self._checked_rows(rows))).to_pylist()
+
     @property
     def sha256(self) -> list[str]:
         return self.table().column("sha256").to_pylist()

@@ -103,6 +103,10 @@ def test_rows_embeddings_reads_only_the_rows_asked_for(tmp_path):
     assert reopened.embeddings_read is None
     with pytest.raises(InputError, match="out of range"):
         reopened.rows_embeddings([15])
+    assert reopened.paths_at([13, 0, 14, 13]) == [reopened.paths[r] for r in (13, 0, 14, 13)]
+    assert reopened.paths_at([14]) == [paths[1]] and reopened.paths_at([]) == []
+    with pytest.raises(InputError, match="out of range"):
+        reopened.paths_at([15])
 
 
 def test_float16_store_round_trip_and_refusals(tmp_path):
