@@ -28,6 +28,18 @@ def write_store(directory: Path, X: np.ndarray, labels: np.ndarray, fingerprint:
     return EmbeddingStore.open(directory)
 
 
+def write_parts(directory: Path, X: np.ndarray, y: np.ndarray, rows: int = 1000):
+    """A store of ``X`` in parts of ``rows`` rows, as a store is written (a read holds one part)."""
+    from hemoembed.store.store import EmbeddingStore, make_part_table
+
+    store = write_store(directory, X[:rows].astype(np.float32), y[:rows])
+    for start in range(rows, len(X), rows):
+        paths = [f"{c}/img_{i:05d}.png" for i, c in enumerate(y[start:start + rows], start)]
+        store.append(make_part_table(paths, ["0" * 64] * len(paths), [32] * len(paths), [32] * len(paths),
+                                     X[start:start + rows].astype(np.float32), {"label": list(y[start:start + rows])}))
+    return EmbeddingStore.open(directory)
+
+
 def make_sites(root: Path, n_per_class: int = 8, size: int = 48, image_size: int = SIZE) -> dict[str, Path]:
     """Synthetic cells of 3 sites, one CSV manifest per site (``site0`` is the source) and a source encoder
     (``run/encoder.keras``, random weights, input side ``image_size``)."""
