@@ -6,7 +6,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -26,6 +28,18 @@ def write_store(directory: Path, X: np.ndarray, labels: np.ndarray, fingerprint:
     store.append(make_part_table(paths, ["0" * 64] * len(paths), [32] * len(paths), [32] * len(paths), X,
                                  {"label": list(labels)}))
     return EmbeddingStore.open(directory)
+
+
+def traced_peak(action: Callable[[], Any]) -> tuple[int, Any]:
+    """``(peak bytes traced by tracemalloc while action() ran, its result)``: memory bounds without timing."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        result = action()
+        return tracemalloc.get_traced_memory()[1], result
+    finally:
+        tracemalloc.stop()
 
 
 def write_parts(directory: Path, X: np.ndarray, y: np.ndarray, rows: int = 1000):

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from helpers import write_parts, write_store
+from helpers import traced_peak, write_parts, write_store
 
 from hemoembed.data.synthetic_embeddings import structured_embeddings
 from hemoembed.store.store import EmbeddingStore
@@ -46,8 +46,6 @@ def test_first_start_and_retrain_with_uploads_hold_no_concatenated_matrix(tmp_pa
     (the standardiser) and at each retrain (the labelled rows): a second copy of every row. Now the first
     start reads each store a block at a time and a retrain the labelled rows only, whether the reference
     store holds its matrix (read for neighbours) or reads its parts."""
-    import tracemalloc
-
     from hemoembed.tasks.active.estimator import IncrementalLinearSVM
 
     reference, query, X, y = stores
@@ -56,17 +54,9 @@ def test_first_start_and_retrain_with_uploads_hold_no_concatenated_matrix(tmp_pa
     nbytes = X.nbytes
     IncrementalLinearSVM(classes=["a", "b"]).fit(np.eye(4, dtype=np.float32), np.array(["a", "b", "a", "b"]))
 
-    def peak(action):
-        tracemalloc.start()
-        try:
-            result = action()
-            return tracemalloc.get_traced_memory()[1], result
-        finally:
-            tracemalloc.stop()
-
-    start, app = peak(lambda: versions(tmp_path, reference, query, y))
+    start, app = traced_peak(lambda: versions(tmp_path, reference, query, y))
     assert start < 0.5 * nbytes  # before: 1.45 with the reference matrix read (its copy), 2.4 without; now 0.4
-    retrain, _ = peak(lambda: app.teach(corrections(query, y), "review"))
+    retrain, _ = traced_peak(lambda: app.teach(corrections(query, y), "review"))
     assert retrain < 0.5 * nbytes  # before: as at the start; now 0.35
 
 
