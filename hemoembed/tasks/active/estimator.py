@@ -212,8 +212,8 @@ def pool_standardiser(X: np.ndarray | Callable[[], Iterable[np.ndarray]]) -> tup
 
 
 def _row_sum(blocks: Iterable[np.ndarray]) -> tuple[np.ndarray, int]:
-    """float64 sum of the rows of ``blocks`` added in order (as ``X.sum(axis=0, dtype=np.float64)`` adds the
-    rows of a matrix), and their count."""
+    """float64 sum of the rows of ``blocks`` (none longer than the first, as :func:`row_blocks` gives them)
+    added in order, as ``X.sum(axis=0, dtype=np.float64)`` adds the rows of a matrix, and their count."""
     total, count, buffer = None, 0, None
     for block in blocks:
         if total is None:
@@ -262,13 +262,15 @@ def rows_in_front(X: np.ndarray, rows: np.ndarray) -> Iterator[np.ndarray]:
     rows = np.asarray(rows, np.int64)
     others = np.setdiff1d(np.arange(len(X)), rows)
     saved = X[others]
-    blocks = [slice(start, min(start + SCORE_ROWS, len(rows))) for start in range(0, len(rows), SCORE_ROWS)]
-    for block in blocks:  # row i moves to i <= rows[i]: never onto a row still to move
-        X[block] = X[rows[block]]
+    moved: list[slice] = []
     try:
+        for start in range(0, len(rows), SCORE_ROWS):  # row i moves to i <= rows[i]: never onto one still to move
+            block = slice(start, min(start + SCORE_ROWS, len(rows)))
+            X[block] = X[rows[block]]
+            moved.append(block)
         yield X[:len(rows)]
     finally:
-        for block in reversed(blocks):  # back, last block first
+        for block in reversed(moved):  # back, last block first
             X[rows[block]] = X[block].copy()
         X[others] = saved
 

@@ -242,11 +242,7 @@ class LabellingSession:
         """The store's rows in order, a block at a time, not copied: its ``iter_embeddings()`` stream (the
         review app's pool: the reference rows, then the uploaded ones), else its ``embeddings()`` matrix."""
         stream = getattr(self.store, "iter_embeddings", None)
-        if stream is None:
-            yield self.store.embeddings()
-            return
-        for _, block in stream():
-            yield block
+        return iter([self.store.embeddings()]) if stream is None else (block for _, block in stream())
 
     def _rows(self, rows: np.ndarray) -> np.ndarray:
         """Standardised features of some rows (a teach never copies the whole matrix): read from the store
