@@ -11,14 +11,17 @@ OUT/session is replaced; OUT/to_label.csv keeps the query (compare two versions'
 
 ``--cold``: the first query of a session with no labels yet (the cold start: k-means over the unlabelled rows),
 two steps: ``create`` (the session with the store's classes, ``--status``; fixes the standardiser) and
-``cold query`` (``--query --batch``); OUT/to_label_cold.csv keeps it.
+``cold query`` (``--query --batch``); OUT/to_label_cold.csv keeps it. ``--one-class N``: ``create`` also teaches
+the first N rows of LABELS' first class (OUT/one_class.csv), so the cold query runs with labels of one class.
 
 ``--serve``: the review app on the store (``hemoembed serve``, its own process, fresh OUT/serve_data). Setup
 (measured, skipped when OUT/svm exists): ``fit-svm`` (sgd, no CV) on the first ``--serve-labels`` rows of
 LABELS, the app's reference labels. Then ``serve start``: start until ``/health`` answers (wall; server CPU
 and peak RSS, VmHWM, read from /proc), and ``serve retrain``: ``POST /api/retrain`` (the labelling session
 behind the app teaches the reference labels and fits a new version) until the version is ready. No map
-(``--map``) and no uploads.
+(``--map``). ``--uploads N``: N cells already uploaded when the server starts (OUT/serve_data/query_store made
+beforehand with copies of the first N reference rows' embeddings, not in the app's database, so no
+corrections): the first start's standardiser and the retrain read reference and uploaded rows together.
 """
 from __future__ import annotations
 
@@ -45,8 +48,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=90)
     parser.add_argument("--rss-limit", type=float, default=18.0, help="kill a step past this many GiB")
     parser.add_argument("--cold", action="store_true", help="measure the cold-start query instead (see above)")
+    parser.add_argument("--one-class", type=int, default=0, help="--cold: labels of one class taught first")
     parser.add_argument("--serve", action="store_true", help="measure the review app instead (see above)")
     parser.add_argument("--serve-labels", type=int, default=10_000, help="--serve: reference labels")
+    parser.add_argument("--uploads", type=int, default=0, help="--serve: cells uploaded before the start")
     parser.add_argument("--encoder", type=Path, default=None, help="--serve: the store's encoder (default: "
                         "encoder.keras beside the store, as scale.py build writes it)")
     args = parser.parse_args()
@@ -66,7 +71,11 @@ def main() -> None:
              "query": [*hem, "--query", "--batch", str(args.batch)],
              "teach": [*hem, "--teach", str(args.out / "filled.csv")]}
     if args.cold:
-        steps = {"create": [*hem, "--classes", classes, "--status"],
+        first_class = min(answers.values())
+        one = [(path, label) for path, label in answers.items() if label == first_class][:args.one_class]
+        write_csv(args.out / "one_class.csv", [["path", "label"], *one])
+        taught = ["--teach", str(args.out / "one_class.csv")] if one else ["--status"]
+        steps = {"create": [*hem, "--classes", classes, *taught],
                  "cold query": [*hem, "--query", "--batch", str(args.batch)]}
     results = []
     for name, command in steps.items():
@@ -85,7 +94,7 @@ def main() -> None:
         results.append(result)
         if result["rc"]:
             break
-    print(json.dumps({"store": args.store, "start_labels": 0 if args.cold else len(first), "batch": args.batch,
+    print(json.dumps({"store": args.store, "start_labels": args.one_class if args.cold else len(first), "batch": args.batch,
                       "results": results}, indent=1))
 
 
@@ -116,6 +125,8 @@ def serve(args) -> dict:
             return {"store": args.store, "results": results}
     data = args.out / "serve_data"
     shutil.rmtree(data, ignore_errors=True)
+    if args.uploads:
+        uploaded(args.store, data / "query_store", args.uploads)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -177,7 +188,17 @@ def serve(args) -> dict:
                 process.kill()
                 process.wait()
         log.close()
-    return {"store": args.store, "serve_labels": args.serve_labels, "results": results}
+    return {"store": args.store, "serve_labels": args.serve_labels, "uploads": args.uploads, "results": results}
+
+
+def uploaded(store_dir: str, query_store: Path, n: int) -> None:
+    """The app's query store as after ``n`` uploads: the first ``n`` reference rows' embeddings, own paths."""
+    from hemoembed.store.store import EmbeddingStore, make_part_table
+
+    reference = EmbeddingStore.open(store_dir)
+    store = EmbeddingStore.create(query_store, reference.fingerprint, reference.record, reference.dim)
+    paths = [f"bench/upload_{i:05d}.png" for i in range(n)]
+    store.append(make_part_table(paths, ["0" * 64] * n, [64] * n, [64] * n, reference.rows_embeddings(range(n))))
 
 
 def _status(pid: int, field: str) -> int:

@@ -6,7 +6,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -25,6 +27,30 @@ def write_store(directory: Path, X: np.ndarray, labels: np.ndarray, fingerprint:
     paths = [f"{c}/img_{i:04d}.png" for i, c in enumerate(labels)]
     store.append(make_part_table(paths, ["0" * 64] * len(paths), [32] * len(paths), [32] * len(paths), X,
                                  {"label": list(labels)}))
+    return EmbeddingStore.open(directory)
+
+
+def traced_peak(action: Callable[[], Any]) -> tuple[int, Any]:
+    """``(peak bytes traced by tracemalloc while action() ran, its result)``: memory bounds without timing."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        result = action()
+        return tracemalloc.get_traced_memory()[1], result
+    finally:
+        tracemalloc.stop()
+
+
+def write_parts(directory: Path, X: np.ndarray, y: np.ndarray, rows: int = 1000):
+    """A store of ``X`` in parts of ``rows`` rows, as a store is written (a read holds one part)."""
+    from hemoembed.store.store import EmbeddingStore, make_part_table
+
+    store = write_store(directory, X[:rows].astype(np.float32), y[:rows])
+    for start in range(rows, len(X), rows):
+        paths = [f"{c}/img_{i:05d}.png" for i, c in enumerate(y[start:start + rows], start)]
+        store.append(make_part_table(paths, ["0" * 64] * len(paths), [32] * len(paths), [32] * len(paths),
+                                     X[start:start + rows].astype(np.float32), {"label": list(y[start:start + rows])}))
     return EmbeddingStore.open(directory)
 
 

@@ -15,7 +15,7 @@ unrecorded one the session already holds (that retrain is then run again).
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,19 +60,37 @@ def initial_classifier(reference) -> Classifier:
 
 
 class ReviewPool:
-    """The session's store: reference rows, then uploaded cells (keys ``upload:<image>``), one encoder."""
+    """The session's store: reference rows, then uploaded cells (keys ``upload:<image>``), one encoder.
+
+    Rows are read from each store as the session asks (a block at a time for its standardiser, the labelled
+    rows for a teach), never the two matrices concatenated: each store reads its own matrix when it has it,
+    else its parts."""
 
     def __init__(self, reference_store, query_store) -> None:
         self.fingerprint = reference_store.fingerprint
         self.directory = reference_store.directory
         self._parts = (reference_store, query_store)
+        self._first_upload = len(reference_store)  # pool row of the first uploaded cell
         self.paths = list(reference_store.paths) + [UPLOAD_PREFIX + p for p in query_store.paths]
 
-    def embeddings(self) -> np.ndarray:
-        reference, query = self._parts
-        if len(query) == 0:
-            return reference.embeddings()
-        return np.concatenate([reference.embeddings(), query.embeddings()])
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def iter_embeddings(self) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first pool row, block)``: the reference store's blocks, then the query store's."""
+        for offset, store in zip((0, self._first_upload), self._parts):
+            for start, block in store.iter_embeddings():
+                yield offset + start, block
+
+    def rows_embeddings(self, rows: Sequence[int]) -> np.ndarray:
+        """float32 embeddings of pool rows ``rows``: each store reads its own."""
+        rows = np.asarray(rows, np.int64).reshape(-1)
+        uploaded = rows >= self._first_upload
+        out = np.empty((len(rows), self._parts[0].dim), np.float32)
+        for store, chosen, offset in zip(self._parts, (~uploaded, uploaded), (0, self._first_upload)):
+            if chosen.any():
+                out[chosen] = store.rows_embeddings(rows[chosen] - offset)
+        return out
 
 
 class Versions:

@@ -7,7 +7,8 @@ standardised once on the whole (unlabelled) pool instead of refitting a scaler e
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 from sklearn import config_context
@@ -192,17 +193,86 @@ class PoolRows:
         return np.asarray(self.X[self.rows], dtype=dtype)
 
 
-def pool_standardiser(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and scale of every feature over the whole (unlabelled) pool: known before any label. Computed in
-    float64 block by block (``np.std`` would hold a float64 copy of the whole pool)."""
-    mean = X.mean(axis=0, dtype=np.float64)
-    squares = np.zeros(X.shape[1])
-    for start in range(0, len(X), SCORE_ROWS):
-        deviation = X[start:start + SCORE_ROWS] - mean
+def pool_standardiser(X: np.ndarray | Callable[[], Iterable[np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and scale of every feature over the whole (unlabelled) pool: known before any label. ``X`` is the
+    matrix, or a function giving its rows in order as blocks of any size (called twice: the mean, then the
+    scale), so a pool kept in several parts (the review app's) is never concatenated. Sums in float64, row
+    after row, ``SCORE_ROWS`` rows at a time (``np.std`` would hold a float64 copy of the whole pool): the same
+    bytes from the matrix and from any blocks of it."""
+    blocks = X if callable(X) else lambda: (X[start:start + SCORE_ROWS] for start in range(0, len(X), SCORE_ROWS))
+    total, count = _row_sum(row_blocks(blocks(), SCORE_ROWS))
+    mean = total / count
+    squares = np.zeros(len(mean))
+    for block in row_blocks(blocks(), SCORE_ROWS):
+        deviation = block - mean
         squares += np.square(deviation, out=deviation).sum(axis=0)
-    scale = np.sqrt(squares / len(X))
+    scale = np.sqrt(squares / count)
     scale[scale < 1e-12] = 1.0
     return mean.astype(np.float32), scale.astype(np.float32)
+
+
+def _row_sum(blocks: Iterable[np.ndarray]) -> tuple[np.ndarray, int]:
+    """float64 sum of the rows of ``blocks`` (none longer than the first, as :func:`row_blocks` gives them)
+    added in order, as ``X.sum(axis=0, dtype=np.float64)`` adds the rows of a matrix, and their count."""
+    total, count, buffer = None, 0, None
+    for block in blocks:
+        if total is None:
+            total = np.add.reduce(block, axis=0, dtype=np.float64)
+            buffer = np.empty((len(block) + 1, block.shape[1]))
+        else:  # the running sum as the first row: one reduction adds the rows after it in order
+            buffer[0] = total
+            buffer[1:len(block) + 1] = block
+            total = np.add.reduce(buffer[:len(block) + 1], axis=0)
+        count += len(block)
+    if total is None:
+        raise InputError("an empty pool has no feature mean or scale")
+    return total, count
+
+
+def row_blocks(blocks: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    """The rows of ``blocks`` (in order) again as blocks of ``size`` rows, the last one shorter: slices of a
+    block where it holds them, a copy only of the rows that straddle two blocks."""
+    pending: list[np.ndarray] = []
+    count = 0
+    for block in blocks:
+        start = 0
+        if pending:
+            start = min(size - count, len(block))
+            pending.append(block[:start])
+            count += start
+            if count < size:
+                continue
+            yield np.concatenate(pending)
+            pending, count = [], 0
+        for start in range(start, len(block), size):
+            if len(block) - start < size:
+                pending, count = [block[start:]], len(block) - start
+                break
+            yield block[start:start + size]
+    if pending:
+        yield np.concatenate(pending)
+
+
+@contextmanager
+def rows_in_front(X: np.ndarray, rows: np.ndarray) -> Iterator[np.ndarray]:
+    """Rows ``rows`` (ascending) of the writable matrix ``X`` as one matrix, ``X[:len(rows)]``, without a copy:
+    moved to the front in place for the ``with`` block, and ``X`` restored after it (the other rows are saved
+    meanwhile). For estimators that need an array of the rows (k-means), where ``np.asarray(PoolRows)`` would
+    copy nearly the whole matrix."""
+    rows = np.asarray(rows, np.int64)
+    others = np.setdiff1d(np.arange(len(X)), rows)
+    saved = X[others]
+    moved: list[slice] = []
+    try:
+        for start in range(0, len(rows), SCORE_ROWS):  # row i moves to i <= rows[i]: never onto one still to move
+            block = slice(start, min(start + SCORE_ROWS, len(rows)))
+            X[block] = X[rows[block]]
+            moved.append(block)
+        yield X[:len(rows)]
+    finally:
+        for block in reversed(moved):  # back, last block first
+            X[rows[block]] = X[block].copy()
+        X[others] = saved
 
 
 def standardise(X: np.ndarray, mean: np.ndarray, scale: np.ndarray, *, copy: bool = True) -> np.ndarray:

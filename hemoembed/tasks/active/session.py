@@ -27,6 +27,7 @@ import io
 import json
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ import numpy as np
 
 from ...config import atomic_write_bytes, atomic_write_text, load_config, save_config
 from ...errors import InputError, MismatchError
-from .estimator import IncrementalLinearSVM, PoolRows, pool_standardiser, standardise
+from .estimator import IncrementalLinearSVM, PoolRows, pool_standardiser, rows_in_front, standardise
 from .strategies import STRATEGIES, initial_indices, query_strategy
 
 CONFIG, LABELS, MODEL, HISTORY, QUERY = "session.json", "labels.csv", "model.npz", "history.json", "to_label.csv"
@@ -59,7 +60,9 @@ class SessionConfig:
 
 
 class LabellingSession:
-    """One session folder over one store (``embeddings()``, ``paths``, ``fingerprint``)."""
+    """One session folder over one store: ``paths``, ``fingerprint``, and its rows read with
+    ``rows_embeddings(rows)`` and ``iter_embeddings()`` (an embedding store; the review app's pool of two), or
+    with ``embeddings()`` alone (one matrix)."""
 
     def __init__(self, directory: Path, store: Any, config: SessionConfig) -> None:
         self.directory = directory
@@ -227,33 +230,37 @@ class LabellingSession:
             self._X = standardise(X, *self.standardiser(X), copy=False)
         return self._X
 
-    def _raw(self, copy: bool = True) -> np.ndarray:
-        """The store's rows as float32: a fresh copy read part by part (``rows_embeddings``) when the store can,
-        else from ``embeddings()`` (the review app's pool): copied, or with ``copy=False`` that matrix itself
-        (read-only; the reference store keeps it for neighbour queries anyway)."""
+    def _raw(self) -> np.ndarray:
+        """Every row of the store as a float32 matrix of the session's own: read part by part
+        (``rows_embeddings``) when the store can, else copied from its ``embeddings()`` matrix."""
         read = getattr(self.store, "rows_embeddings", None)
         if read is None:
-            matrix = self.store.embeddings()
-            return np.array(matrix, dtype=np.float32) if copy else np.asarray(matrix)
+            return np.array(self.store.embeddings(), dtype=np.float32)
         return read(np.arange(len(self._index)))
 
+    def _blocks(self) -> Iterator[np.ndarray]:
+        """The store's rows in order, a block at a time, not copied: its ``iter_embeddings()`` stream (the
+        review app's pool: the reference rows, then the uploaded ones), else its ``embeddings()`` matrix."""
+        stream = getattr(self.store, "iter_embeddings", None)
+        return iter([self.store.embeddings()]) if stream is None else (block for _, block in stream())
+
     def _rows(self, rows: np.ndarray) -> np.ndarray:
-        """Standardised features of some rows (a teach never copies the whole matrix): read from the store's
-        parts when it can, else taken from its ``embeddings()`` matrix, or from :meth:`_features` once built."""
+        """Standardised features of some rows (a teach never copies the whole matrix): read from the store
+        (``rows_embeddings``, else its ``embeddings()`` matrix), or from :meth:`_features` once built."""
         if self._X is None:
             read = getattr(self.store, "rows_embeddings", None)
-            raw = read(rows) if read is not None else self._raw(copy=False)[rows]
+            raw = read(rows) if read is not None else self.store.embeddings()[rows]
             return standardise(raw, *self.standardiser(), copy=False)
         return self._features()[rows]
 
     def standardiser(self, X: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Feature mean and scale, fixed when first needed (the whole store then, or its raw rows ``X``) and
-        kept in the session."""
+        """Feature mean and scale, fixed when first needed (the whole store then, read a block at a time, or
+        its raw rows ``X``) and kept in the session."""
         path = self.directory / STANDARDISER
         if path.is_file():
             with np.load(path, allow_pickle=False) as data:
                 return data["mean"], data["scale"]
-        mean, scale = pool_standardiser(self._raw(copy=False) if X is None else X)  # read, not written
+        mean, scale = pool_standardiser(self._blocks if X is None else X)  # read, not written
         buffer = io.BytesIO()
         np.savez(buffer, mean=mean, scale=scale)
         atomic_write_bytes(path, buffer.getvalue())
@@ -333,10 +340,10 @@ class LabellingSession:
         take = min(batch, len(pool))
         paths = self.store.paths  # once: a store builds the list on each call (1M strings)
         if current is None or len(set(labels.values())) < 2:
-            # cold start: cover the space (k-means over the unlabelled rows: the session's matrix itself when
-            # no row is labelled yet, the pool being every row in order; else a copy of the unlabelled rows)
-            every = len(pool) == len(features) and np.array_equal(pool, np.arange(len(features)))
-            chosen = initial_indices(features if every else np.asarray(X), None, take, "kmeans", self.config.seed)
+            # cold start: cover the space (k-means over the unlabelled rows, moved to the front of the
+            # session's matrix for it: never a copy of them)
+            with rows_in_front(features, pool) as unlabelled:
+                chosen = initial_indices(unlabelled, None, take, "kmeans", self.config.seed)
             rows = [[paths[pool[i]], "", "", "", ""] for i in chosen]
         else:
             model = current["model"]

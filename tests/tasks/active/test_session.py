@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import write_store
+from helpers import traced_peak, write_parts, write_store
 
 from hemoembed.data.synthetic_embeddings import structured_embeddings
 from hemoembed.errors import InputError, MismatchError
@@ -296,22 +296,12 @@ def test_query_holds_the_matrix_once_and_teach_reads_only_the_labelled_rows(tmp_
     assert peak(lambda s: s.teach(tmp_path / "filled.csv")) < 0.5 * nbytes  # before: 2 matrices
 
 
-def write_parts(directory: Path, X: np.ndarray, y: np.ndarray, rows: int = 1000) -> EmbeddingStore:
-    """A store of ``X`` in parts of ``rows`` rows, as a store is written (a read holds one part)."""
-    store = write_store(directory, X[:rows].astype(np.float32), y[:rows])
-    for start in range(rows, len(X), rows):
-        paths = [f"{c}/img_{i:05d}.png" for i, c in enumerate(y[start:start + rows], start)]
-        store.append(make_part_table(paths, ["0" * 64] * len(paths), [32] * len(paths), [32] * len(paths),
-                                     X[start:start + rows].astype(np.float32), {"label": list(y[start:start + rows])}))
-    return EmbeddingStore.open(directory)
-
-
-def test_cold_start_query_reads_the_matrix_once_and_picks_the_same_rows(tmp_path, monkeypatch):
-    """A session's first query (no labels: k-means over every row) copied the unlabelled rows beside the
-    session's standardised matrix (2 matrices; 9.8 GB at 1M rows): when every row is unlabelled, k-means reads
-    that matrix itself. Same rows as k-means over a copy."""
-    import tracemalloc
-
+@pytest.mark.parametrize("one_class", [0, 300], ids=["no-labels", "labels-of-one-class"])
+def test_cold_query_copies_no_unlabelled_rows_and_picks_the_same_rows(tmp_path, monkeypatch, one_class):
+    """A query before a model can rank (no labels, or labels of one class only) k-means the unlabelled rows.
+    It copied them beside the session's standardised matrix (2 matrices; 9.8 GB at 1M rows); now k-means
+    reads that matrix itself, the unlabelled rows moved to its front and back after. Same rows as k-means
+    over a copy; the matrix is left as it was."""
     import hemoembed.tasks.active.estimator as active
     from hemoembed.tasks.active import standardise
     from hemoembed.tasks.active.strategies import initial_indices
@@ -319,25 +309,67 @@ def test_cold_start_query_reads_the_matrix_once_and_picks_the_same_rows(tmp_path
     monkeypatch.setattr(active, "SCORE_ROWS", 500)  # blocks much smaller than the matrix, as at scale
     X, y = structured_embeddings(24000, dim=256, n_classes=4, seed=4)
     store = write_parts(tmp_path / "big", X, y)
-    new_session(tmp_path, store, batch=30)
+    session = new_session(tmp_path, store, batch=30)
+    taught = [i for i in range(0, 24000, 7) if y[i] == y[0]][:one_class]  # scattered through the matrix
+    if taught:
+        session.teach_labels({store.paths[i]: y[0] for i in taught})
     opened = LabellingSession.open(tmp_path / "session", EmbeddingStore.open(tmp_path / "big"))
     initial_indices(np.zeros((200, 4), np.float32), None, 2, "kmeans", 0)  # imports outside the trace
-    nbytes = X.shape[0] * X.shape[1] * 4
-    tracemalloc.start()
-    try:
-        opened.query()
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 2.0 * nbytes  # before: 2.5 (the matrix, a copy, k-means' own buffers); now 1.5
-    rows = list(csv.DictReader(open(tmp_path / "session" / "to_label.csv")))
+    peak, _ = traced_peak(opened.query)
+    assert peak < 2.0 * X.shape[0] * X.shape[1] * 4  # before: 2.5 (the matrix, a copy, k-means' buffers); now 1.5
     full = standardise(store.embeddings(), *opened.standardiser())
-    chosen = initial_indices(full, None, 30, "kmeans", 0)
-    assert [r["path"] for r in rows] == [store.paths[i] for i in chosen]
+    assert np.array_equal(opened._features(), full)  # restored row for row
+    pool = np.setdiff1d(np.arange(len(full)), taught)
+    chosen = initial_indices(full[pool], None, 30, "kmeans", 0)
+    rows = list(csv.DictReader(open(tmp_path / "session" / "to_label.csv")))
+    assert [r["path"] for r in rows] == [store.paths[pool[i]] for i in chosen]
+
+
+def test_rows_in_front_moves_rows_and_restores_the_matrix(monkeypatch):
+    """Any rows (ascending), blocks of any size: the view is exactly those rows; afterwards, even after an
+    error inside the block, the matrix is what it was."""
+    import hemoembed.tasks.active.estimator as active
+    from hemoembed.tasks.active.estimator import rows_in_front
+
+    monkeypatch.setattr(active, "SCORE_ROWS", 3)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((50, 4)).astype(np.float32)
+    for rows in (np.arange(50), np.arange(1, 50), np.sort(rng.choice(50, 17, replace=False)), np.array([49]),
+                 np.zeros(0, np.int64)):
+        matrix = X.copy()
+        with rows_in_front(matrix, rows) as front:
+            assert np.array_equal(front, X[rows]) and (len(rows) == 0 or np.shares_memory(front, matrix))
+        assert np.array_equal(matrix, X)
+    with pytest.raises(RuntimeError), rows_in_front(matrix, np.array([2, 5, 40])):
+        raise RuntimeError("k-means failed")
+    assert np.array_equal(matrix, X)
+
+
+def test_standardiser_over_blocks_is_the_matrix_standardiser_byte_for_byte(monkeypatch):
+    """Blocks of any sizes (the review app's parts; float16 reference rows), in ``SCORE_ROWS`` steps or not:
+    the same mean and scale, bit for bit, as over the concatenated matrix."""
+    import hemoembed.tasks.active.estimator as active
+    from hemoembed.tasks.active import pool_standardiser
+
+    rng = np.random.default_rng(1)
+    X = (rng.standard_normal((2500, 48)) * rng.uniform(0.01, 50, 48) + rng.uniform(-20, 20, 48)).astype(np.float32)
+    X[:, 3] = 1.5  # a constant feature (scale 1)
+    for score_rows in (8192, 500, 7):
+        monkeypatch.setattr(active, "SCORE_ROWS", score_rows)
+        expected = pool_standardiser(X)
+        for cuts in ([1000, 1700], [1, 2, 3, 499, 500, 501], list(range(0, 2500, 333))):
+            parts = np.split(X, cuts)
+            for got, want in zip(pool_standardiser(lambda: iter(parts)), expected):
+                assert got.tobytes() == want.tobytes()
+        half = X.astype(np.float16)
+        mixed = [half[:1200], half[1200:].astype(np.float32)]
+        for got, want in zip(pool_standardiser(lambda: iter(mixed)), pool_standardiser(np.concatenate(mixed))):
+            assert got.tobytes() == want.tobytes()
 
 
 class _Pool:
-    """The review app's kind of store: ``embeddings()`` only (its read-only matrix, kept by the store)."""
+    """A store with ``embeddings()`` only (its read-only matrix, kept by the store), as the review app's pool
+    was before it read rows from each of its stores."""
 
     def __init__(self, store) -> None:
         self.fingerprint, self.directory, self.paths = store.fingerprint, store.directory, store.paths
@@ -348,11 +380,9 @@ class _Pool:
 
 
 def test_a_pool_without_row_reads_is_not_copied_to_start_or_teach(tmp_path, monkeypatch):
-    """The review app's pool (``embeddings()`` only): starting a session copied the whole matrix for the
+    """A pool with ``embeddings()`` only: starting a session copied the whole matrix for the
     standardiser, and a teach standardised a copy of every row to fit on the labelled ones; now both read
     the pool's matrix without copying it (the labelled rows only are copied). Same model as before."""
-    import tracemalloc
-
     import hemoembed.tasks.active.estimator as active
     from hemoembed.tasks.active import standardise
     from hemoembed.tasks.active.estimator import IncrementalLinearSVM
@@ -364,18 +394,10 @@ def test_a_pool_without_row_reads_is_not_copied_to_start_or_teach(tmp_path, monk
     nbytes = X.shape[0] * X.shape[1] * 4
     IncrementalLinearSVM(classes=CLASSES).fit(np.eye(4, dtype=np.float32), np.array(CLASSES))  # imports
 
-    def peak(action):
-        tracemalloc.start()
-        try:
-            result = action()
-            return tracemalloc.get_traced_memory()[1], result
-        finally:
-            tracemalloc.stop()
-
-    start, session = peak(lambda: new_session(tmp_path, pool, batch=30))
+    start, session = traced_peak(lambda: new_session(tmp_path, pool, batch=30))
     assert start < 0.5 * nbytes  # before: a copy of the matrix
     taught = dict(list(answers.items())[:300])
-    teach, _ = peak(lambda: session.teach_labels(taught))
+    teach, _ = traced_peak(lambda: session.teach_labels(taught))
     assert teach < 0.5 * nbytes  # before: a standardised copy of every row
     mean, scale = session.standardiser()
     rows = np.array([pool.paths.index(p) for p in taught])
