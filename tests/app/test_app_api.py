@@ -323,6 +323,8 @@ def test_the_app_finds_neighbours_through_a_current_index_and_says_why_not_a_sta
         found = [n["row"] for n in indexed.neighbours(vector, 5)]
         exact = [n["row"] for n in plain.neighbours(vector, 5)]
         assert found[0] == exact[0] and len(set(found) & set(exact)) >= 4
+    assert indexed.store.embeddings_read is None  # the index answers: the matrix is never read
+    assert plain.store.embeddings_read is not None  # exact: read once and kept, not a pass over the parts per cell
 
     _, model, record = loaded
     make_synthetic_dataset(tmp_path / "more", n_per_class=2, sites=1, size=48, seed=5)
