@@ -80,7 +80,7 @@ def open_reference(store_dir: Path, svm_dir: Path, map_dir: Path | None = None, 
     lib.check_fingerprint(meta, store.fingerprint, f"store {store_dir}")  # refuses another encoder's model
     column = meta["column"]
     label_sources, key = _label_sources(folder, labels)
-    data = lib.load_labelled(store, [str(p) for p in label_sources], key, [column])
+    data = lib.load_labelled(store, [str(p) for p in label_sources], key, [column], lazy=True)  # labels only
     _, values, keys = data.rows_with(column)
     if key != "path":
         to_path = dict(zip(store.column(key), store.paths))
