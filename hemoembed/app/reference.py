@@ -18,6 +18,9 @@ import numpy as np
 from . import lib
 
 
+LARGE_STORE = 100_000  # rows above which the start-up line advises an index: exact search took 7.4 s a cell at 1M
+
+
 @dataclass
 class Reference:
     """The reference side of the app (read-only while the server runs)."""
@@ -107,6 +110,9 @@ def _neighbour_search(store) -> tuple[Any | None, str]:
                        f"measured at build)")
     if why_not:
         return None, f"exact, because {why_not}"
+    if len(store) > LARGE_STORE:
+        return None, (f"exact (seconds a cell at {len(store):,} rows; an index answers in milliseconds: "
+                      f"hemoembed store index {store.directory})")
     return None, "exact"
 
 
