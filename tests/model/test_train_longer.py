@@ -2,6 +2,7 @@
 an earlier epoch's encoder can be exported from the checkpoints kept."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -32,11 +33,21 @@ def _weights(folder: Path, name: str = "encoder.keras") -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def constant_runs(tmp_path_factory) -> Path:
-    """Shared by the two slow tests (the costly part): cells/, whole/ (2 constant epochs) and one/ (the first
-    of them, checkpoints kept); a test copies one/ before resuming it."""
+    """Shared by the three slow tests (the costly part): cells/, whole/ (2 constant epochs, ``ARGS`` with
+    --keep-checkpoints 0, through the library so that its log lines, each with the checkpoint files it saw, are
+    kept in whole.log.json) and one/ (the first of the 2 epochs, checkpoints kept); a test copies a run before
+    changing it."""
+    from hemoembed.data.manifest import load_manifest
+    from hemoembed.model.pretrain import pretrain, resolve_config
+
     root = tmp_path_factory.mktemp("constant")
     make_synthetic_dataset(root / "cells", n_per_class=4, sites=1, size=40, seed=2)
-    _pretrain(root / "cells", root / "whole", "--epochs", "2")
+    whole, seen = root / "whole", []
+    config = resolve_config(weights="none", image_size=32, batch_size=8, val_fraction=0.2, seed=5, head="mlp:16,8",
+                            epochs=2, keep_checkpoints=0)  # ARGS --epochs 2 --keep-checkpoints 0
+    pretrain(load_manifest(root / "cells"), whole, config,  # the folder, as the CLI reads it (not its CSV)
+             log=lambda line: seen.append((line, sorted(p.name for p in (whole / "checkpoints").glob("*")))))
+    (root / "whole.log.json").write_text(json.dumps(seen))
     _pretrain(root / "cells", root / "one", "--epochs", "1", "--keep-checkpoints", "2")
     return root
 
@@ -91,6 +102,27 @@ def test_a_constant_run_given_a_cooldown_on_resume_equals_the_run_planned_with_i
     assert {p: p.read_bytes() for p in (tmp_path / "planned").rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.slow  # the fixture's whole/ run (next to the other two users: xdist hands out neighbours together)
+def test_keep_checkpoints_0_keeps_the_last_while_training_and_drops_them_when_done(tmp_path, constant_runs):
+    """The demo's setting: an interrupted run can resume (the last epoch's checkpoint exists while it trains),
+    a finished one keeps only its encoder (no ~80 MB of weights and Adam slots) and refuses --resume."""
+    cells, seen = constant_runs / "cells", json.loads((constant_runs / "whole.log.json").read_text())
+    run = tmp_path / "run"
+    shutil.copytree(constant_runs / "whole", run)
+    # the log line of epoch N comes before N's checkpoint is written: epoch 2's line sees epoch 1's
+    assert next(files for line, files in seen if line.startswith("epoch 2/2")) == ["checkpoint.json",
+                                                                                    "epoch-0001.npz"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["checkpoint.json"]
+    assert any("checkpoints dropped" in line for line, _ in seen)
+    assert (run / "encoder.keras").is_file() and len((run / "history.csv").read_text().splitlines()) == 3
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    result = CliRunner().invoke(main, ["pretrain", str(cells), "--out", str(run), "--resume", "--epochs", "3"])
+    assert result.exit_code == 2 and "dropped its checkpoints" in result.output, result.output
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    with pytest.raises(InputError, match="kept: none"):
+        export_checkpoint(run, 2, tmp_path / "e2.keras")
+
+
 @pytest.mark.parametrize(("saved", "now", "trained", "refused"), [
     ((16, 0.0), (20, 0.2), 16, False),   # the constant part of the 20-epoch schedule is the 16 trained epochs
     ((16, 0.0), (20, 0.25), 16, True),   # the 20-epoch schedule's LR falls from epoch 15
@@ -135,34 +167,6 @@ def test_a_cosine_run_cannot_be_trained_longer(tmp_path):
                                        "--epochs", "3", "--resume"])
     assert result.exit_code == 2 and "cannot resume with a different config" in result.output
     assert "epochs" in result.output
-
-
-@pytest.mark.slow  # two short epochs: ~30 CPU s
-def test_keep_checkpoints_0_keeps_the_last_while_training_and_drops_them_when_done(tmp_path):
-    """The demo's setting: an interrupted run can resume (the last epoch's checkpoint exists while it trains),
-    a finished one keeps only its encoder (no ~80 MB of weights and Adam slots) and refuses --resume."""
-    from hemoembed.data.manifest import load_manifest
-    from hemoembed.model.pretrain import pretrain, resolve_config
-
-    cells = tmp_path / "cells"
-    manifest = make_synthetic_dataset(cells, n_per_class=4, sites=1, size=40, seed=2)
-    run, seen = tmp_path / "run", []
-    config = resolve_config(weights="none", image_size=32, batch_size=8, val_fraction=0.2, head="mlp:16,8",
-                            epochs=2, keep_checkpoints=0)
-    # the log line of epoch N comes before N's checkpoint is written: epoch 2's line sees epoch 1's
-    pretrain(load_manifest(manifest), run, config,
-             log=lambda line: seen.append((line, sorted(p.name for p in (run / "checkpoints").glob("*")))))
-    assert next(files for line, files in seen if line.startswith("epoch 2/2")) == ["checkpoint.json",
-                                                                                    "epoch-0001.npz"]
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["checkpoint.json"]
-    assert any("checkpoints dropped" in line for line, _ in seen)
-    assert (run / "encoder.keras").is_file() and len((run / "history.csv").read_text().splitlines()) == 3
-    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
-    result = CliRunner().invoke(main, ["pretrain", str(cells), "--out", str(run), "--resume", "--epochs", "3"])
-    assert result.exit_code == 2 and "dropped its checkpoints" in result.output, result.output
-    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
-    with pytest.raises(InputError, match="kept: none"):
-        export_checkpoint(run, 2, tmp_path / "e2.keras")
 
 
 def test_a_run_that_dropped_its_checkpoints_is_refused_before_any_training(tmp_path):
