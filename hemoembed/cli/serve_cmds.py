@@ -52,6 +52,9 @@ def serve(store_dir: Path, model_dir: Path, map_dir: Path | None, data_dir: Path
           max_request_mb: float, label_studio_roots: tuple[Path, ...], retrain_cv: int) -> None:
     """Start the review app: a browser UI and a JSON API (docs at /docs) on one port.
 
+    A cell's nearest reference cells come from the store's approximate index when it has a current one
+    (hemoembed store index STORE; milliseconds at a million cells), else from exact search.
+
     \b
     Example:
       hemoembed serve --store stores/pbc64 --model svm_pbc8 --map maps/pbc --data review
