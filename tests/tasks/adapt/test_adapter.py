@@ -280,3 +280,16 @@ def test_adapt_cli_writes_a_predictable_model(sites, tmp_path, cli):
     assert all(again_predicted[r["path"]] == r["predicted"] for r in tests)
     again = cli(*args)
     assert again.exit_code == 2 and "use --overwrite" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_the_cv_choice_is_the_best_mean_accuracy_then_the_fewest_epochs():
+    from hemoembed.tasks.adapt.adapter import FinetuneParams, best_point
+
+    def point(lr, batch, epochs, acc):
+        return {"lr": lr, "batch_size": batch, "epochs": epochs, "cv_accuracy": acc}
+
+    scores = [point(1e-3, 4, 1, 0.50), point(1e-3, 4, 3, 0.75), point(1e-4, 8, 1, 0.70), point(1e-4, 8, 3, 0.60)]
+    assert best_point(scores) == FinetuneParams(1e-3, 3, 4)
+    tied = scores + [point(1e-4, 16, 2, 0.75)]  # as good, fewer epochs: chosen
+    assert best_point(tied) == FinetuneParams(1e-4, 2, 16)
+    assert best_point(tied + [point(1e-2, 4, 2, 0.75)]) == FinetuneParams(1e-4, 2, 16)  # a full tie: the first
