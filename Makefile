@@ -19,11 +19,9 @@ venv: $(STAMP)
 # Every test, on TEST_WORKERS pytest-xdist processes (0: serially, in one process). Three on 2 cores keep them
 # busier than two (much of a test is single-threaded TensorFlow import and tracing): the whole suite took 28 min
 # 40 s with three, 31 min 42 s with two, idle, 2026-12-01 (benchmarks/RESULTS.md, "Test suite time").
-# --dist loadgroup: tests marked with the same xdist_group (those sharing a module's training fixture) go to one
-# worker, so the fixture trains once, not once per worker that happens to get one of them.
 TEST_WORKERS ?= 3
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # The review app's browser test needs Debian's chromium + chromium-driver: installed here when missing and
 # running as root with apt-get; otherwise that test skips and says why.

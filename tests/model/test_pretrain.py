@@ -71,7 +71,6 @@ def _weights(run: Path) -> list[np.ndarray]:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("pretrain_reference")  # one worker trains the reference once for both
 def test_run_writes_its_outputs_and_the_loss_falls(reference, cells):
     from hemoembed.model.encoder import load_encoder
 
@@ -109,7 +108,6 @@ def _cli(*args: str) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("pretrain_reference")  # one worker trains the reference once for both
 def test_sigkill_mid_run_then_resume_equals_uninterrupted(reference, cells, tmp_path):
     run = tmp_path / "run"
     proc = _cli(str(cells), "--out", str(run), *ARGS)

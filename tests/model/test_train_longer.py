@@ -53,7 +53,6 @@ def constant_runs(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("constant_runs")  # one worker trains the module fixture once for all three
 def test_a_constant_lr_run_trained_longer_equals_the_longer_run(tmp_path, constant_runs):
     cells = constant_runs / "cells"
     shutil.copytree(constant_runs / "whole", tmp_path / "whole")
@@ -82,7 +81,6 @@ def test_a_constant_lr_run_trained_longer_equals_the_longer_run(tmp_path, consta
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("constant_runs")  # one worker trains the module fixture once for all three
 def test_a_constant_run_given_a_cooldown_on_resume_equals_the_run_planned_with_it(tmp_path, constant_runs):
     """Warmup-stable-decay: a constant-LR run resumed with ``--epochs M --cooldown F`` (its epochs all before the
     cool-down) ends where a run planned with them from the start ends; once the LR has begun to fall, a
@@ -105,7 +103,6 @@ def test_a_constant_run_given_a_cooldown_on_resume_equals_the_run_planned_with_i
 
 
 @pytest.mark.slow  # the fixture's whole/ run (next to the other two users: xdist hands out neighbours together)
-@pytest.mark.xdist_group("constant_runs")  # one worker trains the module fixture once for all three
 def test_keep_checkpoints_0_keeps_the_last_while_training_and_drops_them_when_done(tmp_path, constant_runs):
     """The demo's setting: an interrupted run can resume (the last epoch's checkpoint exists while it trains),
     a finished one keeps only its encoder (no ~80 MB of weights and Adam slots) and refuses --resume."""
