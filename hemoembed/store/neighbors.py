@@ -52,9 +52,9 @@ def knn_blocks(queries: np.ndarray, blocks: Iterable[tuple[int, np.ndarray]], n_
     if k < 1 or n_q == 0:
         return np.zeros((n_q, 0), np.int64), np.zeros((n_q, 0), np.float32)
 
-    q_prep, q_sq = _prepare(queries, metric)
+    q_prep, q_stat = _prepare(queries, metric)
     if metric == "cosine":
-        q_prep = q_prep / q_sq[:, None]  # unit queries
+        q_prep = q_prep / q_stat[:, None]  # unit queries
     q_block = min(n_q, 1024)
     # float32 distances + int64 argpartition per (query, row), and the float32 rows themselves
     b_block = max(k, min(block_bytes // (12 * q_block), block_bytes // (4 * queries.shape[1])))
@@ -65,12 +65,12 @@ def knn_blocks(queries: np.ndarray, blocks: Iterable[tuple[int, np.ndarray]], n_
             raise InputError(f"queries of shape {queries.shape} and stored embeddings of shape {rows.shape} "
                              "do not match")
         for b0 in range(0, len(rows), b_block):
-            b_prep, b_sq = _prepare(np.asarray(rows[b0:b0 + b_block], np.float32), metric)
+            b_prep, b_stat = _prepare(np.asarray(rows[b0:b0 + b_block], np.float32), metric)
             first, n_b = start + b0, len(b_prep)
             take = min(k, n_b)
             for q0 in range(0, n_q, q_block):
                 q1 = min(n_q, q0 + q_block)
-                dist = _distances(q_prep[q0:q1], q_sq[q0:q1], b_prep, b_sq, metric)
+                dist = _distances(q_prep[q0:q1], q_stat[q0:q1], b_prep, b_stat, metric)
                 local = excl[q0:q1] - first
                 hit = (local >= 0) & (local < n_b)
                 dist[np.nonzero(hit)[0], local[hit]] = np.inf
@@ -91,15 +91,16 @@ def _prepare(x: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
     return x, np.einsum("ij,ij->i", x, x)
 
 
-def _distances(q: np.ndarray, q_sq: np.ndarray, b: np.ndarray, b_sq: np.ndarray, metric: str) -> np.ndarray:
-    """Distances of unit (cosine) or raw (euclidean) queries ``q`` to rows ``b``; ``*_sq``: :func:`_prepare`'s."""
+def _distances(q: np.ndarray, q_stat: np.ndarray, b: np.ndarray, b_stat: np.ndarray, metric: str) -> np.ndarray:
+    """Distances of unit (cosine) or raw (euclidean) queries ``q`` to rows ``b``; ``*_stat``: :func:`_prepare`'s
+    per-row norms (cosine) or squared norms (euclidean)."""
     dot = q @ b.T
     if metric == "cosine":
-        dot /= b_sq[None, :]
+        dot /= b_stat[None, :]
         return np.subtract(1.0, dot, out=dot)
     dot *= -2.0
-    dot += q_sq[:, None]
-    dot += b_sq[None, :]
+    dot += q_stat[:, None]
+    dot += b_stat[None, :]
     np.maximum(dot, 0.0, out=dot)
     return np.sqrt(dot, out=dot)
 

@@ -235,16 +235,16 @@ def row_blocks(blocks: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
     pending: list[np.ndarray] = []
     count = 0
     for block in blocks:
-        start = 0
+        first = 0  # the block's first row not yet given
         if pending:
-            start = min(size - count, len(block))
-            pending.append(block[:start])
-            count += start
+            first = min(size - count, len(block))
+            pending.append(block[:first])
+            count += first
             if count < size:
                 continue
             yield np.concatenate(pending)
             pending, count = [], 0
-        for start in range(start, len(block), size):
+        for start in range(first, len(block), size):
             if len(block) - start < size:
                 pending, count = [block[start:]], len(block) - start
                 break
@@ -260,6 +260,9 @@ def rows_in_front(X: np.ndarray, rows: np.ndarray) -> Iterator[np.ndarray]:
     meanwhile). For estimators that need an array of the rows (k-means), where ``np.asarray(PoolRows)`` would
     copy nearly the whole matrix."""
     rows = np.asarray(rows, np.int64)
+    if len(rows) == len(X):  # every row, ascending: already in front (no pass copying the matrix onto itself)
+        yield X
+        return
     others = np.setdiff1d(np.arange(len(X)), rows)
     saved = X[others]
     moved: list[slice] = []

@@ -335,7 +335,6 @@ class LabellingSession:
         if len(pool) == 0:
             raise InputError(f"{self.directory}: every image of the store is labelled; nothing to query")
         features = self._features()
-        X = PoolRows(features, pool)  # the unlabelled rows, not copied (scored a block at a time)
         current = self.model()
         take = min(batch, len(pool))
         paths = self.store.paths  # once: a store builds the list on each call (1M strings)
@@ -347,6 +346,7 @@ class LabellingSession:
             rows = [[paths[pool[i]], "", "", "", ""] for i in chosen]
         else:
             model = current["model"]
+            X = PoolRows(features, pool)  # the unlabelled rows, not copied (scored a block at a time)
             chosen, proba = self.rank(model, X, take, len(labels))
             rows = [[paths[pool[i]], model.classes_[p.argmax()], f"{p.max():.4f}", f"{1.0 - p.max():.4f}",
                      ""] for i, p in zip(chosen, proba)]
