@@ -97,6 +97,9 @@ ROWS: dict[str, list[str]] = {
     "cand_semihard_tuned": _with(CANDIDATE, loss="semihard", head="none", lr="3e-3"),
     # The candidate trained and embedded with preprocessing record version 1 (before #18; version 2 is the default).
     "cand_rec1": _with(CANDIDATE, config="{record_v1}"),
+    "cand_views4": _with(CANDIDATE, views="4"),  # four views of every image: three positives per anchor, 2x compute
+    "cand_views3": _with(CANDIDATE, views="3"),
+    "cand_8ep": _with(CANDIDATE, epochs="8"),  # two views, twice the epochs: cand_views4's compute
 }
 
 

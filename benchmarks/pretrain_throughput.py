@@ -49,17 +49,17 @@ def measure(paths: list[str], size: int, batch: int, steps: int, warmup: int, op
 def _measure(paths: list[str], config, steps: int, warmup: int) -> dict:
     import tensorflow as tf
 
-    from hemoembed.data.pipeline import cache_training_images, two_view_dataset
+    from hemoembed.data.pipeline import cache_training_images, multi_view_dataset
     from hemoembed.model.distribute import make_strategy
     from hemoembed.model.pretrain import make_trainer
 
     size, batch = config.image_size, config.batch_size
     trainer = make_trainer(config, make_strategy("one"), steps + warmup)
     n = (steps + warmup) * batch
-    dataset = two_view_dataset(paths[:n], range(n), config.record, config.augment, batch, 0, 1)
+    dataset = multi_view_dataset(paths[:n], range(n), config.record, config.augment, batch, 0, 1)
     pipeline = _timed(trainer._train, dataset, warmup)
     cache, kept = cache_training_images(paths[:n], config.record)
-    cached = two_view_dataset([paths[i] for i in kept], range(len(kept)), config.record, config.augment, batch, 0, 1,
+    cached = multi_view_dataset([paths[i] for i in kept], range(len(kept)), config.record, config.augment, batch, 0, 1,
                               cache=cache)
     cached_s = _timed(trainer._train, cached, warmup)
     views, labels = next(iter(dataset))

@@ -22,7 +22,7 @@ _LAZY = {
     "gray_world": "hemoembed.data.colour",
     "reinhard_normalize": "hemoembed.data.colour",
     "AugmentConfig": "hemoembed.data.augment_config",
-    "two_view_dataset": "hemoembed.data.pipeline",
+    "multi_view_dataset": "hemoembed.data.pipeline",
     "inference_dataset": "hemoembed.data.pipeline",
     "make_synthetic_dataset": "hemoembed.data.synthetic",
     "structured_embeddings": "hemoembed.data.synthetic_embeddings",

@@ -40,7 +40,10 @@ AUGMENT_OPTIONS = ("zoom", "resolution", "crop_scale", "hue", "stain")
                    "backbone / .h5 backbone weights).")
 @click.option("--epochs", type=POSITIVE, default=None, help="Epochs [preset: 30 / 60].")
 @click.option("--batch-size", type=click.IntRange(min=2), default=None,
-              help="Images per batch, two views each [preset: 100 / 128].")
+              help="Images per batch, --views views each [preset: 100 / 128].")
+@click.option("--views", type=click.IntRange(2, 16), default=None,
+              help="Augmented views of every image in a batch [2]; more give NT-Xent several positives per "
+                   "anchor at proportionally more compute per epoch.")
 @click.option("--lr", type=POSITIVE_FLOAT, default=None, help="Adam learning rate [preset: 1e-5 / 1e-3].")
 @click.option("--lr-decay", type=click.Choice(["constant", "cosine"]), default=None, help="LR schedule [constant].")
 @click.option("--warmup-epochs", type=NON_NEGATIVE_FLOAT, default=None, help="Linear LR warm-up in epochs [0].")
@@ -103,7 +106,7 @@ AUGMENT_OPTIONS = ("zoom", "resolution", "crop_scale", "hue", "stain")
               "learning rate, a larger --epochs or a --cooldown trains it longer).")
 @overwrite_option
 def pretrain(manifest, out: Path, config_file: Path | None, resume: bool, overwrite: bool, **options) -> None:
-    """Pretrain the encoder on unlabelled images (two augmented views per image).
+    """Pretrain the encoder on unlabelled images (two or more augmented views per image).
 
     Writes RUN/config.json, RUN/history.csv (losses; probe scores with --probe-labels), RUN/checkpoints/
     (the last epoch, what --resume needs; with --keep-checkpoints 0 only while the run trains),

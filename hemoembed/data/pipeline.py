@@ -75,7 +75,7 @@ def _record_functions(record: PreprocessingRecord):
     return prepare, finish
 
 
-# --------------------------------------------------------------------------- two-view training data
+# --------------------------------------------------------------------------- multi-view training data
 
 
 def augmentation_side(record: PreprocessingRecord) -> int:
@@ -135,15 +135,15 @@ def cache_training_images(paths: Sequence[str], record: PreprocessingRecord, pro
     return variable, kept
 
 
-def two_view_dataset(paths: Sequence[str], labels: Sequence[int], record: PreprocessingRecord, augment,
-                     batch_size: int, seed: int, stream: int, *, shuffle: bool = True, cache=None,
-                     drop_remainder: bool = True):
-    """Batches of ``(views (2B, S, S, 3) float32 in [0, 255], labels (2B,) int64)`` for triplet mining.
+def multi_view_dataset(paths: Sequence[str], labels: Sequence[int], record: PreprocessingRecord, augment,
+                       batch_size: int, seed: int, stream: int, *, views: int = 2, shuffle: bool = True,
+                       cache=None, drop_remainder: bool = True):
+    """Batches of ``(views (VB, S, S, 3) float32 in [0, 255], labels (VB,) int64)`` for the pretraining losses.
 
-    Each batch holds ``batch_size`` distinct images; rows ``2k`` and ``2k + 1`` are two independently
-    augmented views of image k and share its label (``labels``: one distinct integer per image, its
-    identity), so online mining finds exactly one positive per anchor. The order (when ``shuffle``) and
-    every augmentation draw derive from ``(seed, stream)`` — use the epoch number as ``stream`` — so an
+    Each batch holds ``batch_size`` distinct images; rows ``Vk`` to ``Vk + V - 1`` are ``views`` (V)
+    independently augmented views of image k and share its label (``labels``: one distinct integer per
+    image, its identity), so online mining finds exactly V - 1 positives per anchor (one with two views).
+    The order (when ``shuffle``) and every augmentation draw derive from ``(seed, stream)`` — use the epoch number as ``stream`` — so an
     epoch is reproducible, in a resumed run too. ``augment`` is an :class:`~.augment.AugmentConfig`.
     ``cache``: the variable from :func:`cache_training_images` (its rows aligned with ``paths``).
     """
@@ -170,13 +170,15 @@ def two_view_dataset(paths: Sequence[str], labels: Sequence[int], record: Prepro
             lambda row, label: (tf.cast(tf.gather(cache, row), tf.float32), label),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
-    def two_views(batch_no, batch):
+    copies = int(views)
+
+    def augmented_views(batch_no, batch):
         images, label = batch
         batch_seed = tf.stack([tf.constant(int(seed), tf.int64), tf.constant(int(stream), tf.int64) * 2**24 + batch_no])
-        views = augment_batch(tf.repeat(images, 2, axis=0), layers, batch_seed)
-        return (_crop_to_record(views, record) if crop else views), tf.repeat(label, 2)
+        out = augment_batch(tf.repeat(images, copies, axis=0), layers, batch_seed)
+        return (_crop_to_record(out, record) if crop else out), tf.repeat(label, copies)
 
-    ds = ds.enumerate().map(two_views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.enumerate().map(augmented_views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

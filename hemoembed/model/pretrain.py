@@ -1,4 +1,4 @@
-"""Self-supervised pretraining: two augmented views per image, a triplet or NT-Xent loss, resumable runs.
+"""Self-supervised pretraining: two (or more) augmented views per image, a triplet or NT-Xent loss, resumable runs.
 
 A run folder holds ``config.json`` (the resolved :class:`PretrainConfig`), ``history.csv`` (losses, and the
 probe's scores when the run has one: :mod:`.probe`), ``checkpoints/`` (the last completed epoch's ``.npz``
@@ -183,7 +183,7 @@ def make_trainer(config: PretrainConfig, strategy: Any, steps_per_epoch: int) ->
     from .heads import build_head
     from .training import EmbeddingTrainer
 
-    views = 2 * config.batch_size
+    views = config.views * config.batch_size
     if views % strategy.num_replicas_in_sync:
         raise InputError(f"--batch-size {config.batch_size}: {views} views do not split evenly over "
                          f"{strategy.num_replicas_in_sync} replicas")
@@ -233,20 +233,20 @@ class TrainingData:
         self.val_batch = min(config.batch_size, len(val))
 
     def epoch(self, epoch: int) -> Any:
-        from ..data.pipeline import two_view_dataset
+        from ..data.pipeline import multi_view_dataset
 
         c = self.config
-        return two_view_dataset(self.train, range(len(self.train)), c.record, c.augment, c.batch_size, c.seed,
-                                epoch, cache=self.cache)
+        return multi_view_dataset(self.train, range(len(self.train)), c.record, c.augment, c.batch_size, c.seed,
+                                  epoch, views=c.views, cache=self.cache)
 
     def validation(self) -> Any | None:
-        from ..data.pipeline import two_view_dataset
+        from ..data.pipeline import multi_view_dataset
 
         if self.val_batch < 2:
             return None
         c = self.config
-        return two_view_dataset(self.val, range(len(self.val)), c.record, c.augment, self.val_batch, c.seed,
-                                -1, shuffle=False)
+        return multi_view_dataset(self.val, range(len(self.val)), c.record, c.augment, self.val_batch, c.seed,
+                                  -1, views=c.views, shuffle=False)
 
 
 class EpochLoop:

@@ -79,7 +79,8 @@ class PretrainConfig:
     preset: Literal["imagenet", "scratch"] | None = None
     weights: str | None = None  # imagenet | none | PATH (.keras encoder, encoder.json reference, .h5)
     epochs: int | None = None
-    batch_size: int | None = None  # distinct images per batch (2x views)
+    batch_size: int | None = None  # distinct images per batch (each seen `views` times)
+    views: int = 2  # augmented views of every image in a batch (NT-Xent: views - 1 positives per anchor)
     lr: float | None = None
     lr_decay: Literal["constant", "cosine"] | None = None
     warmup_epochs: float | None = None
@@ -153,6 +154,8 @@ def resolve_config(config: PretrainConfig | None = None, config_file: str | Path
 
 def check_config(cfg: PretrainConfig) -> None:
     """One-line errors for settings no run could use (before anything is written)."""
+    if not 2 <= cfg.views <= 16:
+        raise InputError(f"--views {cfg.views}: must be between 2 and 16 augmented views per image")
     if cfg.batch_size < 2:
         raise InputError(f"--batch-size {cfg.batch_size}: need at least 2 images per batch")
     if cfg.epochs < 1:

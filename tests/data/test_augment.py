@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from hemoembed.data.augment import AugmentConfig, ColourJitter, augment_batch, build_augmentation
 from hemoembed.data.manifest import load_manifest
-from hemoembed.data.pipeline import augmentation_side, cache_training_images, holdout_split, two_view_dataset
+from hemoembed.data.pipeline import augmentation_side, cache_training_images, holdout_split, multi_view_dataset
 from hemoembed.data.preprocess import PreprocessingRecord
 from hemoembed.data.synthetic import make_synthetic_dataset
 from hemoembed.errors import InputError
@@ -78,7 +78,7 @@ def cells(tmp_path_factory):
 
 def _epoch(paths, stream, **kwargs):
     record = PreprocessingRecord(32, 0.875)
-    ds = two_view_dataset(paths, range(len(paths)), record, AugmentConfig(), 6, seed=1, stream=stream, **kwargs)
+    ds = multi_view_dataset(paths, range(len(paths)), record, AugmentConfig(), 6, seed=1, stream=stream, **kwargs)
     return [(v.numpy(), y.numpy()) for v, y in ds]
 
 
@@ -147,9 +147,9 @@ def test_crop_scale_replaces_the_records_crop_in_the_two_view_pipeline(tmp_path)
     paths = load_manifest(tmp_path).absolute()
     record = PreprocessingRecord(24, 0.875, "grayworld")
     config = AugmentConfig(zoom=0, translation=0, crop_scale=(0.3, 1.0), hue=0.05)
-    views, labels = next(iter(two_view_dataset(paths, range(len(paths)), record, config, 4, seed=0, stream=1)))
+    views, labels = next(iter(multi_view_dataset(paths, range(len(paths)), record, config, 4, seed=0, stream=1)))
     assert tuple(views.shape) == (8, 24, 24, 3) and labels.numpy().tolist()[:2] == [labels[0]] * 2
-    again, _ = next(iter(two_view_dataset(paths, range(len(paths)), record, config, 4, seed=0, stream=1)))
+    again, _ = next(iter(multi_view_dataset(paths, range(len(paths)), record, config, 4, seed=0, stream=1)))
     np.testing.assert_array_equal(views.numpy(), again.numpy())
     assert np.abs(views.numpy()[0] - views.numpy()[1]).mean() > 1.0  # the two views differ
 

@@ -171,7 +171,7 @@ def test_training_sees_an_image_as_embedding_does(tmp_path, version, crop_scale,
     record's fixed crop or a random-resized crop (the scratch preset; here of the whole region) makes the
     encoder's input, and when inference decodes a JPEG at a DCT scale (256 px, 48 px input: 1/4)."""
     from hemoembed.data.augment import AugmentConfig
-    from hemoembed.data.pipeline import two_view_dataset
+    from hemoembed.data.pipeline import multi_view_dataset
 
     paths = []
     for i in range(4):
@@ -181,7 +181,7 @@ def test_training_sees_an_image_as_embedding_does(tmp_path, version, crop_scale,
     record = PreprocessingRecord(48, 0.875, version=version)
     off = AugmentConfig(flip=False, rotation=0, zoom=0, translation=0, brightness=0, contrast=0, saturation=0, hue=0,
                         crop_scale=crop_scale, crop_ratio=(1.0, 1.0))
-    views, _ = next(iter(two_view_dataset(paths, range(4), record, off, 4, seed=0, stream=0, shuffle=False)))
+    views, _ = next(iter(multi_view_dataset(paths, range(4), record, off, 4, seed=0, stream=0, shuffle=False)))
     train, infer = views.numpy()[0::2], _batches(paths, record)
     assert np.abs(train - infer).mean() < 2.5  # two resamplings in training, one at inference
     np.testing.assert_allclose(train.mean(axis=(1, 2)), infer.mean(axis=(1, 2)), atol=0.6)
