@@ -263,6 +263,8 @@ def main() -> None:
     test_y = y[split[1]]
 
     def record(key: str, value: dict) -> None:
+        if results_path.is_file():  # rows written meanwhile by another invocation on the same folder are kept
+            results.update(json.loads(results_path.read_text()))
         results[key] = value
         results_path.write_text(json.dumps(results, indent=1) + "\n")
         print(json.dumps({"row": key, **{k: v for k, v in value.items() if k != "pred"}}), flush=True)
