@@ -143,8 +143,9 @@ def multi_view_dataset(paths: Sequence[str], labels: Sequence[int], record: Prep
     Each batch holds ``batch_size`` distinct images; rows ``Vk`` to ``Vk + V - 1`` are ``views`` (V)
     independently augmented views of image k and share its label (``labels``: one distinct integer per
     image, its identity), so online mining finds exactly V - 1 positives per anchor (one with two views).
-    The order (when ``shuffle``) and every augmentation draw derive from ``(seed, stream)`` — use the epoch number as ``stream`` — so an
-    epoch is reproducible, in a resumed run too. ``augment`` is an :class:`~.augment.AugmentConfig`.
+    The order (when ``shuffle``) and every augmentation draw derive from ``(seed, stream)`` — use the epoch
+    number as ``stream`` — so an epoch is reproducible, in a resumed run too. ``augment`` is an
+    :class:`~.augment.AugmentConfig`.
     ``cache``: the variable from :func:`cache_training_images` (its rows aligned with ``paths``).
     """
     import numpy as np

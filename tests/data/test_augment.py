@@ -142,6 +142,27 @@ def test_random_resized_crop_at_full_scale_is_the_central_crop():
     assert out.mean() > 150  # the crop shows (almost only) the central square
 
 
+def test_more_views_of_every_image_share_its_label_and_differ(cells):
+    """``views=3``: rows 3k .. 3k + 2 are three independently augmented views of image k (two positives per
+    anchor for NT-Xent); the same epoch is drawn again identically."""
+    first = _epoch(cells, stream=1, views=3)
+    assert len(first) == len(cells) // 6
+    for views, labels in first:
+        assert views.shape == (18, 32, 32, 3)
+        groups = labels.reshape(6, 3)
+        assert (groups == groups[:, :1]).all() and len(set(groups[:, 0].tolist())) == 6
+        trio = views.reshape(6, 3, 32, 32, 3)
+        for a, b in ((0, 1), (0, 2), (1, 2)):
+            assert np.abs(trio[:, a] - trio[:, b]).mean() > 1.0
+    again = _epoch(cells, stream=1, views=3)
+    for (v1, y1), (v2, y2) in zip(first, again):
+        np.testing.assert_array_equal(v1, v2)
+        np.testing.assert_array_equal(y1, y2)
+    # the image order is the epoch's, whatever the number of views
+    two = _epoch(cells, stream=1)
+    assert [y[0::2].tolist() for _, y in two] == [y[0::3].tolist() for _, y in first]
+
+
 def test_crop_scale_replaces_the_records_crop_in_the_two_view_pipeline(tmp_path):
     make_synthetic_dataset(tmp_path, n_per_class=2, sites=1, size=40, seed=0)
     paths = load_manifest(tmp_path).absolute()

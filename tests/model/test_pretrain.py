@@ -18,6 +18,7 @@ from hemoembed.cli import main
 from hemoembed.data.manifest import load_manifest
 from hemoembed.data.preprocess import RECORD_VERSION, PreprocessingRecord
 from hemoembed.data.synthetic import make_synthetic_dataset
+from hemoembed.errors import InputError
 from hemoembed.model.pretrain import PretrainConfig, pretrain, resolve_config
 
 ROOT = Path(__file__).parents[2]
@@ -258,6 +259,7 @@ def test_a_run_saved_before_heads_and_crops_keeps_its_meaning(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(OLD_RUN_CONFIG))
     old = load_run_config(tmp_path)
     assert (old.loss, old.head, old.augment.crop_scale, old.augment.hue) == ("semihard", "none", None, 0.2)
+    assert old.views == 2  # saved before --views: two views, as it was trained
     assert old.record == PreprocessingRecord(64, 0.875, "grayworld", version=1)  # its encoder's record, as saved
     resumed = resolve_config(old)  # what a bare --resume resolves: the preset changes nothing that was saved
     require_same_config(old, resumed, where="test")
@@ -323,3 +325,19 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(loss, head):
     labels = tf.constant(np.repeat(np.arange(8), 2), tf.int64)
     losses = [trainer.train_batch(views, labels) for _ in range(20)]
     assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:3]), losses
+
+
+@pytest.mark.slow  # ~25 s on the 2-core machine
+def test_three_views_train_and_are_saved(cells, tmp_path):
+    """``--views 3`` runs end to end (batches of 3 x batch-size views), is saved, and refuses a resume
+    with another number of views; fewer than two views is a one-line error."""
+    config = resolve_config(_config(), epochs=1, views=3)
+    pretrain(load_manifest(cells), tmp_path / "run", config, log=lambda _: None)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["views"] == 3
+    (loss,) = [row["loss"] for row in _history(tmp_path / "run")]
+    assert np.isfinite(loss) and loss > 0.0
+    resumed = CliRunner().invoke(main, ["pretrain", str(cells), "--out", str(tmp_path / "run"), *ARGS, "--views",
+                                        "2", "--epochs", "1", "--resume"])
+    assert resumed.exit_code == 2 and "views" in resumed.output and "Traceback" not in resumed.output
+    with pytest.raises(InputError, match="--views 1: must be between 2 and 16"):
+        resolve_config(weights="none", views=1)
