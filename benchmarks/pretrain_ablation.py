@@ -100,6 +100,7 @@ ROWS: dict[str, list[str]] = {
     "cand_views4": _with(CANDIDATE, views="4"),  # four views of every image: three positives per anchor, 2x compute
     "cand_views3": _with(CANDIDATE, views="3"),
     "cand_8ep": _with(CANDIDATE, epochs="8"),  # two views, twice the epochs: cand_views4's compute
+    "cand_stain_views4": _with(CANDIDATE, hue="0", stain_jitter="0.05", views="4"),
 }
 
 
