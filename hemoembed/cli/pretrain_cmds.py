@@ -85,9 +85,9 @@ AUGMENT_OPTIONS = ("zoom", "resolution", "crop_scale", "hue", "stain")
 @click.option("--colour-jitter", "colour_jitter", type=UNIT, default=None,
               help="Brightness, contrast and saturation jitter strength [preset: 0.2 / 0.3].")
 @click.option("--hue", type=FiniteFloat(0.0, 0.5), default=None,
-              help="Hue jitter, fraction of the colour circle [preset: 0.2 / 0.05]; colour marks cell types.")
+              help="Hue jitter, fraction of the colour circle [preset: 0.2 / 0]; colour marks cell types.")
 @click.option("--stain-jitter", "stain", type=UNIT, default=None,
-              help="HED stain-concentration jitter strength [0: off; e.g. 0.05].")
+              help="HED stain-concentration jitter strength [preset: 0 (off) / 0.05].")
 @click.option("--resolution", type=UNIT, default=None,
               help="Degradation: down-sample by up to this fraction of the side and back up, so a source of sharp "
                    "images also sees blurrier ones [0: off; e.g. 0.5].")

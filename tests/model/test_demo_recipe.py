@@ -36,6 +36,8 @@ def test_the_demo_runs_the_tested_recipe_on_the_tested_cells():
         assert data_words[data_words.index(option) + 1] == str(value), option
     config = resolve_config(config_file=RECIPE)
     assert (config.weights, config.loss, config.image_size) == ("none", "ntxent", 64)
+    # the augmentation benchmarks/demo_recipe.py measured (the scratch preset of then), pinned in the file
+    assert (config.augment.crop_scale, config.augment.hue, config.augment.stain) == ((0.3, 1.0), 0.05, 0.0)
     assert config.keep_checkpoints == 0  # a finished demo run keeps no ~80 MB checkpoint (README, "make demo")
 
 

@@ -265,6 +265,7 @@ def test_a_run_saved_before_heads_and_crops_keeps_its_meaning(tmp_path):
     require_same_config(old, resumed, where="test")
     fresh = resolve_config(weights="none")  # a new run gets today's scratch preset
     assert (fresh.loss, fresh.head, fresh.augment.crop_scale) == ("ntxent", "mlp:512,128", (0.3, 1.0))
+    assert (fresh.augment.stain, fresh.augment.hue, fresh.views) == (0.05, 0.0, 2)  # measured: stain beats hue
     assert fresh.record.version == RECORD_VERSION  # new encoders get the current record version
     assert resolve_config().head == "none" and resolve_config().augment.crop_scale is None  # the paper's
 
