@@ -101,6 +101,8 @@ ROWS: dict[str, list[str]] = {
     "cand_views3": _with(CANDIDATE, views="3"),
     "cand_8ep": _with(CANDIDATE, epochs="8"),  # two views, twice the epochs: cand_views4's compute
     "cand_stain_views4": _with(CANDIDATE, hue="0", stain_jitter="0.05", views="4"),
+    "cand_stain_batch64": _with(CANDIDATE, hue="0", stain_jitter="0.05", batch_size="64"),
+    "cand_stain_8ep": _with(CANDIDATE, hue="0", stain_jitter="0.05", epochs="8"),
 }
 
 
