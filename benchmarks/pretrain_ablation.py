@@ -45,10 +45,10 @@ BASE = ["--weights", "none", "--image-size", "64", "--epochs", "4", "--cache", "
 # The issue's "today's scratch preset" row, spelled out so later preset changes do not move it.
 OLD_SCRATCH = ["--loss", "semihard", "--head", "none", "--batch-size", "100", "--lr", "1e-3", "--warmup-epochs", "1",
                "--crop-scale", "none", "--zoom", "0.1", "--hue", "0.2", "--colour-jitter", "0.2",
-               "--config", "{paper_translation}"]
+               "--stain-jitter", "0", "--config", "{paper_translation}"]
 CANDIDATE = ["--loss", "ntxent", "--head", "mlp:512,128", "--batch-size", "128", "--lr", "1e-3",
              "--lr-decay", "constant", "--warmup-epochs", "0", "--crop-scale", "0.3,1", "--zoom", "0", "--hue", "0.05",
-             "--colour-jitter", "0.3"]
+             "--colour-jitter", "0.3", "--stain-jitter", "0"]
 
 
 def _with(base: list[str], **changes: str) -> list[str]:
