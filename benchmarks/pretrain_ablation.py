@@ -63,6 +63,7 @@ def _with(base: list[str], **changes: str) -> list[str]:
     return args
 
 
+STAIN = _with(CANDIDATE, hue="0", stain_jitter="0.05")  # the scratch preset's colour jitter since 2026-12-02
 ROWS: dict[str, list[str]] = {
     "old_scratch": OLD_SCRATCH,
     "candidate": CANDIDATE,
@@ -72,7 +73,7 @@ ROWS: dict[str, list[str]] = {
     "cand_semihard_no_head": _with(CANDIDATE, loss="semihard", head="none"),
     "cand_hue0.2": _with(CANDIDATE, hue="0.2", colour_jitter="0.2"),
     "cand_hue0": _with(CANDIDATE, hue="0"),
-    "cand_stain": _with(CANDIDATE, hue="0", stain_jitter="0.05"),
+    "cand_stain": STAIN,
     "cand_tau0.1": _with(CANDIDATE, temperature="0.1"),
     "cand_tau0.5": _with(CANDIDATE, temperature="0.5"),
     "cand_lr3e-3": _with(CANDIDATE, lr="3e-3"),
@@ -100,9 +101,9 @@ ROWS: dict[str, list[str]] = {
     "cand_views4": _with(CANDIDATE, views="4"),  # four views of every image: three positives per anchor, 2x compute
     "cand_views3": _with(CANDIDATE, views="3"),
     "cand_8ep": _with(CANDIDATE, epochs="8"),  # two views, twice the epochs: cand_views4's compute
-    "cand_stain_views4": _with(CANDIDATE, hue="0", stain_jitter="0.05", views="4"),
-    "cand_stain_batch64": _with(CANDIDATE, hue="0", stain_jitter="0.05", batch_size="64"),
-    "cand_stain_8ep": _with(CANDIDATE, hue="0", stain_jitter="0.05", epochs="8"),
+    "cand_stain_views4": _with(STAIN, views="4"),
+    "cand_stain_batch64": _with(STAIN, batch_size="64"),
+    "cand_stain_8ep": _with(STAIN, epochs="8"),
 }
 
 
