@@ -1,8 +1,10 @@
 """Shared test builders (importable from every test folder: ``tests/`` is on pytest's ``pythonpath``)."""
 from __future__ import annotations
 
+import fcntl
 import io
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -16,6 +18,24 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SIZE = 32  # adapter tests' encoder input side: tiny for speed on 2 shared cores
+
+
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """A folder that ``build(folder)`` fills once per test session, whichever pytest-xdist worker asks first;
+    the others wait for it and reuse it. A module fixture set up twice (its tests spread over workers, or
+    torn down between them) otherwise trains twice: 78-156 s each for the pretraining fixtures (RESULTS, "Test
+    suite time"). Callers copy what they change."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the session's folder, not older ones
+    folder, done = root / f"built-{name}", root / f"built-{name}.done"
+    with open(root / f"built-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if build raises
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a build that failed part-way is started again
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
 
 
 def write_store(directory: Path, X: np.ndarray, labels: np.ndarray, fingerprint: str = "f" * 64):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import built_once
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -472,7 +473,12 @@ def _damaged_store(source: Path, target: Path, damage: str) -> None:
 
 @pytest.fixture(scope="session")
 def world(tmp_path_factory, png_bomb) -> Path:
-    """Real artefacts every row may read; built once, never changed by a row (each runs on a linked copy)."""
+    """Real artefacts every row may read; built once for all workers (~40 s), never changed by a row (each
+    runs on a linked copy)."""
+    return built_once(tmp_path_factory, "hostile-world", lambda root: _build_world(root, png_bomb))
+
+
+def _build_world(root: Path, png_bomb) -> None:
     import keras
 
     from hemoembed.data.colour import ReinhardReference
@@ -483,7 +489,6 @@ def world(tmp_path_factory, png_bomb) -> Path:
     from hemoembed.store.embed import embed_to_store
     from hemoembed.tasks.svm import EmbeddingSVM
 
-    root = tmp_path_factory.mktemp("world")
     _cells(root / "cells", 12, seed=0)
     _cells(root / "cells2", 6, seed=1)
     _cells(root / "nest" / "cells", 2, seed=2)
@@ -554,7 +559,6 @@ def world(tmp_path_factory, png_bomb) -> Path:
     (bad / "svm_skops" / "model.skops").write_bytes(b"PK\x03\x04 garbage")
     shutil.copytree(root / "session", bad / "session_list")
     (bad / "session_list" / "session.json").write_text("[]")
-    return root
 
 
 def _placeholders(copy: Path, tmp: Path) -> dict[str, str]:

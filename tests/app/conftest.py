@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers import built_once
 
 CLASSES = ("basophil", "eosinophil", "lymphocyte", "monocyte", "neutrophil")
 
@@ -21,7 +22,13 @@ class Built:
 
 @pytest.fixture(scope="session")
 def reference_files(tmp_path_factory) -> Built:
-    """Built once per test session (about 20 s on 2 cores): every app test reads it, none writes it."""
+    """Built once per test session for all workers (about 20 s on 2 cores): every app test reads it, none
+    writes it."""
+    root = built_once(tmp_path_factory, "review-reference", build_reference)
+    return Built(root, root / "cells", root / "encoder.keras", root / "store", root / "svm", root / "map")
+
+
+def build_reference(root: Path) -> None:
     import keras
 
     from hemoembed.data.manifest import load_manifest
@@ -34,7 +41,6 @@ def reference_files(tmp_path_factory) -> Built:
     from hemoembed.tasks.svm import FitSVMConfig
     from hemoembed.tasks.svm import run as fit_svm
 
-    root = tmp_path_factory.mktemp("review_reference")
     make_synthetic_dataset(root / "cells", n_per_class=16, sites=1, size=48, seed=0)
     keras.utils.set_random_seed(0)
     record = PreprocessingRecord(image_size=32)
@@ -51,7 +57,6 @@ def reference_files(tmp_path_factory) -> Built:
     TsneMap.fit(store.embeddings(), store.paths, TsneConfig(perplexity=5, n_iter=100, early_exaggeration_iter=50,
                                                              n_jobs=1),
                 source={"store": str(root / "store"), "fingerprint": fp}).save(root / "map")
-    return Built(root, root / "cells", root / "encoder.keras", root / "store", root / "svm", root / "map")
 
 
 @pytest.fixture(scope="session")

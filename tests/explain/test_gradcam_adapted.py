@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -64,15 +65,18 @@ def test_adapted_maps_are_the_source_maps_on_the_colour_transformed_input():
 def adapted_runs(tmp_path_factory) -> dict:
     """``adapt`` (svm mode) run twice through the CLI on synthetic sites, writing the encoder as a copy and as
     a reference; a 64-px source encoder."""
-    from helpers import invoke_cli
+    from helpers import built_once, invoke_cli
 
-    root = tmp_path_factory.mktemp("gradcam_adapt")
-    sites = make_sites(root, n_per_class=4, size=SIZE, image_size=SIZE)
-    for how in ("copy", "reference"):
-        result = invoke_cli("adapt", "--source", sites["run"], "--target", sites["site1"], "--source-images",
-                            sites["site0"], "--shots", 10, "--mode", "svm", "--bootstrap", 20,
-                            "--save-encoder", how, "--out", root / how)
-        assert result.exit_code == 0, result
+    def build(root: Path) -> None:
+        sites = make_sites(root, n_per_class=4, size=SIZE, image_size=SIZE)
+        for how in ("copy", "reference"):
+            result = invoke_cli("adapt", "--source", sites["run"], "--target", sites["site1"], "--source-images",
+                                sites["site0"], "--shots", 10, "--mode", "svm", "--bootstrap", 20,
+                                "--save-encoder", how, "--out", root / how)
+            assert result.exit_code == 0, result
+
+    root = built_once(tmp_path_factory, "gradcam-adapted", build)  # once for all workers
+    sites = {f"site{s}": root / "cells" / f"site{s}.csv" for s in range(3)} | {"run": root / "run"}
     with open(sites["site1"]) as handle:
         rows = list(csv.DictReader(handle))
     images = [sites["site1"].parent / rows[i]["path"] for i in (0, 1, len(rows) - 1)]  # two of a class, another

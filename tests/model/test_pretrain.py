@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import built_once
 
 from hemoembed.cli import main
 from hemoembed.data.manifest import load_manifest
@@ -30,10 +31,11 @@ ARGS = ["--weights", "none", "--image-size", "32", "--epochs", "3", "--batch-siz
 @pytest.fixture(scope="module")
 def cells(tmp_path_factory) -> Path:
     """40 synthetic cells plus one corrupt file that must be skipped and listed."""
-    root = tmp_path_factory.mktemp("cells")
-    make_synthetic_dataset(root, n_per_class=8, sites=1, size=40, seed=1)
-    (root / "neutrophil" / "broken.png").write_bytes(b"this is not an image")
-    return root
+    def build(root: Path) -> None:
+        make_synthetic_dataset(root, n_per_class=8, sites=1, size=40, seed=1)
+        (root / "neutrophil" / "broken.png").write_bytes(b"this is not an image")
+
+    return built_once(tmp_path_factory, "pretrain-cells", build)  # the reference's cells, on every worker
 
 
 def _config() -> PretrainConfig:
@@ -44,10 +46,10 @@ def _config() -> PretrainConfig:
 
 @pytest.fixture(scope="module")
 def reference(cells, tmp_path_factory) -> Path:
-    """An uninterrupted run through the library, with the same settings as the CLI runs below."""
-    out = tmp_path_factory.mktemp("reference")
-    pretrain(load_manifest(cells), out, _config(), log=lambda _: None)
-    return out
+    """An uninterrupted run through the library, with the same settings as the CLI runs below (trained once
+    for all workers; never changed)."""
+    return built_once(tmp_path_factory, "pretrain-reference",
+                      lambda out: pretrain(load_manifest(cells), out, _config(), log=lambda _: None))
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import built_once
 
 from hemoembed.cli import main
 from hemoembed.data.synthetic import make_synthetic_dataset
@@ -40,16 +41,17 @@ def constant_runs(tmp_path_factory) -> Path:
     from hemoembed.data.manifest import load_manifest
     from hemoembed.model.pretrain import pretrain, resolve_config
 
-    root = tmp_path_factory.mktemp("constant")
-    make_synthetic_dataset(root / "cells", n_per_class=4, sites=1, size=40, seed=2)
-    whole, seen = root / "whole", []
-    config = resolve_config(weights="none", image_size=32, batch_size=8, val_fraction=0.2, seed=5, head="mlp:16,8",
-                            epochs=2, keep_checkpoints=0)  # ARGS --epochs 2 --keep-checkpoints 0
-    pretrain(load_manifest(root / "cells"), whole, config,  # the folder, as the CLI reads it (not its CSV)
-             log=lambda line: seen.append((line, sorted(p.name for p in (whole / "checkpoints").glob("*")))))
-    (root / "whole.log.json").write_text(json.dumps(seen))
-    _pretrain(root / "cells", root / "one", "--epochs", "1", "--keep-checkpoints", "2")
-    return root
+    def build(root: Path) -> None:
+        make_synthetic_dataset(root / "cells", n_per_class=4, sites=1, size=40, seed=2)
+        whole, seen = root / "whole", []
+        config = resolve_config(weights="none", image_size=32, batch_size=8, val_fraction=0.2, seed=5,
+                                head="mlp:16,8", epochs=2, keep_checkpoints=0)  # ARGS --epochs 2 --keep-checkpoints 0
+        pretrain(load_manifest(root / "cells"), whole, config,  # the folder, as the CLI reads it (not its CSV)
+                 log=lambda line: seen.append((line, sorted(p.name for p in (whole / "checkpoints").glob("*")))))
+        (root / "whole.log.json").write_text(json.dumps(seen))
+        _pretrain(root / "cells", root / "one", "--epochs", "1", "--keep-checkpoints", "2")
+
+    return built_once(tmp_path_factory, "constant-runs", build)  # trained once for all workers
 
 
 @pytest.mark.slow
