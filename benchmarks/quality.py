@@ -4,7 +4,8 @@ One command reproduces the chain of issue 12 and writes ``OUT/quality.json`` and
 
 1. ``pretrain``: ``hemoembed pretrain`` on all 17,092 PBC images (labels unused) with the ``scratch``
    preset, watched by a probe (250 labelled cells of the WBCAtt *training* split, never the test split);
-2. ``embed``: PBC and BCCD with the trained encoder, and PBC with a random encoder of the same shape;
+2. ``embed``: PBC and BCCD with the trained encoder, and PBC with a random encoder of the same shape
+   (``--no-random`` leaves the random encoder out of every step: its figures do not depend on the recipe);
 3. ``wbcatt``: the WBCAtt official split (train + val → test), cell type and the 11 attributes, macro-F1
    for the trained encoder, the random encoder and raw pixels (32 px, PCA 256), same SVM for all three;
 4. ``support``: the label-efficiency curve (``fit-svm --support``) on WBCAtt cell type;
@@ -160,6 +161,27 @@ def active_summary(out_dir: Path) -> dict:
             "rate_test_p": analysis.get("rate_test_uncertainty_vs_random", {}).get("p_value")}
 
 
+def markdown(result: dict) -> str:
+    """The chain's tables for RESULTS.md: WBCAtt macro-F1 per column and representation, then the rest."""
+    lines = []
+    if "pretrain" in result:
+        lines += [f"Pretraining: {result['pretrain']['cpu_seconds'] / 60:.1f} CPU minutes "
+                  f"(`{' '.join(result['pretrain']['options'])}`).", ""]
+    if "wbcatt" in result:
+        table = result["wbcatt"]["columns"]
+        names = list(next(iter(table.values())))
+        lines += ["| column | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for column, row in table.items():
+            lines.append(f"| {column} | " + " | ".join(f"{row[n]['macro_f1']:.3f} [{row[n]['ci'][0]:.3f}, "
+                                                      f"{row[n]['ci'][1]:.3f}]" for n in names) + " |")
+        means = result["wbcatt"]["mean_attribute_macro_f1"]
+        lines += ["| **mean of the 11 attributes** | " + " | ".join(f"**{means[n]:.3f}**" for n in names) + " |", ""]
+    for key in ("support", "active", "adapt"):
+        if key in result:
+            lines += [f"{key}: `{json.dumps(result[key])}`", ""]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=REPO / ".." / "shared" / "data")
@@ -172,6 +194,8 @@ def main() -> None:
     parser.add_argument("--solver", default="liblinear", help="the SVM solver of every table (fit-svm's default)")
     parser.add_argument("--al-repeats", type=int, default=3)
     parser.add_argument("--adapt-repeats", type=int, default=10)
+    parser.add_argument("--no-random", action="store_true",
+                        help="leave the random encoder out (its columns do not depend on the pretraining recipe)")
     args = parser.parse_args()
 
     data, out = args.data.resolve(), args.out.resolve()
@@ -197,12 +221,14 @@ def main() -> None:
                           "wall_seconds_last_invocation": round(time.time() - start, 1),
                           "load_average": os.getloadavg(), "options": options})
     stores = {"trained encoder": out / "stores" / "pbc", "random encoder": out / "stores" / "pbc_random"}
+    if args.no_random:
+        del stores["random encoder"]
     if "embed" in steps:
         if not (stores["trained encoder"] / "store.json").is_file():
             hemoembed("embed", encoder, data / "pbc256", "--store", stores["trained encoder"], log=log)
         if not (out / "stores" / "bccd" / "store.json").is_file():
             hemoembed("embed", encoder, data / "bccd", "--store", out / "stores" / "bccd", log=log)
-        if not (stores["random encoder"] / "store.json").is_file():
+        if "random encoder" in stores and not (stores["random encoder"] / "store.json").is_file():
             from hemoembed.model.encoder import build_encoder, load_encoder, save_encoder
 
             record = load_encoder(encoder)[1]
@@ -242,6 +268,7 @@ def main() -> None:
     if "tsne" in steps and not (out / "maps" / "pbc").is_dir():
         hemoembed("tsne", stores["trained encoder"], "--labels", data / "pbc256", "--colour-by", "label", "--out",
                   out / "maps" / "pbc", log=log)
+    (out / "quality.md").write_text(markdown(result))
     print(json.dumps({k: v for k, v in result.items() if k != "wbcatt"}, indent=1))
 
 
