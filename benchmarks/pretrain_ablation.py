@@ -104,6 +104,9 @@ ROWS: dict[str, list[str]] = {
     "cand_stain_views4": _with(STAIN, views="4"),
     "cand_stain_batch64": _with(STAIN, batch_size="64"),
     "cand_stain_8ep": _with(STAIN, epochs="8"),
+    "cand_stain0.1": _with(STAIN, stain_jitter="0.1"),  # stronger stain jitter
+    "cand_stain0.2": _with(STAIN, stain_jitter="0.2"),  # Tellez et al.'s "HED-strong"
+    "cand_stain_cj0.1": _with(STAIN, colour_jitter="0.1"),  # less brightness/contrast/saturation jitter
 }
 
 
