@@ -193,6 +193,8 @@ def main() -> None:
     parser.add_argument("--pretrain-options", default="", help="extra pretrain options, space-separated")
     parser.add_argument("--solver", default="liblinear", help="the SVM solver of every table (fit-svm's default)")
     parser.add_argument("--al-repeats", type=int, default=3)
+    parser.add_argument("--al-max-labels", type=int, default=0,
+                        help="stop each active-learning curve at this many labels (0: the whole pool)")
     parser.add_argument("--adapt-repeats", type=int, default=10)
     parser.add_argument("--no-random", action="store_true",
                         help="leave the random encoder out (its columns do not depend on the pretraining recipe)")
@@ -254,7 +256,8 @@ def main() -> None:
         if not (target / "results.csv").is_file():
             hemoembed("active-learn", stores["trained encoder"], "--simulate", "--labels", data / "pbc256",
                       "--batch", "90", "--init", "90", "--strategy", "uncertainty,random", "--repeats",
-                      str(args.al_repeats), "--test-fraction", "0.1", "--out", target, "--overwrite", log=log)
+                      str(args.al_repeats), "--test-fraction", "0.1", "--max-labels", str(args.al_max_labels),
+                      "--out", target, "--overwrite", log=log)
         save("active", active_summary(target))
     if "adapt" in steps and "adapt" not in result:
         target = out / "adapt"
