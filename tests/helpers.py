@@ -84,18 +84,21 @@ def make_sites(root: Path, n_per_class: int = 8, size: int = 48, image_size: int
     from hemoembed.data.synthetic import make_synthetic_dataset
     from hemoembed.model.encoder import build_encoder, save_encoder
 
-    cells = root / "cells"
-    manifest = load_manifest(make_synthetic_dataset(cells, n_per_class=n_per_class, sites=3, size=size, seed=0))
-    out = {}
+    out = site_paths(root)
+    manifest = load_manifest(make_synthetic_dataset(root / "cells", n_per_class=n_per_class, sites=3, size=size,
+                                                    seed=0))
     for s in range(3):
         rows = [i for i, v in enumerate(manifest.column("site")) if v == f"site{s}"]
-        manifest.subset(rows).write_csv(cells / f"site{s}.csv")
-        out[f"site{s}"] = cells / f"site{s}.csv"
+        manifest.subset(rows).write_csv(out[f"site{s}"])
     keras.utils.set_random_seed(0)
-    run = root / "run"
-    save_encoder(build_encoder(PreprocessingRecord(image_size, 0.875, "grayworld"), "none"), run / "encoder.keras")
-    out["run"] = run
+    save_encoder(build_encoder(PreprocessingRecord(image_size, 0.875, "grayworld"), "none"),
+                 out["run"] / "encoder.keras")
     return out
+
+
+def site_paths(root: Path) -> dict[str, Path]:
+    """Where :func:`make_sites` puts each site's CSV manifest and the source run, under ``root``."""
+    return {**{f"site{s}": root / "cells" / f"site{s}.csv" for s in range(3)}, "run": root / "run"}
 
 
 def power_law_rows(curves: dict[str, dict[str, tuple]], full: dict[str, float],

@@ -65,7 +65,7 @@ def test_adapted_maps_are_the_source_maps_on_the_colour_transformed_input():
 def adapted_runs(tmp_path_factory) -> dict:
     """``adapt`` (svm mode) run twice through the CLI on synthetic sites, writing the encoder as a copy and as
     a reference; a 64-px source encoder."""
-    from helpers import built_once, invoke_cli
+    from helpers import built_once, invoke_cli, site_paths
 
     def build(root: Path) -> None:
         sites = make_sites(root, n_per_class=4, size=SIZE, image_size=SIZE)
@@ -76,7 +76,7 @@ def adapted_runs(tmp_path_factory) -> dict:
             assert result.exit_code == 0, result
 
     root = built_once(tmp_path_factory, "gradcam-adapted", build)  # once for all workers
-    sites = {f"site{s}": root / "cells" / f"site{s}.csv" for s in range(3)} | {"run": root / "run"}
+    sites = site_paths(root)
     with open(sites["site1"]) as handle:
         rows = list(csv.DictReader(handle))
     images = [sites["site1"].parent / rows[i]["path"] for i in (0, 1, len(rows) - 1)]  # two of a class, another
