@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -145,8 +146,8 @@ def rates_figure(fits: Sequence[dict[str, Any]], summary: dict[str, Any]):
     ax.set_ylabel("learning rate r (larger: learns faster)")
     ax.grid(axis="y", alpha=0.3)
     title = "Per-class learning rates of the power-law fits"
-    for test in tests:
-        title += "\n" + rate_test_text(test, sep="\n")
+    for test in tests:  # notes wrapped: a long one would otherwise widen the figure into a strip
+        title += "".join("\n" + textwrap.fill(line, 110) for line in rate_test_text(test, sep="\n").splitlines())
     if any(at_bound(r) for r in fitted):
         ax.bar([np.nan], [np.nan], color="white", edgecolor="k", hatch="//",
                label=f"at the bound r = {R_MAX:g} (not identifiable)")

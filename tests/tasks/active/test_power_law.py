@@ -5,9 +5,10 @@ import json
 
 import numpy as np
 import pytest
-from helpers import power_law_rows
+from helpers import assert_readable_png, power_law_rows
 
 from hemoembed.tasks.active.power_law import (
+    CEILING_GAP,
     MACRO,
     analyse,
     compare_rates,
@@ -72,3 +73,26 @@ def test_analysis_compares_rates_and_labels_needed(tmp_path):
     assert saved["labels_needed"] == needed
     assert (tmp_path / "curve_fits.csv").read_text().splitlines()[0].startswith("strategy,class,pmax")
     assert (tmp_path / "fig_curves.png").stat().st_size > 5000 and not (tmp_path / "learning_curves.png").exists()
+
+
+@pytest.mark.parametrize("cut, gap, noted", [(True, 0.04, True), (False, 0.04, False), (True, 0.0, False)])
+def test_curves_stopped_early_with_different_ceilings_are_noted(cut, gap, noted, tmp_path):
+    """Stopped before they level off (--max-labels), curves toward different ceilings have rates that measure
+    different things: the rate test says so, naming how many classes; whole curves or equal ceilings do not."""
+    classes = [f"c{i}" for i in range(6)]
+    a = {c: (0.97, 2.0, 0.8) for c in classes} | {MACRO: (0.97, 2.0, 0.8)}
+    b = {c: (0.97 - gap * (i % 2), 2.0, 0.8 + 0.05 * i) for i, c in enumerate(classes)} | {MACRO: (0.95, 2.0, 0.9)}
+    rows = power_law_rows({"uncertainty": a, "random": b}, {c: 0.97 for c in [*classes, MACRO]})
+    if cut:  # the ceiling is fitted on a pool twice as large as where the curves stop
+        rows = [{**r, "n_labels": 2 * r["n_labels"]} if r["strategy"] == "all-labels" else r for r in rows]
+    test = analyse(rows, tmp_path)["rate_test_uncertainty_vs_random"]
+    assert test["p_value"] is not None  # the test is still made and reported
+    assert_readable_png(tmp_path / "fig_rates.png")  # the note wrapped on the figure, not a strip
+    text = rate_test_text(test)
+    if noted:
+        assert test["ceilings_apart"] == ["c1", "c3", "c5"]
+        assert text.endswith(f"the curves stop at 8,910 of 17,820 pool labels and in 3 of 6 classes the two fitted "
+                             f"ceilings differ by more than {100 * CEILING_GAP:g} F1 point: rates toward different "
+                             "ceilings are not comparable (read the labels needed instead)"), text
+    else:
+        assert "not comparable" not in text and test.get("ceilings_apart", []) == []
