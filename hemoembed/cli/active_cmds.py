@@ -36,7 +36,8 @@ from .common import (
               "random, or diverse (one pick per k-means group of the 10 x batch most uncertain cells).")
 @click.option("--repeats", type=POSITIVE, default=1, show_default=True, help="Seeds per strategy (simulation).")
 @click.option("--max-labels", type=NON_NEGATIVE, default=0,
-              help="Stop at this many labels (default 0: until the pool is exhausted).")
+              help="Stop at this many labels (default 0: until the pool is exhausted). Curves stopped "
+                   "early compare best by the labels needed; the rate test says when their ceilings differ.")
 @click.option("--test", "test_csv", type=click.Path(path_type=Path), default=None,
               help="Fixed held-out test labels CSV (default: --test-fraction of --labels).")
 @click.option("--test-fraction", type=FRACTION, default=0.2, show_default=True)
