@@ -156,8 +156,8 @@ def active_summary(out_dir: Path) -> dict:
         pool = max(int(row["n_labels"]) for row in csv.DictReader(handle))
     return {"all_label_macro_f1": round(analysis["full_label_macro_f1"], 4), "pool": pool,
             "tolerance": analysis["tolerance"],
-            **{strategy: {"labels_within": n, "share_of_pool": round(n / pool, 4)}
-               for strategy, n in analysis["labels_needed"].items()},
+            **{strategy: {"labels_within": n, "share_of_pool": None if n is None else round(n / pool, 4)}
+               for strategy, n in analysis["labels_needed"].items()},  # None: not within it where the curve stops
             "rate_test_p": analysis.get("rate_test_uncertainty_vs_random", {}).get("p_value")}
 
 
