@@ -107,6 +107,8 @@ ROWS: dict[str, list[str]] = {
     "cand_stain0.1": _with(STAIN, stain_jitter="0.1"),  # stronger stain jitter
     "cand_stain0.2": _with(STAIN, stain_jitter="0.2"),  # Tellez et al.'s "HED-strong"
     "cand_stain_cj0.1": _with(STAIN, colour_jitter="0.1"),  # less brightness/contrast/saturation jitter
+    "cand_stain_dcl": _with(STAIN, loss="dcl"),  # decoupled contrastive loss (positives out of the denominator)
+    "cand_stain_dcl_tau0.1": _with(STAIN, loss="dcl", temperature="0.1"),  # lightly's DCLLoss default
 }
 
 

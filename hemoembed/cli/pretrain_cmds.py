@@ -52,14 +52,15 @@ AUGMENT_OPTIONS = ("zoom", "resolution", "crop_scale", "hue", "stain")
                    "be trained longer (--resume --epochs) until its cool-down has begun.")
 @click.option("--freeze-bn/--no-freeze-bn", default=None, help="Freeze BatchNorm layers [preset: frozen / training].")
 @click.option("--image-size", type=PIXELS, default=None, help="Encoder input side in px [224]; 64 for CPU runs.")
-@click.option("--loss", type=click.Choice(["semihard", "hard", "ntxent"]), default=None,
+@click.option("--loss", type=click.Choice(["semihard", "hard", "ntxent", "dcl"]), default=None,
               help="semihard/hard: triplet loss with online mining (tfa parity); ntxent: SimCLR's contrastive "
-                   "loss [preset: semihard / ntxent].")
+                   "loss; dcl: NT-Xent with the positives out of its denominator (decoupled) "
+                   "[preset: semihard / ntxent].")
 @click.option("--head", default=None,
               help="Projection head used only for the loss, never stored: none or mlp:W1,...,OUT "
                    "[preset: none / mlp:512,128].")
 @click.option("--temperature", type=POSITIVE_FLOAT, default=None,
-              help="NT-Xent temperature [0.2].")
+              help="NT-Xent and DCL temperature [0.2].")
 @click.option("--margin", type=NON_NEGATIVE_FLOAT, default=None, help="Triplet margin [0.5].")
 @click.option("--weight-decay", type=NON_NEGATIVE_FLOAT, default=None,
               help="Decoupled weight decay (AdamW) [0: plain Adam].")

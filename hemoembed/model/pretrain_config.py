@@ -92,11 +92,11 @@ class PretrainConfig:
     crop_fraction: float = 0.875
     colour: Literal["grayworld", "none"] = "grayworld"
     record_version: int = RECORD_VERSION  # the preprocessing record's meaning (hemoembed.data.preprocess)
-    loss: Literal["semihard", "hard", "ntxent"] | None = None
+    loss: Literal["semihard", "hard", "ntxent", "dcl"] | None = None
     head: str | None = None  # projection head used only for the loss: none | mlp:W1,...,OUT
     margin: float = 0.5  # triplet losses
     distance: Literal["L2", "squared-L2", "angular"] = "L2"  # triplet losses
-    temperature: float = 0.2  # NT-Xent
+    temperature: float = 0.2  # NT-Xent and DCL
     weight_decay: float = 0.0  # decoupled (AdamW) when > 0
     dropout: float = 0.2
     drop_path: float = 0.2  # the backbone's stochastic depth at its last block (Keras' EfficientNetV2 default)

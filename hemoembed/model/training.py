@@ -27,7 +27,7 @@ from .contrastive import ntxent_loss
 from .layers import L2Normalize
 from .losses import triplet_hard_loss, triplet_semihard_loss
 
-LOSSES = ("semihard", "hard", "ntxent")
+LOSSES = ("semihard", "hard", "ntxent", "dcl")
 
 
 @keras.saving.register_keras_serializable(package="hemoembed")
@@ -62,9 +62,9 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def loss_function(loss: str, *, margin: float = 0.5, distance: str = "L2", temperature: float = 0.2) -> Any:
-    """``loss(labels, embeddings)`` for a loss name: semi-hard/hard triplet (tfa parity) or NT-Xent."""
-    if loss == "ntxent":
-        return partial(ntxent_loss, temperature=temperature)
+    """``loss(labels, embeddings)`` for a loss name: semi-hard/hard triplet (tfa parity), NT-Xent or DCL."""
+    if loss in ("ntxent", "dcl"):
+        return partial(ntxent_loss, temperature=temperature, decoupled=loss == "dcl")
     if loss in ("semihard", "hard"):
         base = triplet_semihard_loss if loss == "semihard" else triplet_hard_loss
         return partial(base, margin=margin, distance=distance)
@@ -89,7 +89,8 @@ class EmbeddingTrainer:
             self.model = model_fn()
             self.head = head_fn() if head_fn is not None else None
             # triplet margins are distances between unit vectors: a head's output is normalised for them too
-            self.head_norm = L2Normalize(dtype="float32") if self.head is not None and loss != "ntxent" else None
+            triplet = loss in ("semihard", "hard")
+            self.head_norm = L2Normalize(dtype="float32") if self.head is not None and triplet else None
             self.lr_factor = keras.Variable(1.0, trainable=False, name="lr_factor")
             self.schedule = WarmupCosine(lr, warmup_steps, total_steps, decay, self.lr_factor, cooldown_steps)
             if weight_decay > 0:
