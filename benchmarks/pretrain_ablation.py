@@ -109,6 +109,9 @@ ROWS: dict[str, list[str]] = {
     "cand_stain_cj0.1": _with(STAIN, colour_jitter="0.1"),  # less brightness/contrast/saturation jitter
     "cand_stain_dcl": _with(STAIN, loss="dcl"),  # decoupled contrastive loss (positives out of the denominator)
     "cand_stain_dcl_tau0.1": _with(STAIN, loss="dcl", temperature="0.1"),  # lightly's DCLLoss default
+    # milder random-resized crops: each rescales a cell less, so apparent size (WBCAtt cell_size) survives more
+    "cand_stain_crop0.5": _with(STAIN, crop_scale="0.5,1"),
+    "cand_stain_crop0.7": _with(STAIN, crop_scale="0.7,1"),
 }
 
 

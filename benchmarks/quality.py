@@ -34,6 +34,10 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+from pretrain_ablation import bootstrap  # noqa: E402  (the paired interval of the ablation tables)
+
+PIXELS = "raw pixels (32 px, PCA 256)"
 ATTRIBUTES = ("cell_size", "cell_shape", "nucleus_shape", "nuclear_cytoplasmic_ratio", "chromatin_density",
               "cytoplasm_vacuole", "cytoplasm_texture", "cytoplasm_colour", "granule_type", "granule_colour",
               "granularity")
@@ -83,15 +87,17 @@ def raw_pixel_features(paths: list[str], size: int = 32) -> np.ndarray:
     return np.concatenate(rows).astype(np.float32)
 
 
-def svm_scores(X_train, y_train, X_test, y_test, solver: str, seed: int = 0) -> dict[str, float]:
-    """Macro-F1 (with a 95 % bootstrap interval) and accuracy of the product's SVM on one column."""
+def svm_scores(X_train, y_train, X_test, y_test, solver: str, seed: int = 0) -> dict:
+    """Macro-F1 (with a 95 % bootstrap interval), accuracy and test predictions of the product's SVM on one
+    column (the predictions pair encoders on the same test cells)."""
     from hemoembed.tasks.common import evaluate
     from hemoembed.tasks.svm import EmbeddingSVM
 
     model = EmbeddingSVM(solver, random_state=seed).fit(X_train, y_train)
     report = evaluate(list(y_test), model.predict_proba(X_test), model.classes_, n_bootstrap=200)
     return {"macro_f1": round(report["macro"]["f1"], 4),
-            "ci": [round(v, 4) for v in report["bootstrap"]["macro_f1_ci"]], "accuracy": round(report["accuracy"], 4)}
+            "ci": [round(v, 4) for v in report["bootstrap"]["macro_f1_ci"]], "accuracy": round(report["accuracy"], 4),
+            "pred": [str(p) for p in model.predict(X_test)]}
 
 
 def wbcatt_table(data: Path, stores: dict[str, Path], solver: str) -> dict:
@@ -123,7 +129,7 @@ def wbcatt_table(data: Path, stores: dict[str, Path], solver: str) -> dict:
     root = data / "pbc256"
     pixels = {part: raw_pixel_features([str(root / k) for k in keys[part]]) for part in splits}
     pca = PCA(256, random_state=0).fit(pixels["train"])
-    features["raw pixels (32 px, PCA 256)"] = {part: pca.transform(pixels[part]) for part in splits}
+    features[PIXELS] = {part: pca.transform(pixels[part]) for part in splits}
     table: dict[str, dict] = {}
     for column in ("label", *ATTRIBUTES):
         y = {part: np.array([by_path[k][column].strip() for k in keys[part]]) for part in splits}
@@ -131,6 +137,11 @@ def wbcatt_table(data: Path, stores: dict[str, Path], solver: str) -> dict:
         table[column] = {name: svm_scores(f["train"][keep["train"]], y["train"][keep["train"]],
                                           f["test"][keep["test"]], y["test"][keep["test"]], solver)
                          for name, f in features.items()}
+        truth, first = y["test"][keep["test"]], next(iter(stores))
+        for name, scores in table[column].items():  # paired on the same test cells: raw pixels, first encoder
+            pred = np.asarray(scores["pred"])
+            scores["vs"] = {other: bootstrap(truth, pred, np.asarray(table[column][other]["pred"]))
+                            for other in (PIXELS, first) if other != name}
         print(json.dumps({"wbcatt": column, **{k: v["macro_f1"] for k, v in table[column].items()}}), flush=True)
     means = {name: round(float(np.mean([table[c][name]["macro_f1"] for c in ATTRIBUTES])), 4) for name in features}
     return {"solver": solver, "columns": table, "mean_attribute_macro_f1": means}
@@ -170,12 +181,20 @@ def markdown(result: dict) -> str:
     if "wbcatt" in result:
         table = result["wbcatt"]["columns"]
         names = list(next(iter(table.values())))
-        lines += ["| column | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        # paired differences (same test cells), where recorded: each learned store against raw pixels, and
+        # every other store against the first (the trained encoder)
+        pairs = [(n, o) for n in names for o in (PIXELS, names[0]) if o != n and o in table["label"][n].get("vs", {})
+                 and not (n == PIXELS and o == names[0])]
+        lines += ["| column | " + " | ".join(names + [f"{n} − {o}" for n, o in pairs]) + " |",
+                  "|---|" + "---|" * (len(names) + len(pairs))]
         for column, row in table.items():
-            lines.append(f"| {column} | " + " | ".join(f"{row[n]['macro_f1']:.3f} [{row[n]['ci'][0]:.3f}, "
-                                                      f"{row[n]['ci'][1]:.3f}]" for n in names) + " |")
+            cells = [f"{row[n]['macro_f1']:.3f} [{row[n]['ci'][0]:.3f}, {row[n]['ci'][1]:.3f}]" for n in names]
+            cells += [f"{row[n]['macro_f1'] - row[o]['macro_f1']:+.3f} [{row[n]['vs'][o][0]:+.3f}, "
+                      f"{row[n]['vs'][o][1]:+.3f}]" for n, o in pairs]
+            lines.append(f"| {column} | " + " | ".join(cells) + " |")
         means = result["wbcatt"]["mean_attribute_macro_f1"]
-        lines += ["| **mean of the 11 attributes** | " + " | ".join(f"**{means[n]:.3f}**" for n in names) + " |", ""]
+        lines += ["| **mean of the 11 attributes** | " + " | ".join(f"**{means[n]:.3f}**" for n in names)
+                  + " |" * (len(pairs) + 1), ""]
     for key in ("support", "active", "adapt"):
         if key in result:
             lines += [f"{key}: `{json.dumps(result[key])}`", ""]
@@ -196,6 +215,9 @@ def main() -> None:
     parser.add_argument("--al-max-labels", type=int, default=0,
                         help="stop each active-learning curve at this many labels (0: the whole pool)")
     parser.add_argument("--adapt-repeats", type=int, default=10)
+    parser.add_argument("--also", action="append", default=[], metavar="NAME=ENCODER",
+                        help="another encoder embedded and scored beside the trained one in the WBCAtt table "
+                             "(repeatable; paired differences against the trained one)")
     parser.add_argument("--no-random", action="store_true",
                         help="leave the random encoder out (its columns do not depend on the pretraining recipe)")
     args = parser.parse_args()
@@ -225,11 +247,16 @@ def main() -> None:
     stores = {"trained encoder": out / "stores" / "pbc", "random encoder": out / "stores" / "pbc_random"}
     if args.no_random:
         del stores["random encoder"]
+    also = dict(item.split("=", 1) for item in args.also)
+    stores.update({name: out / "stores" / name for name in also})
     if "embed" in steps:
         if not (stores["trained encoder"] / "store.json").is_file():
             hemoembed("embed", encoder, data / "pbc256", "--store", stores["trained encoder"], log=log)
         if not (out / "stores" / "bccd" / "store.json").is_file():
             hemoembed("embed", encoder, data / "bccd", "--store", out / "stores" / "bccd", log=log)
+        for name, path in also.items():
+            if not (stores[name] / "store.json").is_file():
+                hemoembed("embed", path, data / "pbc256", "--store", stores[name], log=log)
         if "random encoder" in stores and not (stores["random encoder"] / "store.json").is_file():
             from hemoembed.model.encoder import build_encoder, load_encoder, save_encoder
 
