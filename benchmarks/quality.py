@@ -132,13 +132,14 @@ def wbcatt_table(data: Path, stores: dict[str, Path], solver: str,
     pca = PCA(256, random_state=0).fit(pixels["train"])
     features[PIXELS] = {part: pca.transform(pixels[part]) for part in splits}
     table: dict[str, dict] = {}
+    first = next(iter(stores))  # the trained encoder: every other store is paired against it
     for column in columns:
         y = {part: np.array([by_path[k][column].strip() for k in keys[part]]) for part in splits}
         keep = {part: y[part] != "" for part in splits}
         table[column] = {name: svm_scores(f["train"][keep["train"]], y["train"][keep["train"]],
                                           f["test"][keep["test"]], y["test"][keep["test"]], solver)
                          for name, f in features.items()}
-        truth, first = y["test"][keep["test"]], next(iter(stores))
+        truth = y["test"][keep["test"]]
         for name, scores in table[column].items():  # paired on the same test cells: raw pixels, first encoder
             pred = np.asarray(scores["pred"])
             scores["vs"] = {other: bootstrap(truth, pred, np.asarray(table[column][other]["pred"]))
@@ -186,7 +187,8 @@ def markdown(result: dict) -> str:
         names = list(next(iter(table.values())))
         # paired differences (same test cells), where recorded: each learned store against raw pixels, and
         # every other store against the first (the trained encoder)
-        pairs = [(n, o) for n in names for o in (PIXELS, names[0]) if o != n and o in table["label"][n].get("vs", {})
+        recorded = next(iter(table.values()))
+        pairs = [(n, o) for n in names for o in (PIXELS, names[0]) if o != n and o in recorded[n].get("vs", {})
                  and not (n == PIXELS and o == names[0])]
         lines += ["| column | " + " | ".join(names + [f"{n} − {o}" for n, o in pairs]) + " |",
                   "|---|" + "---|" * (len(names) + len(pairs))]
@@ -227,6 +229,17 @@ def main() -> None:
     parser.add_argument("--no-random", action="store_true",
                         help="leave the random encoder out (its columns do not depend on the pretraining recipe)")
     args = parser.parse_args()
+    also = dict(item.split("=", 1) for item in args.also if "=" in item)
+    taken = {"pbc", "pbc_random", "bccd", "trained encoder", "random encoder"}  # the chain's own stores
+    if len(also) != len(args.also) or not set(also).isdisjoint(taken):
+        parser.error(f"--also {' '.join(args.also)}: each must be NAME=ENCODER with a NAME of its own "
+                     "(not pbc, pbc_random, bccd, trained encoder, random encoder or another --also's)")
+    missing = [path for path in also.values() if not Path(path).is_file()]
+    if missing:
+        parser.error(f"--also: no encoder file {missing[0]}")
+    columns = tuple(args.wbcatt_columns.split(","))
+    if not set(columns) <= {"label", *ATTRIBUTES}:
+        parser.error(f"--wbcatt-columns {args.wbcatt_columns}: each must be label or one of {', '.join(ATTRIBUTES)}")
 
     data, out = args.data.resolve(), args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -253,7 +266,6 @@ def main() -> None:
     stores = {"trained encoder": out / "stores" / "pbc", "random encoder": out / "stores" / "pbc_random"}
     if args.no_random:
         del stores["random encoder"]
-    also = dict(item.split("=", 1) for item in args.also)
     stores.update({name: out / "stores" / name for name in also})
     if "embed" in steps:
         if not (stores["trained encoder"] / "store.json").is_file():
@@ -271,7 +283,7 @@ def main() -> None:
             save_encoder(build_encoder(record, "none"), random_path)
             hemoembed("embed", random_path, data / "pbc256", "--store", stores["random encoder"], log=log)
     if "wbcatt" in steps and "wbcatt" not in result:
-        save("wbcatt", wbcatt_table(data, stores, args.solver, tuple(args.wbcatt_columns.split(","))))
+        save("wbcatt", wbcatt_table(data, stores, args.solver, columns))
     w = data / "wbcatt"
     if "support" in steps and "support" not in result:
         curves = {}
