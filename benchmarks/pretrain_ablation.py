@@ -41,7 +41,9 @@ import numpy as np
 # Settings that have no option of their own go in a config file: OUT/NAME.json, named "{NAME}" in a row.
 CONFIG_FILES = {"paper_translation": {"augment": {"translation": 0.09}}, "record_v1": {"record_version": 1},
                 "no_dropout": {"dropout": 0.0}, "dropout0.4": {"dropout": 0.4}, "dropout0.5": {"dropout": 0.5}}
-BASE = ["--weights", "none", "--image-size", "64", "--epochs", "4", "--cache", "--val-fraction", "0.05"]
+# Every row embeds with the plain encoder, as every row did before --view-average, unless it says otherwise.
+BASE = ["--weights", "none", "--image-size", "64", "--epochs", "4", "--cache", "--val-fraction", "0.05",
+        "--view-average", "none"]
 # The issue's "today's scratch preset" row, spelled out so later preset changes do not move it.
 OLD_SCRATCH = ["--loss", "semihard", "--head", "none", "--batch-size", "100", "--lr", "1e-3", "--warmup-epochs", "1",
                "--crop-scale", "none", "--zoom", "0.1", "--hue", "0.2", "--colour-jitter", "0.2",
@@ -74,6 +76,7 @@ ROWS: dict[str, list[str]] = {
     "cand_hue0.2": _with(CANDIDATE, hue="0.2", colour_jitter="0.2"),
     "cand_hue0": _with(CANDIDATE, hue="0"),
     "cand_stain": STAIN,
+    "cand_stain_dihedral": _with(STAIN, view_average="dihedral"),  # the scratch preset since --view-average
     "cand_tau0.1": _with(CANDIDATE, temperature="0.1"),
     "cand_tau0.5": _with(CANDIDATE, temperature="0.5"),
     "cand_lr3e-3": _with(CANDIDATE, lr="3e-3"),
@@ -160,14 +163,20 @@ def embed_paths(model, paths: list[str], record) -> np.ndarray:
     return np.concatenate(rows)
 
 
-def raw_pixels(paths: list[str], side: int = 32) -> np.ndarray:
-    """The raw-pixel floor: gray-world, central crop, ``side``-px images flattened (PCA is in the probe)."""
+def raw_pixels(paths: list[str], side: int = 32, dihedral: bool = False) -> np.ndarray:
+    """The raw-pixel floor: gray-world, central crop, ``side``-px images flattened (PCA is in the probe);
+    ``dihedral``: each image averaged with its seven symmetric views (the pixels' own view averaging)."""
     from hemoembed.data.pipeline import inference_dataset
     from hemoembed.data.preprocess import PreprocessingRecord
+    from hemoembed.model.layers import DIHEDRAL, dihedral_views
+
+    def flat(images) -> np.ndarray:
+        if dihedral:  # the mean image of the eight views: symmetric, so invariant like an averaging encoder
+            images = np.asarray(dihedral_views(images)).reshape((len(DIHEDRAL),) + tuple(images.shape)).mean(0)
+        return np.asarray(images).reshape(len(images), -1) / 255.0
 
     record = PreprocessingRecord(side, 0.875, "grayworld")
-    rows = [images.numpy().reshape(len(images), -1) / 255.0 for images, _ in inference_dataset(paths, record, 256)]
-    return np.concatenate(rows).astype(np.float32)
+    return np.concatenate([flat(images) for images, _ in inference_dataset(paths, record, 256)]).astype(np.float32)
 
 
 def linear_probe(x: np.ndarray, y: np.ndarray, split: tuple[np.ndarray, np.ndarray], pca: int = 256) -> dict:
@@ -291,6 +300,16 @@ def main() -> None:
     if "random_encoder" not in results:
         rec = PreprocessingRecord(64, 0.875, "grayworld")
         record("random_encoder", probed(embed_paths(build_encoder(rec, "none"), paths, rec), rec.version))
+    if "raw_pixels_dihedral" not in results:  # the baselines of an encoder that averages its dihedral views
+        record("raw_pixels_dihedral", probed(raw_pixels(paths, dihedral=True), PreprocessingRecord().version))
+    for seed in (0, 1):
+        if f"random_encoder_dihedral_s{seed}" not in results:
+            import keras
+
+            keras.utils.set_random_seed(seed)
+            rec = PreprocessingRecord(64, 0.875, "grayworld")
+            model = build_encoder(rec, "none", view_average="dihedral")
+            record(f"random_encoder_dihedral_s{seed}", probed(embed_paths(model, paths, rec), rec.version))
     for encoder in args.reembed:  # the same weights, each record version: what preprocessing alone changes
         model, rec = load_encoder(encoder)
         for version in (int(v) for v in args.reembed_versions.split(",")):

@@ -276,11 +276,11 @@ def main() -> None:
             if not (stores[name] / "store.json").is_file():
                 hemoembed("embed", path, data / "pbc256", "--store", stores[name], log=log)
         if "random encoder" in stores and not (stores["random encoder"] / "store.json").is_file():
-            from hemoembed.model.encoder import build_encoder, load_encoder, save_encoder
+            from hemoembed.model.encoder import build_encoder, load_encoder, save_encoder, view_average_of
 
-            record = load_encoder(encoder)[1]
+            trained, record = load_encoder(encoder)  # the same shape, view averaging included
             random_path = out / "random_encoder.keras"
-            save_encoder(build_encoder(record, "none"), random_path)
+            save_encoder(build_encoder(record, "none", view_average=view_average_of(trained)), random_path)
             hemoembed("embed", random_path, data / "pbc256", "--store", stores["random encoder"], log=log)
     if "wbcatt" in steps and "wbcatt" not in result:
         save("wbcatt", wbcatt_table(data, stores, args.solver, columns))

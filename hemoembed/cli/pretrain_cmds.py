@@ -98,6 +98,10 @@ AUGMENT_OPTIONS = ("zoom", "resolution", "crop_scale", "hue", "stain")
 @click.option("--probe-every", type=POSITIVE, default=None, help="Epochs between probe scores [1].")
 @click.option("--keep", type=click.Choice(["last", "best-probe"]), default=None,
               help="Which epoch becomes encoder.keras: the last, or the one with the best probe score [last].")
+@click.option("--view-average", type=click.Choice(["none", "dihedral"]), default=None,
+              help="How encoder.keras embeds an image: as it is, or the mean of its eight rotations by 90° and "
+                   "mirror images (exactly invariant to them; 8 passes per image; training unchanged) "
+                   "[preset: none / dihedral].")
 @click.option("--keep-checkpoints", type=NON_NEGATIVE, default=None,
               help="Epoch checkpoints kept in RUN/checkpoints, the newest N (--resume needs only the last) [1]; "
                    "0: the last only while training (an interrupted run resumes; a finished run cannot be "
@@ -112,7 +116,8 @@ def pretrain(manifest, out: Path, config_file: Path | None, resume: bool, overwr
     Writes RUN/config.json, RUN/history.csv (losses; probe scores with --probe-labels), RUN/checkpoints/
     (the last epoch, what --resume needs; with --keep-checkpoints 0 only while the run trains),
     RUN/colour_reference.json (the source style for `adapt`),
-    RUN/encoder.keras (the encoder only; a projection head is used for the loss and dropped).
+    RUN/encoder.keras (the encoder only; a projection head is used for the loss and dropped; with
+    --view-average dihedral, the scratch preset's, it embeds the mean of an image's eight symmetric views).
     An interrupted run continues with the same command plus --resume.
 
     \b

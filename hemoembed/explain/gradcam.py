@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from ..errors import InputError, MismatchError
 from ..model.encoder import backbone_chain
+from ..model.layers import DihedralViews, undo_dihedral_views
 
 PAIR_TARGETS = ("similarity", "distance")
 _EPS = 1e-12
@@ -127,7 +128,10 @@ def gradcam_plus_plus(activations: tf.Tensor, grads: tf.Tensor) -> tf.Tensor:
 
 def explain(model: keras.Model, images: np.ndarray, score_fn: Callable[[tf.Tensor], tf.Tensor],
             target: str) -> CamResult:
-    """GradCAM++ maps of ``score_fn(embeddings)`` (scalar or (n,)) for every image in ``images``."""
+    """GradCAM++ maps of ``score_fn(embeddings)`` (scalar or (n,)) for every image in ``images``.
+
+    An encoder that averages an image's dihedral views explains each view; its maps are turned back to the
+    image's orientation and averaged."""
     before, backbone, after = backbone_chain(model)
     x = tf.convert_to_tensor(images, tf.float32)
     with tf.GradientTape() as tape:
@@ -142,7 +146,10 @@ def explain(model: keras.Model, images: np.ndarray, score_fn: Callable[[tf.Tenso
         total = tf.reduce_sum(score)
     grads = tape.gradient(total, activations)
     activations, grads = tf.cast(activations, tf.float32), tf.cast(grads, tf.float32)
-    maps = gradcam_plus_plus(activations, grads).numpy()
+    maps = gradcam_plus_plus(activations, grads)
+    if any(isinstance(layer, DihedralViews) for layer in before):  # one map per view: turned back, averaged
+        maps = tf.reduce_mean(undo_dihedral_views(maps), axis=0)
+    maps = maps.numpy()
     score = np.broadcast_to(np.asarray(score, np.float32), (len(images),)).copy()
     return CamResult(maps, np.clip(np.round(np.asarray(images)), 0, 255).astype(np.uint8), score, target)
 

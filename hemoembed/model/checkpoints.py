@@ -46,9 +46,11 @@ def export_checkpoint(run: str | Path, epoch: int, path: str | Path) -> str:
 
 
 def export_encoder(config: PretrainConfig, model: Any, path: Path) -> str:
-    """Save a float32 copy of the trained encoder (no mixed-precision or synchronised-BN settings)."""
+    """Save a float32 copy of the trained encoder (no mixed-precision or synchronised-BN settings), averaging
+    its images' dihedral views when the run's ``view_average`` says so."""
     from .encoder import build_encoder, save_encoder
 
-    clean = build_encoder(config.record, "none", config.dropout, config.freeze_bn, drop_path=config.drop_path)
+    clean = build_encoder(config.record, "none", config.dropout, config.freeze_bn, drop_path=config.drop_path,
+                          view_average=config.view_average)
     clean.set_weights(model.get_weights())
     return save_encoder(clean, path)

@@ -308,7 +308,9 @@ class EpochLoop:
         c = self.config
         if self.probe is None or (epoch % c.probe_every and epoch != c.epochs):
             return dict.fromkeys(PROBE_COLUMNS, math.nan)
-        scores = self.probe(self.trainer.model)
+        from .encoder import with_view_average
+
+        scores = self.probe(with_view_average(self.trainer.model, c.view_average))  # what encoder.keras embeds
         return {k: round(v, 4) for k, v in scores.items()}
 
     def _watch(self, val_loss: float) -> None:

@@ -21,6 +21,7 @@ from hemoembed.data.preprocess import RECORD_VERSION, PreprocessingRecord
 from hemoembed.data.synthetic import make_synthetic_dataset
 from hemoembed.errors import InputError
 from hemoembed.model.pretrain import PretrainConfig, pretrain, resolve_config
+from hemoembed.model.pretrain_config import resume_ignores
 
 ROOT = Path(__file__).parents[2]
 # scratch preset, but a higher constant-start LR so that 12 steps visibly lower the loss
@@ -102,6 +103,9 @@ def test_run_writes_its_outputs_and_the_loss_falls(reference, cells):
     out = model(np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")).numpy()
     assert out.shape == (3, 1280)
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    from hemoembed.model.encoder import view_average_of
+
+    assert saved["view_average"] == "dihedral" and view_average_of(model) == "dihedral"  # the scratch preset
 
 
 def _cli(*args: str) -> subprocess.Popen:
@@ -269,6 +273,9 @@ def test_a_run_saved_before_heads_and_crops_keeps_its_meaning(tmp_path):
     assert (fresh.loss, fresh.head, fresh.augment.crop_scale) == ("ntxent", "mlp:512,128", (0.3, 1.0))
     assert (fresh.augment.stain, fresh.augment.hue, fresh.views) == (0.05, 0.0, 2)  # measured: stain beats hue
     assert fresh.record.version == RECORD_VERSION  # new encoders get the current record version
+    assert (old.view_average, fresh.view_average, resolve_config().view_average) == ("none", "dihedral", "none")
+    require_same_config(fresh, resolve_config(weights="none", view_average="none"), where="test",
+                        ignore=resume_ignores(fresh))  # inference only: a run may resume with it changed
     assert resolve_config().head == "none" and resolve_config().augment.crop_scale is None  # the paper's
 
 

@@ -62,12 +62,12 @@ def run(config: ProbeConfig, out: str | os.PathLike | None = None, *, manifest: 
     paths = [manifest.absolute()[i] for i in keep]
     import keras  # TensorFlow: only once the encoder file, images and labels are known to be there
 
-    from ...model.encoder import build_encoder, fingerprint, load_encoder
+    from ...model.encoder import build_encoder, fingerprint, load_encoder, view_average_of
     from ...store.embed import embed_images
 
     model, record = load_encoder(config.encoder)
     keras.utils.set_random_seed(config.seed)
-    untrained = build_encoder(record, "none")
+    untrained = build_encoder(record, "none", view_average=view_average_of(model))  # the same shape, inference
     representations = {}
     with stage(progress, 2 * len(paths), "embedding") as advance:
         for name, encoder in ((ENCODER, model), (RANDOM, untrained)):
