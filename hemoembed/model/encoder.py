@@ -1,4 +1,5 @@
-"""The embedding network: EfficientNetV2-B0 → global average pooling → dropout → unit L2 → 1280-d.
+"""The embedding network: EfficientNetV2-B0 → global average pooling → dropout → unit L2 → 1280-d, optionally
+averaged at inference over each image's eight dihedral views (:func:`with_view_average`).
 
 The encoder takes float32 images in [0, 255] of ``record.image_size`` (EfficientNetV2's own rescaling
 layer is kept) and carries its :class:`~hemoembed.data.preprocess.PreprocessingRecord` in a
