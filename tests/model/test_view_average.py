@@ -17,6 +17,7 @@ from hemoembed.model.encoder import (
     with_view_average,
 )
 from hemoembed.model.layers import DIHEDRAL, dihedral_views, undo_dihedral_views
+from hemoembed.model.pretrain_config import resolve_config
 
 RECORD = PreprocessingRecord(64, 0.875, "grayworld")  # a 2×2 last feature map: GradCAM maps can turn
 
@@ -103,3 +104,23 @@ def test_gradcam_of_an_averaging_encoder_turns_with_the_image(plain, images):
     np.testing.assert_allclose(turned.maps, np.rot90(upright.maps, 1, axes=(1, 2)), rtol=1e-4,
                                atol=1e-6 * upright.maps.max())
     np.testing.assert_allclose(turned.score, upright.score, atol=1e-5)
+
+
+def test_the_option_and_the_config_file_refuse_other_values_before_writing(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from hemoembed.cli import main
+
+    Image.new("RGB", (40, 40), (200, 120, 160)).save(tmp_path / "cell.png")  # images are checked first
+    bad = CliRunner().invoke(main, ["pretrain", str(tmp_path), "--out", str(tmp_path / "a"), "--view-average", "turn"])
+    assert bad.exit_code == 2 and "'turn' is not one of 'none', 'dihedral'" in bad.output
+    (tmp_path / "run.json").write_text(json.dumps({"weights": "none", "view_average": "rotate"}))
+    bad = CliRunner().invoke(main, ["pretrain", str(tmp_path), "--out", str(tmp_path / "b"),
+                                    "--config", str(tmp_path / "run.json")])
+    assert bad.exit_code == 2 and "run.json: view_average: 'rotate' is not one of none, dihedral" in bad.output
+    assert "Traceback" not in bad.output and not (tmp_path / "b").exists()
+    with pytest.raises(InputError, match="--view-average 'rotate' is not one of none, dihedral"):
+        resolve_config(weights="none", view_average="rotate")  # the library's own check
