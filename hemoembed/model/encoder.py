@@ -18,13 +18,9 @@ import numpy as np
 from ..data.preprocess import PreprocessingRecord
 from ..errors import InputError, MismatchError
 from .layers import DIHEDRAL, DihedralViews, L2Normalize, PreprocessingSpec, ViewAverage
-from .options import WEIGHTS_KINDS, encoder_file
+from .options import WEIGHTS_KINDS, check_view_average, encoder_file
 
 EMBEDDING_DIM = 1280
-# How inference averages an image's symmetric views (``--view-average``): none, or the eight dihedral views
-# (rotations by 90° and mirror images). benchmarks/RESULTS.md, "Averaging the dihedral views": 4 epochs on
-# 6,000 PBC images, linear probe 0.822 → 0.897 and 0.810 → 0.895 (two training seeds), no training change.
-VIEW_AVERAGES = ("none", "dihedral")
 SPEC_LAYER = "hemoembed_preprocessing"
 BACKBONE = "efficientnetv2-b0"
 FINGERPRINT_SCHEME = "hemoembed-fingerprint/2"
@@ -64,8 +60,7 @@ def with_view_average(model: keras.Model, view_average: str = "dihedral") -> ker
 
     Inference costs eight passes per image; training (``training=True``) is unchanged, so a run's checkpoints
     load into either form. The embedding becomes exactly invariant to rotations by 90° and mirroring."""
-    if view_average not in VIEW_AVERAGES:
-        raise InputError(f"--view-average {view_average!r} is not one of {', '.join(VIEW_AVERAGES)}")
+    check_view_average(view_average)
     if view_average == "none" or any(isinstance(layer, DihedralViews) for layer in model.layers):
         return model
     inputs = keras.Input(model.inputs[0].shape[1:], name="image")

@@ -18,7 +18,7 @@ from ..config import from_dict, load_config, read_json_object
 from ..data.augment_config import AugmentConfig
 from ..data.preprocess import RECORD_VERSION, PreprocessingRecord
 from ..errors import InputError
-from .options import WEIGHTS_KINDS, check_temperature, parse_head
+from .options import WEIGHTS_KINDS, check_temperature, check_view_average, parse_head
 
 # The paper's augmentation: flips, rotation ±90°, zoom ±0.1, translation ±20 px at 224, colour jitter 0.2.
 PAPER_AUGMENT: dict[str, Any] = {}
@@ -196,8 +196,7 @@ def check_config(cfg: PretrainConfig) -> None:
         raise InputError(f"--probe-every {cfg.probe_every}: need at least 1")
     if cfg.keep == "best-probe" and not cfg.probe_labels:
         raise InputError("--keep best-probe needs --probe-labels (the probe decides which epoch is best)")
-    if cfg.view_average not in ("none", "dihedral"):
-        raise InputError(f"--view-average {cfg.view_average!r} is not one of none, dihedral")
+    check_view_average(cfg.view_average)
     check_temperature(cfg.temperature)
     parse_head(cfg.head)
     _ = cfg.record  # validates image size, crop fraction, colour mode and record version
