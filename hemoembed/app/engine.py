@@ -125,7 +125,10 @@ class Engine:
             raise lib.InputError(f"batch {batch} does not exist")
         work = self.worker.progress(batch)
         counts = self.state.batch_counts(batch)
-        return {"batch": batch, **counts, "embedding": work["cells"], "embedded": work["embedded"],
+        # the worker records a batch's predictions before it lets go of its cells: name only those still
+        # queued, read after the counts, so a poll never shows a cell both finished and being embedded
+        embedding = [c["id"] for c in self.state.cells(work["cells"]) if c["status"] == "queued"]
+        return {"batch": batch, **counts, "embedding": embedding, "embedded": work["embedded"],
                 "embedding_of": work["of"], "waiting": self.worker.waiting(), "model_version": self.classifier.version}
 
     def api_batch(self, name: str = "API uploads") -> int:

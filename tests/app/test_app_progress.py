@@ -42,3 +42,20 @@ def test_the_worker_advances_the_progress_after_every_encoder_step(make_engine, 
     assert all(c["status"] == "done" for c in engine.state.cells(ids))
     assert engine.worker.progress(batch) == {"cells": [], "embedded": 0, "of": 0}  # nothing in hand now
     assert len(engine.query_store.part_files()) == 1  # still one store part and one transaction per batch
+
+
+def test_a_poll_between_recording_a_batch_and_letting_it_go_shows_it_finished(make_engine, cell_files):
+    engine = make_engine(start=False)  # no thread: the test runs the worker's batch itself
+    batch = engine.state.new_batch("race")
+    ids = [r["id"] for r in engine.ingest(cell_files(3), batch)]
+    seen = []
+    finish = engine.worker.finish
+
+    def record(ready, failed) -> None:  # the moment after the predictions are recorded, cells still in hand
+        finish(ready, failed)
+        seen.append(engine.progress(batch))
+
+    engine.worker.finish = record
+    engine.worker.process(ids)
+    assert engine.worker.progress(batch)["cells"] == []
+    assert [(p["done"], p["queued"], p["embedding"]) for p in seen] == [(3, 0, [])]
