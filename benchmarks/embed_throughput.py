@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from hemoembed.model.options import VIEW_AVERAGES  # no TensorFlow: --help stays instant
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -126,13 +128,14 @@ def input_only(record, paths: list[str], batch: int) -> dict:
     return {"probe": round(1000 * probing.cpu / len(paths), 3), "pipeline": round(1000 * pipeline.cpu / rest, 3)}
 
 
-def measure(manifest, size: int, version: int, batch: int, repeats: int, workdir: Path) -> dict:
+def measure(manifest, size: int, version: int, batch: int, repeats: int, workdir: Path,
+            view_average: str = "none") -> dict:
     from hemoembed.data.preprocess import PreprocessingRecord
     from hemoembed.model.encoder import build_encoder
     from hemoembed.store.embed import embed_images
 
     record = PreprocessingRecord(image_size=size, version=version)
-    model = build_encoder(record, weights="none")
+    model = build_encoder(record, weights="none", view_average=view_average)
     embed_images(model, record, manifest.absolute()[:batch], batch)  # warm-up: trace, fill caches
     fwd, e2e, inputs = [], [], []
     for _ in range(repeats):  # interleaved, so background load hits all alike
@@ -141,7 +144,8 @@ def measure(manifest, size: int, version: int, batch: int, repeats: int, workdir
         inputs.append(input_only(record, manifest.absolute(), batch))
     best_f, best_e = max(f[0] for f in fwd), max(e[0] for e in e2e)
     cpu_f, cpu_e = min(f[1] for f in fwd), min(e[1] for e in e2e)
-    return {"image_size": size, "record_version": version, "images": len(manifest), "batch_size": batch,
+    return {"image_size": size, "record_version": version, "view_average": view_average,
+            "images": len(manifest), "batch_size": batch,
             "forward_images_per_s": round(best_f, 2), "embed_images_per_s": round(best_e, 2),
             "ratio": round(best_e / best_f, 3),
             "forward_cpu_ms_per_image": round(cpu_f, 3), "embed_cpu_ms_per_image": round(cpu_e, 3),
@@ -178,6 +182,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 224])
     parser.add_argument("--versions", type=int, nargs="+", default=[2],
                         help="Preprocessing-record versions to measure (1: before #18, 2: current).")
+    parser.add_argument("--view-averages", nargs="+", default=["none"], choices=VIEW_AVERAGES,
+                        help="Encoders to measure: plain, or averaging the eight dihedral views (eight passes).")
     parser.add_argument("--n", type=int, default=1024, help="Images per measurement (a seeded sample).")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2)
@@ -196,8 +202,8 @@ def main() -> None:
     manifest = full.subset(pick.tolist())
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
-        results = [measure(manifest, size, version, args.batch_size, args.repeats, Path(tmp))
-                   for size in args.sizes for version in args.versions]
+        results = [measure(manifest, size, version, args.batch_size, args.repeats, Path(tmp), view_average)
+                   for size in args.sizes for version in args.versions for view_average in args.view_averages]
     reading = store_reading(args.store) if args.store is not None else None
     print(json.dumps({
         "benchmark": "embed_throughput", "machine": platform.node(), "cpus": os.cpu_count(),
