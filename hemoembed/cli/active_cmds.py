@@ -12,6 +12,7 @@ from .common import (
     POSITIVE,
     POSITIVE_FLOAT,
     echo,
+    given_options,
     overwrite_option,
     prepare_output_dir,
     progress,
@@ -27,7 +28,7 @@ from .common import (
 @click.option("--column", default="label", show_default=True, help="Label column (simulation and session).")
 @click.option("--key", default="path", show_default=True, help="Column joining --labels to the store.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder (simulation).")
-@click.option("--batch", type=POSITIVE, default=90, show_default=True, help="Images queried per iteration.")
+@click.option("--batch", type=POSITIVE, default=90, show_default=True, help="Images queried per iteration (a session's --query: by default the batch it was started with).")
 @click.option("--init", "init", type=POSITIVE, default=90, show_default=True,
               help="Labels to start from (simulation).")
 @click.option("--init-strategy", type=click.Choice(["stratified", "kmeans"]), default="stratified", show_default=True)
@@ -121,8 +122,11 @@ def _session(store, store_path: Path, folder: Path | None, query: bool, teach: P
     new = SessionConfig(store=str(store_path), classes=names, column=column, batch=batch,
                         strategy=strategies[0] if strategies else "uncertainty", C=C, seed=seed)
     session = LabellingSession.open(folder, store, new if names else None)
+    given = given_options()
+    session.check_settings({name: getattr(new, name) for name in ("classes", "column", "strategy", "C", "seed")
+                            if name in given})
     if query:
-        path = session.query(batch, overwrite=overwrite)
+        path = session.query(batch if "batch" in given else None, overwrite=overwrite)
         echo(f"fill the '{session.config.column}' column of {path}, then: "
              f"hemoembed active-learn {store_path} --session {folder} --teach {path}")
     elif teach is not None:

@@ -103,6 +103,16 @@ def progress(length: int, label: str) -> Iterator[Callable[[int], None]]:
         yield bar.update
 
 
+def given_options() -> set[str]:
+    """The current command's parameters that the user set (on the command line or through the
+    environment), as opposed to those left at their defaults."""
+    from click.core import ParameterSource
+
+    context = click.get_current_context()
+    return {name for name in context.params
+            if context.get_parameter_source(name) not in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)}
+
+
 def echo(message: str) -> None:
     click.echo(message)
 

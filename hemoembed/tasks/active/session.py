@@ -99,6 +99,17 @@ class LabellingSession:
         session.standardiser()  # fixed now, over the store as it is at the start
         return session
 
+    def check_settings(self, asked: dict[str, Any]) -> None:
+        """Refuse an option (a :class:`SessionConfig` field and the value asked for) that differs from the
+        session's own rather than ignore it: a session keeps the settings it was started with."""
+        for name, value in asked.items():
+            mine = getattr(self.config, name)
+            if (list(value) if name == "classes" else value) != mine:
+                show = ",".join if name == "classes" else (lambda v: f"{v:g}" if isinstance(v, float) else str(v))
+                raise InputError(f"--{name} {show(value)} differs from the {show(mine)} that the session in "
+                                 f"{self.directory} was started with; leave the option out, or start another "
+                                 "session in another folder")
+
     def _check_bound(self) -> None:
         """Refuse a store other than the session's (same encoder, other images); bind an old session."""
         here = _store_id(self.store)

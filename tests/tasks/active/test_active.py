@@ -246,3 +246,16 @@ def test_cli_simulation_and_session(cli, tmp_path):
     assert taught.exit_code == 0 and "taught 10 new" in taught.output, taught.output
     status = run(*session_args, "--status")
     assert "10 of 500 images labelled in 1 round(s)" in status.output
+    # a session keeps its settings: the batch it was started with, and no option silently ignored
+    assert run("active-learn", tmp_path / "store", "--session", tmp_path / "lab", "--query").exit_code == 0
+    assert len(list(csv.DictReader(open(tmp_path / "lab" / "to_label.csv")))) == 10
+    before = (tmp_path / "lab" / "session.json").read_text()
+    for option, value in (("--C", "3"), ("--strategy", "random"), ("--classes", "class0,class1"),
+                          ("--column", "type"), ("--seed", "5")):
+        other = run(*session_args, "--query", "--overwrite", option, value)
+        assert other.exit_code == 2 and f"{option} {value} differs from the " in other.stderr, other.output
+        assert "Traceback" not in other.output and len(other.stderr.strip().splitlines()) == 1
+    assert (tmp_path / "lab" / "session.json").read_text() == before
+    same = run(*session_args, "--query", "--overwrite", "--batch", "7", "--C", "1", "--strategy", "uncertainty,random")
+    assert same.exit_code == 0, same.output
+    assert len(list(csv.DictReader(open(tmp_path / "lab" / "to_label.csv")))) == 7

@@ -171,6 +171,17 @@ def test_session_refuses_other_store_and_needs_classes(tmp_path, store):
     assert saved["classes"] == CLASSES and saved["store_fingerprint"] == "f" * 64
 
 
+def test_options_other_than_the_sessions_own_are_refused_not_ignored(tmp_path, store):
+    session = new_session(tmp_path, store)
+    session.check_settings({"classes": tuple(CLASSES), "C": 1.0, "strategy": "uncertainty", "column": "label",
+                            "seed": 0})
+    for asked, shown in (({"C": 3.0}, "--C 3 differs from the 1 "), ({"classes": ["class0", "x"]},
+                         "--classes class0,x differs from the class0,class1,class2,class3 "),
+                         ({"strategy": "random"}, "--strategy random differs from the uncertainty ")):
+        with pytest.raises(InputError, match=shown):
+            LabellingSession.open(tmp_path / "session", store).check_settings(asked)
+
+
 def test_teach_labels_from_a_mapping_new_class_and_a_growing_store(tmp_path, store):
     """What ``hemoembed serve`` relies on: teach a mapping, add a class later, predict vectors of a store
     that grew after the start with the standardiser fixed at the start."""
