@@ -28,7 +28,8 @@ from .common import (
 @click.option("--column", default="label", show_default=True, help="Label column (simulation and session).")
 @click.option("--key", default="path", show_default=True, help="Column joining --labels to the store.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder (simulation).")
-@click.option("--batch", type=POSITIVE, default=90, show_default=True, help="Images queried per iteration (a session's --query: by default the batch it was started with).")
+@click.option("--batch", type=POSITIVE, default=90, show_default=True,
+              help="Images queried per iteration (a session's --query: by default the batch it was started with).")
 @click.option("--init", "init", type=POSITIVE, default=90, show_default=True,
               help="Labels to start from (simulation).")
 @click.option("--init-strategy", type=click.Choice(["stratified", "kmeans"]), default="stratified", show_default=True)

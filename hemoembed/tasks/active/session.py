@@ -105,10 +105,9 @@ class LabellingSession:
         for name, value in asked.items():
             mine = getattr(self.config, name)
             if (list(value) if name == "classes" else value) != mine:
-                show = ",".join if name == "classes" else (lambda v: f"{v:g}" if isinstance(v, float) else str(v))
-                raise InputError(f"--{name} {show(value)} differs from the {show(mine)} that the session in "
-                                 f"{self.directory} was started with; leave the option out, or start another "
-                                 "session in another folder")
+                raise InputError(f"--{name} {_as_option(value)} differs from the {_as_option(mine)} that the "
+                                 f"session in {self.directory} was started with; leave the option out, or start "
+                                 "another session in another folder")
 
     def _check_bound(self) -> None:
         """Refuse a store other than the session's (same encoder, other images); bind an old session."""
@@ -407,6 +406,13 @@ class LabellingSession:
                 "cv_macro_f1": None if current is None else current["cv_macro_f1"],
                 "cv_folds": 0 if current is None else current["cv_folds"],
                 "pending_query": str(self.directory / QUERY) if (self.directory / QUERY).is_file() else None}
+
+
+def _as_option(value: Any) -> str:
+    """A setting as it is written on the command line: classes comma-separated, 3.0 as 3."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _store_id(store: Any) -> str:
