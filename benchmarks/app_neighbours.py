@@ -3,8 +3,9 @@
 Prints JSON. Opens the reference as ``hemoembed serve`` does (:func:`hemoembed.app.reference.open_reference`:
 store, SVM, labels, and the store's approximate index when it has a current one), then asks for the ``-k``
 nearest reference cells of ``--queries`` stored rows (seeded), one query at a time as the detail view does,
-and reports latency p50/p95 (and the first query's: exact search reads the matrix then), the search the app chose, recall@k of the app's answers against exact search on
-the first ``--exact-queries`` of them, and peak RSS. ``--exact`` ignores the index (the app before it used one).
+and reports latency p50/p95 (and the first query's: exact search reads the matrix then), the search the app
+chose, recall@k of the app's answers against exact search on the first ``--exact-queries`` of them, and peak RSS.
+``--exact`` ignores the index (the app before it used one).
 
     .venv/bin/python benchmarks/app_neighbours.py /work/runs/nbr1m/store --model SVM_DIR --queries 200
 """
@@ -56,7 +57,8 @@ def main() -> None:
         "benchmark": "app_neighbours", "machine": platform.node(), "cpus": os.cpu_count(),
         "date": time.strftime("%Y-%m-%d %H:%M"), "store": str(args.store), "rows": len(store),
         "search": reference.neighbour_search, "open_reference_s": round(open_s, 2), "queries": len(vectors),
-        "k": args.k, "first_ms": round(float(ms[0]), 2), "p50_ms": round(float(np.percentile(ms, 50)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2),
+        "k": args.k, "first_ms": round(float(ms[0]), 2), "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p95_ms": round(float(np.percentile(ms, 95)), 2),
         "recall_at_k_vs_exact": round(recall, 4), "recall_queries": exact_n,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "load_average_before": [round(v, 2) for v in load_before],

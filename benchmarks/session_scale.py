@@ -94,8 +94,8 @@ def main() -> None:
         results.append(result)
         if result["rc"]:
             break
-    print(json.dumps({"store": args.store, "start_labels": args.one_class if args.cold else len(first), "batch": args.batch,
-                      "results": results}, indent=1))
+    print(json.dumps({"store": args.store, "start_labels": args.one_class if args.cold else len(first),
+                      "batch": args.batch, "results": results}, indent=1))
 
 
 def utc() -> str:

@@ -24,6 +24,8 @@ from .common import (
 @click.option("--target", type=click.Path(path_type=Path), required=True,
               help="Target-site images: folder per class or CSV manifest (path + label column).")
 @click.option("--image-root", type=click.Path(path_type=Path), default=None, help="Root of a CSV --target's paths.")
+@click.option("--allow-outside-root", is_flag=True,
+              help="Allow --target and --source-images manifest paths outside their root.")
 @click.option("--labels", type=click.Path(path_type=Path), default=None,
               help="Labels CSV (path, label) for the target images, if not folder names / manifest column.")
 @click.option("--label-column", default="label", show_default=True)
@@ -61,9 +63,9 @@ from .common import (
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
 @seed_option
 @overwrite_option
-def adapt(source: Path, target: Path, image_root: Path | None, labels: Path | None, label_column: str,
-          source_images: Path | None, class_map: Path | None, shots: int, min_per_class: int, mode: str,
-          save_encoder: str, no_colour_transform: bool, source_support: int, lr: str, epochs: str,
+def adapt(source: Path, target: Path, image_root: Path | None, allow_outside_root: bool, labels: Path | None,
+          label_column: str, source_images: Path | None, class_map: Path | None, shots: int, min_per_class: int,
+          mode: str, save_encoder: str, no_colour_transform: bool, source_support: int, lr: str, epochs: str,
           batch_size: str, warm_head: bool, cv: int, ablation: bool, repeats: int, conditions: str, curve: str,
           curve_mode: str, bootstrap: int, out: Path, seed: int, overwrite: bool) -> None:
     """Adapt a pretrained encoder to a new site with few labels (Reinhard colour transfer first).
@@ -90,7 +92,8 @@ def adapt(source: Path, target: Path, image_root: Path | None, labels: Path | No
     from ..tasks.adapt import run as run_adapt
 
     config = AdaptConfig(
-        source=str(source), target=str(target), image_root=str(image_root or ""), labels=str(labels or ""),
+        source=str(source), target=str(target), image_root=str(image_root or ""),
+        allow_outside_root=allow_outside_root, labels=str(labels or ""),
         label_column=label_column, source_images=str(source_images or ""), class_map=str(class_map or ""),
         shots=shots, min_per_class=min_per_class, mode=mode, save_encoder=save_encoder,
         colour_transform=not no_colour_transform,

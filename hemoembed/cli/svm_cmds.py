@@ -97,11 +97,13 @@ def fit_svm(store: Path, labels: tuple[Path, ...], columns: str, key: str, test_
               help="Encoder (.keras, or an adapter's encoder.json) that embeds IMAGES (folder or CSV manifest) first.")
 @click.option("--image-root", type=click.Path(path_type=Path), default=None,
               help="Folder that a CSV manifest's 'path' column is relative to.")
+@click.option("--allow-outside-root", is_flag=True, help="Allow manifest paths outside the image root.")
 @click.option("--batch-size", type=POSITIVE, default=64, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Predictions CSV to write.")
 @overwrite_option
 def predict(model_dir: Path, images: Path | None, store: Path | None, encoder: Path | None,
-            image_root: Path | None, batch_size: int, out: Path, overwrite: bool) -> None:
+            image_root: Path | None, allow_outside_root: bool, batch_size: int, out: Path,
+            overwrite: bool) -> None:
     """Predict labels with saved SVMs: label, probability of every class and second-most-likely class.
 
     MODEL_DIR is a fit-svm output (every column) or one column's folder. The store or encoder must be
@@ -118,7 +120,8 @@ def predict(model_dir: Path, images: Path | None, store: Path | None, encoder: P
     if (store is None) == (encoder is None):
         raise InputError("give exactly one of --store STORE or --encoder ENCODER IMAGES")
     config = PredictConfig(model=str(model_dir), store=str(store or ""), encoder=str(encoder or ""),
-                           images=str(images or ""), image_root=str(image_root or ""), batch_size=batch_size)
+                           images=str(images or ""), image_root=str(image_root or ""),
+                           allow_outside_root=allow_outside_root, batch_size=batch_size)
     prepare_output_file(out, overwrite, inputs=[model_dir, store, images, encoder])
     done = run_predict(config, out, progress=progress)
     if done.skipped:

@@ -42,6 +42,9 @@ class Manifest:
     paths: list[str]
     columns: dict[str, list[str]] = field(default_factory=dict)
     source: str = ""
+    # the user allowed paths outside ``root`` (--allow-outside-root): a companion CSV read against the same
+    # root (a pretraining run's probe labels) is held to the same rule
+    allow_outside_root: bool = False
 
     def __post_init__(self) -> None:
         for name, values in self.columns.items():
@@ -70,7 +73,8 @@ class Manifest:
         """A manifest of the rows at ``indices`` (same root and columns)."""
         idx = list(indices)
         return Manifest(self.root, [self.paths[i] for i in idx],
-                        {k: [v[i] for i in idx] for k, v in self.columns.items()}, self.source)
+                        {k: [v[i] for i in idx] for k, v in self.columns.items()}, self.source,
+                        self.allow_outside_root)
 
     def class_counts(self, column: str = "label") -> Counter:
         return Counter(self.columns.get(column, []))
@@ -151,7 +155,7 @@ def scan_folder(folder: Path, allow_outside_root: bool = False) -> Manifest:
     columns: dict[str, list[str]] = {}
     if all("/" in p for p in paths):
         columns["label"] = [PurePosixPath(p).parent.name for p in paths]
-    return Manifest(folder, paths, columns, str(folder))
+    return Manifest(folder, paths, columns, str(folder), allow_outside_root)
 
 
 def read_manifest_csv(csv_path: Path, image_root: str | os.PathLike | None = None,
@@ -171,7 +175,7 @@ def read_manifest_csv(csv_path: Path, image_root: str | os.PathLike | None = Non
     for line, row in zip(lines, rows):
         paths.append(resolve_relative(row[col], root, allow_outside_root, f"{csv_path}:{line}"))
     columns = {name: [row[i] for row in rows] for i, name in enumerate(header) if name != PATH_COLUMN}
-    return Manifest(root, paths, columns, str(csv_path))
+    return Manifest(root, paths, columns, str(csv_path), allow_outside_root)
 
 
 def resolve_relative(value: str, root: Path, allow_outside_root: bool, where: str) -> str:

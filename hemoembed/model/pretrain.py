@@ -135,7 +135,7 @@ def _probe_manifest(config: PretrainConfig, manifest: Manifest) -> Manifest | No
     if not config.probe_labels:
         return None
     source = Path(config.probe_labels)
-    probe = load_manifest(source, None if source.is_dir() else manifest.root)
+    probe = load_manifest(source, None if source.is_dir() else manifest.root, manifest.allow_outside_root)
     if probe.labels is None:
         raise InputError(f"{source}: the probe set needs a 'label' column (or class-per-folder images)")
     return probe

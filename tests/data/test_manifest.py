@@ -38,6 +38,7 @@ def test_csv_paths_default_to_csv_folder(image_factory, tmp_path):
     image_factory("sub/1.png")
     (tmp_path / "sub" / "m.csv").write_text("path\n1.png\n")
     assert load_manifest(tmp_path / "sub" / "m.csv").absolute()[0] == str(tmp_path / "sub" / "1.png")
+    assert load_manifest(tmp_path / "sub" / "m.csv").allow_outside_root is False
 
 
 @pytest.mark.parametrize("bad", ["../../etc/passwd", "/etc/passwd", "a/../../x.png"])
@@ -45,7 +46,8 @@ def test_paths_escaping_the_root_are_refused(tmp_path, bad):
     (tmp_path / "m.csv").write_text(f"path\n{bad}\n")
     with pytest.raises(InputError, match=r"m.csv:2: path .* is outside the image root"):
         load_manifest(tmp_path / "m.csv")
-    assert load_manifest(tmp_path / "m.csv", allow_outside_root=True).paths
+    allowed = load_manifest(tmp_path / "m.csv", allow_outside_root=True)
+    assert allowed.paths and allowed.subset([0]).allow_outside_root  # remembered for the CSVs read beside it
 
 
 def test_absolute_path_inside_root_is_accepted(image_factory, tmp_path):

@@ -40,6 +40,7 @@ class AdaptConfig:
     source: str = ""
     target: str = ""
     image_root: str = ""
+    allow_outside_root: bool = False  # manifest paths (target and source images) may lie outside their root
     labels: str = ""
     label_column: str = "label"
     source_images: str = ""
@@ -88,9 +89,9 @@ def prepare(config: AdaptConfig, progress: ProgressFactory | None = None) -> Pre
     from ...data.manifest import load_manifest
 
     encoder_path, run_dir = resolve_source(config.source)
-    target = load_manifest(config.target, config.image_root or None)
+    target = load_manifest(config.target, config.image_root or None, config.allow_outside_root)
     raw = manifest_labels(target, config.labels, config.label_column)
-    src = load_manifest(config.source_images) if config.source_images else None
+    src = load_manifest(config.source_images, None, config.allow_outside_root) if config.source_images else None
     src_labels = src.labels if src is not None else None
     mapping = read_class_map(config.class_map) if config.class_map else None
     usable, missing = match_classes([v for v in raw if v], sorted(set(src_labels)) if src_labels else None, mapping)

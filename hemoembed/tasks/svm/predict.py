@@ -51,6 +51,7 @@ class PredictConfig:
     encoder: str = ""
     images: str = ""
     image_root: str = ""
+    allow_outside_root: bool = False
     batch_size: int = 64
 
 
@@ -99,7 +100,7 @@ def embed_for_predict(config: PredictConfig, meta: dict, progress: ProgressFacto
 
     if not config.images:
         raise InputError("--encoder needs IMAGES (a folder or CSV manifest) to embed")
-    manifest = load_manifest(config.images, config.image_root or None)
+    manifest = load_manifest(config.images, config.image_root or None, config.allow_outside_root)
     model, record = load_encoder(config.encoder)
     fp = fingerprint(model)
     check_fingerprint(meta, fp, f"encoder {config.encoder}")

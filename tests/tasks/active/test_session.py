@@ -370,11 +370,12 @@ def test_standardiser_over_blocks_is_the_matrix_standardiser_byte_for_byte(monke
         expected = pool_standardiser(X)
         for cuts in ([1000, 1700], [1, 2, 3, 499, 500, 501], list(range(0, 2500, 333))):
             parts = np.split(X, cuts)
-            for got, want in zip(pool_standardiser(lambda: iter(parts)), expected):
+            for got, want in zip(pool_standardiser(lambda parts=parts: iter(parts)), expected):
                 assert got.tobytes() == want.tobytes()
         half = X.astype(np.float16)
         mixed = [half[:1200], half[1200:].astype(np.float32)]
-        for got, want in zip(pool_standardiser(lambda: iter(mixed)), pool_standardiser(np.concatenate(mixed))):
+        whole = pool_standardiser(np.concatenate(mixed))
+        for got, want in zip(pool_standardiser(lambda mixed=mixed: iter(mixed)), whole):
             assert got.tobytes() == want.tobytes()
 
 

@@ -282,6 +282,39 @@ def test_adapt_cli_writes_a_predictable_model(sites, tmp_path, cli):
     assert again.exit_code == 2 and "use --overwrite" in again.stderr and "Traceback" not in again.stderr
 
 
+def test_adapt_and_predict_read_paths_outside_the_root_only_when_allowed(sites, tmp_path, cli):
+    """A --target manifest whose paths leave its folder is refused with the option that permits it, and that
+    option exists on adapt and on predict (it used to be named in the refusal and missing from both)."""
+    import os
+
+    with open(sites["site2"]) as handle:
+        rows = list(csv.DictReader(handle))
+    outside = tmp_path / "outside.csv"
+    with open(outside, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({**r, "path": os.path.relpath(sites["site2"].parent / r["path"], tmp_path)} for r in rows)
+    adapt = ["adapt", "--source", sites["run"], "--target", outside, "--no-colour-transform", "--shots", 12,
+             "--bootstrap", 20, "--out", tmp_path / "adapt"]
+    refused = cli(*adapt)
+    assert refused.exit_code == 2 and "outside the image root" in refused.stderr
+    assert "--allow-outside-root" in refused.stderr and "Traceback" not in refused.stderr
+    result = cli(*adapt, "--allow-outside-root")
+    assert result.exit_code == 0, result
+    with open(tmp_path / "adapt" / "test_predictions.csv") as handle:
+        tests = {r["path"]: r["predicted"] for r in csv.DictReader(handle)}
+    assert len(tests) == 5 * 8 - 12 and all(p.startswith("..") for p in tests)
+    predict = ["predict", tmp_path / "adapt", "--encoder", tmp_path / "adapt" / "encoder.json", outside]
+    refused = cli(*predict, "--out", tmp_path / "refused.csv")
+    assert refused.exit_code == 2 and "outside the image root" in refused.stderr
+    assert not (tmp_path / "refused.csv").exists()
+    result = cli(*predict, "--allow-outside-root", "--out", tmp_path / "pred.csv")
+    assert result.exit_code == 0, result
+    with open(tmp_path / "pred.csv") as handle:
+        predicted = {r["path"]: r["label"] for r in csv.DictReader(handle)}
+    assert all(predicted[path] == label for path, label in tests.items())
+
+
 def test_the_cv_choice_is_the_best_mean_accuracy_then_the_fewest_epochs():
     from hemoembed.tasks.adapt.adapter import FinetuneParams, best_point
 
