@@ -31,10 +31,12 @@ AUGMENT_OPTIONS = ("zoom", "resolution", "crop_scale", "hue", "stain")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder to write.")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
               help="JSON/YAML file of PretrainConfig settings; options given here override it.")
-@click.option("--preset", type=click.Choice(["imagenet", "scratch"]), default=None,
+@click.option("--preset", type=click.Choice(["imagenet", "scratch", "site"]), default=None,
               help="imagenet: the paper (semi-hard triplet, no head, lr 1e-5, BN frozen, 30 epochs); scratch: "
-                   "for --weights none (NT-Xent + MLP head, random-resized crops, gentle hue, BN training, "
-                   "constant lr 1e-3, batch 128, 60 epochs). Default: scratch for --weights none.")
+                   "for --weights none (NT-Xent + MLP head, random-resized crops, stain jitter and no hue, BN "
+                   "training, constant lr 1e-3, batch 128, 60 epochs); site: scratch's recipe with hue jitter 0.2 "
+                   "for 10 epochs, to continue --weights RUN/encoder.keras on a new site's unlabelled cells before "
+                   "adapt. Default: scratch for --weights none.")
 @click.option("--weights", default=None,
               help="imagenet (needs internet), none, or PATH (.keras encoder / an adapter's encoder.json: its "
                    "backbone / .h5 backbone weights).")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -189,6 +190,22 @@ def test_presets_and_overrides():
     assert (paper.epochs, paper.batch_size, paper.lr_decay) == (30, 100, "constant")
     mixed = resolve_config(PretrainConfig(preset="scratch", lr=5e-4), epochs=7)
     assert (mixed.weights, mixed.lr, mixed.epochs, mixed.freeze_bn) == ("none", 5e-4, 7, False)
+
+
+def test_the_site_preset_continues_a_trained_encoder_with_hue_jitter(tmp_path):
+    encoder = tmp_path / "encoder.keras"
+    encoder.write_bytes(b"")  # only its existence is checked here
+    scratch = resolve_config(weights="none")
+    site = resolve_config(PretrainConfig(preset="site"), weights=str(encoder))
+    assert (site.weights, site.epochs, site.augment.hue) == (str(encoder), 10, 0.2)
+    # everything else is the scratch recipe, so a continued encoder trains as its source did
+    same = ("loss", "head", "lr", "lr_decay", "freeze_bn", "batch_size", "view_average")
+    assert [getattr(site, k) for k in same] == [getattr(scratch, k) for k in same]
+    assert dataclasses.replace(site.augment, hue=scratch.augment.hue) == scratch.augment
+    assert resolve_config(PretrainConfig(preset="site"), augment={"hue": 0.1}, weights=str(encoder)).augment.hue == 0.1
+    for weights in (None, "none", "imagenet"):
+        with pytest.raises(InputError, match="--preset site continues a trained encoder"):
+            resolve_config(PretrainConfig(preset="site"), weights=weights)
 
 
 TWO_DEVICES = r"""
