@@ -9,6 +9,7 @@ from . import main
 from .common import (
     NON_NEGATIVE,
     POSITIVE,
+    allow_outside_root_option,
     echo,
     number_list,
     overwrite_option,
@@ -24,8 +25,7 @@ from .common import (
 @click.option("--target", type=click.Path(path_type=Path), required=True,
               help="Target-site images: folder per class or CSV manifest (path + label column).")
 @click.option("--image-root", type=click.Path(path_type=Path), default=None, help="Root of a CSV --target's paths.")
-@click.option("--allow-outside-root", is_flag=True,
-              help="Allow --target and --source-images manifest paths outside their root.")
+@allow_outside_root_option("Allow --target and --source-images manifest paths outside their root.")
 @click.option("--labels", type=click.Path(path_type=Path), default=None,
               help="Labels CSV (path, label) for the target images, if not folder names / manifest column.")
 @click.option("--label-column", default="label", show_default=True)

@@ -14,13 +14,18 @@ import click
 from ..errors import InputError
 
 
+def allow_outside_root_option(help: str = "Allow manifest paths outside the image root.") -> Callable:
+    """``--allow-outside-root``: manifest paths may leave their root (refused by default; data/manifest.py)."""
+    return click.option("--allow-outside-root", is_flag=True, help=help)
+
+
 def images_argument(func: Callable) -> Callable:
     """``IMAGES`` (folder or CSV manifest) with ``--image-root`` and ``--allow-outside-root``."""
 
     @click.argument("images", type=click.Path(path_type=Path))
     @click.option("--image-root", type=click.Path(path_type=Path), default=None,
                   help="Folder that a CSV manifest's 'path' column is relative to (default: the CSV's folder).")
-    @click.option("--allow-outside-root", is_flag=True, help="Allow manifest paths outside the image root.")
+    @allow_outside_root_option()
     @functools.wraps(func)
     def wrapper(*args, images: Path, image_root: Path | None, allow_outside_root: bool, **kwargs):
         from ..data.manifest import load_manifest

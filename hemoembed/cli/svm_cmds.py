@@ -11,6 +11,7 @@ from .common import (
     NON_NEGATIVE,
     PIXELS,
     POSITIVE,
+    allow_outside_root_option,
     echo,
     images_argument,
     number_list,
@@ -97,7 +98,7 @@ def fit_svm(store: Path, labels: tuple[Path, ...], columns: str, key: str, test_
               help="Encoder (.keras, or an adapter's encoder.json) that embeds IMAGES (folder or CSV manifest) first.")
 @click.option("--image-root", type=click.Path(path_type=Path), default=None,
               help="Folder that a CSV manifest's 'path' column is relative to.")
-@click.option("--allow-outside-root", is_flag=True, help="Allow manifest paths outside the image root.")
+@allow_outside_root_option()
 @click.option("--batch-size", type=POSITIVE, default=64, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Predictions CSV to write.")
 @overwrite_option

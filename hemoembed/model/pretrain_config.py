@@ -29,7 +29,7 @@ SCRATCH_AUGMENT: dict[str, Any] = {"zoom": 0.0, "translation": 0.0, "crop_scale"
                                    "contrast": 0.3, "saturation": 0.3, "hue": 0.0, "stain": 0.05}
 # Across sites colour is what differs: hue jitter 0.2 in a site continuation (benchmarks/RESULTS.md, "Colour
 # jitter in the site continuation" and "Seen, or how many"): BCCD's full adapter, 100 shots, +3.2 and +3.6 points
-# over the scratch augmentation's continuation (two seeds), about +2.5 over no continuation on halves of BCCD.
+# over the scratch augmentation's continuation (two seeds); on halves of BCCD +0.7 to +1.6 over none.
 SITE_AUGMENT: dict[str, Any] = {**SCRATCH_AUGMENT, "hue": 0.2}
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper: ImageNet initialisation, BatchNorm frozen, Adam 1e-5 constant, 30 epochs, batch 100.
@@ -46,13 +46,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     "scratch": {"weights": "none", "loss": "ntxent", "head": "mlp:512,128", "lr": 1e-3, "lr_decay": "constant",
                 "warmup_epochs": 0.0, "freeze_bn": False, "epochs": 60, "batch_size": 128,
                 "view_average": "dihedral", "augment": SCRATCH_AUGMENT},
-    # A trained encoder continued on a new site's unlabelled cells (mixed with about 1,000 source images), for
-    # `hemoembed adapt` only: its hue invariance drops the colour a source SVM relies on (BCCD: the PBC SVM fell
-    # to 0.05-0.28 accuracy). 10 epochs: 30 gave nothing more (-0.004 with the scratch augmentation).
-    "site": {"loss": "ntxent", "head": "mlp:512,128", "lr": 1e-3, "lr_decay": "constant", "warmup_epochs": 0.0,
-             "freeze_bn": False, "epochs": 10, "batch_size": 128, "view_average": "dihedral",
-             "augment": SITE_AUGMENT},
 }
+# A trained encoder (--weights PATH, required) continued on a new site's unlabelled cells (mixed with about 1,000
+# source images), for `hemoembed adapt` only: its hue invariance drops the colour a source SVM relies on (BCCD: the
+# PBC SVM fell to 0.05-0.28 accuracy). Otherwise scratch's recipe; 10 epochs: 30 gave nothing more (-0.004 with
+# the scratch augmentation).
+PRESETS["site"] = {**{k: v for k, v in PRESETS["scratch"].items() if k != "weights"}, "epochs": 10,
+                   "augment": SITE_AUGMENT}
 # What a run saved before a setting existed meant (so it resumes, and its config reads, unchanged): a run
 # from before preprocessing record versions (#18) keeps version 1, its checkpoints' and cache's meaning.
 # A run from before --view-average stored the plain encoder.

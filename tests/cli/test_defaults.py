@@ -31,7 +31,8 @@ PAIRS = [
     ("tsne", TsneConfig, {}),
     ("embed", EmbedConfig, {}),
 ]
-# an empty option that stands for "everything" (or for "the first of a list" in a session), not a value
+# options whose default stands for something else than the field's value: "all" columns, every condition,
+# and a strategy list of which a session takes the first
 MEANING_ALL = {("fit-svm", "columns"), ("adapt", "conditions"), ("active-learn", "strategy")}
 
 
@@ -49,17 +50,14 @@ def _as_field(value, like):
 
 def _checked(command: str, config) -> list[tuple[str, object, object]]:
     fields = {f.name: f for f in dataclasses.fields(config)}
-    renamed = dict(next(r for c, k, r in PAIRS if c == command and k is config))
+    renamed = next(r for c, k, r in PAIRS if c == command and k is config)
     rows = []
     for param in main.commands[command].params:
         name = renamed.get(param.name, param.name)
-        if (not isinstance(param, click.Option) or param.is_flag or param.multiple or name not in fields
-                or param.default is None
-                or (command, param.name) in MEANING_ALL or param.required):
+        if (not isinstance(param, click.Option) or param.is_flag or param.multiple or param.required
+                or param.default is None or name not in fields or (command, param.name) in MEANING_ALL):
             continue
         wanted = _field_default(fields[name])
-        if isinstance(wanted, str) and wanted == "" and param.default in ("",):
-            continue
         rows.append((param.opts[0], _as_field(param.default, wanted), wanted))
     return rows
 

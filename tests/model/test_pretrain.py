@@ -325,6 +325,19 @@ def test_probe_scores_each_epoch_and_best_probe_becomes_the_encoder(cells, tmp_p
     assert model.output_shape == (None, 1280)
 
 
+def test_probe_labels_follow_the_runs_allow_outside_root(cells, tmp_path):
+    """A probe CSV is read against the training images' root under the same --allow-outside-root as they are
+    (refused before anything trains; here its missing label column is what stops the allowed run)."""
+    probe = tmp_path / "probe.csv"
+    probe.write_text("path\n../elsewhere/cell.png\n")
+    config = resolve_config(weights="none", image_size=32, epochs=1, batch_size=8, probe_labels=str(probe))
+    with pytest.raises(InputError, match="outside the image root"):
+        pretrain(load_manifest(cells), tmp_path / "refused", config)
+    with pytest.raises(InputError, match="the probe set needs a 'label' column"):
+        pretrain(load_manifest(cells, allow_outside_root=True), tmp_path / "allowed", config)
+    assert not (tmp_path / "refused").exists() and not (tmp_path / "allowed").exists()
+
+
 def test_best_probe_without_probe_labels_is_refused_before_writing(cells, tmp_path):
     result = CliRunner().invoke(main, ["pretrain", str(cells), "--out", str(tmp_path / "r"), *ARGS,
                                        "--keep", "best-probe"])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import numpy as np
@@ -285,8 +286,6 @@ def test_adapt_cli_writes_a_predictable_model(sites, tmp_path, cli):
 def test_adapt_and_predict_read_paths_outside_the_root_only_when_allowed(sites, tmp_path, cli):
     """A --target manifest whose paths leave its folder is refused with the option that permits it, and that
     option exists on adapt and on predict (it used to be named in the refusal and missing from both)."""
-    import os
-
     with open(sites["site2"]) as handle:
         rows = list(csv.DictReader(handle))
     outside = tmp_path / "outside.csv"
